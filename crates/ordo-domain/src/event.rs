@@ -1,0 +1,113 @@
+//! The order's events: facts, in the past tense, each with a type name and a schema version.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use ordo_es::{DecodeError, DomainEvent};
+
+use crate::money::Money;
+use crate::values::{Currency, CustomerEmail, LineItem, ShippingAddress, Status};
+
+/// `OrderCreated`, schema version 1. Totals are decided once, here, and never recomputed
+/// by a reader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderCreated {
+    pub customer_name: String,
+    pub customer_email: CustomerEmail,
+    pub currency: Currency,
+    pub items: Vec<LineItem>,
+    pub total_amount: Money,
+    pub shipping_address: Option<ShippingAddress>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderStatusChanged {
+    pub from: Status,
+    pub to: Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderCancelled {
+    pub reason: Option<String>,
+    pub previous_status: Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OrderDeleted {}
+
+/// Everything that can happen to an order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderEvent {
+    Created(OrderCreated),
+    StatusChanged(OrderStatusChanged),
+    Cancelled(OrderCancelled),
+    Deleted(OrderDeleted),
+}
+
+impl OrderEvent {
+    pub const CREATED: &'static str = "OrderCreated";
+    pub const STATUS_CHANGED: &'static str = "OrderStatusChanged";
+    pub const CANCELLED: &'static str = "OrderCancelled";
+    pub const DELETED: &'static str = "OrderDeleted";
+}
+
+fn to_value<T: Serialize>(payload: &T) -> Value {
+    // Serialising these plain structs cannot fail: no maps with non-string keys, no
+    // custom serialisers that error.
+    serde_json::to_value(payload).unwrap_or(Value::Null)
+}
+
+fn from_value<T: for<'de> Deserialize<'de>>(event_type: &str, data: &Value) -> Result<T, DecodeError> {
+    T::deserialize(data).map_err(|source| DecodeError::Malformed {
+        event_type: event_type.to_string(),
+        source,
+    })
+}
+
+impl DomainEvent for OrderEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            OrderEvent::Created(_) => Self::CREATED,
+            OrderEvent::StatusChanged(_) => Self::STATUS_CHANGED,
+            OrderEvent::Cancelled(_) => Self::CANCELLED,
+            OrderEvent::Deleted(_) => Self::DELETED,
+        }
+    }
+
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    fn encode(&self) -> Value {
+        match self {
+            OrderEvent::Created(e) => to_value(e),
+            OrderEvent::StatusChanged(e) => to_value(e),
+            OrderEvent::Cancelled(e) => to_value(e),
+            OrderEvent::Deleted(e) => to_value(e),
+        }
+    }
+
+    fn decode(event_type: &str, schema_version: u32, data: &Value) -> Result<Self, DecodeError> {
+        if schema_version != 1 {
+            return Err(DecodeError::UnsupportedVersion {
+                event_type: event_type.to_string(),
+                schema_version,
+            });
+        }
+        Ok(match event_type {
+            Self::CREATED => OrderEvent::Created(from_value(event_type, data)?),
+            Self::STATUS_CHANGED => OrderEvent::StatusChanged(from_value(event_type, data)?),
+            Self::CANCELLED => OrderEvent::Cancelled(from_value(event_type, data)?),
+            Self::DELETED => OrderEvent::Deleted(from_value(event_type, data)?),
+            other => {
+                return Err(DecodeError::UnknownType {
+                    event_type: other.to_string(),
+                });
+            }
+        })
+    }
+}

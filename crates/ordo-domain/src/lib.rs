@@ -1,0 +1,44 @@
+//! # ordo-domain: the order domain
+//!
+//! The business rules of ordo (../shared/spec/domain.md), with no I/O of its own.
+//!
+//! ## Layout
+//!
+//! - [`command`]: parsing untrusted JSON into commands ([`CreateOrder`]), with every
+//!   problem reported under its field path ([`FieldError`]).
+//! - [`values`] and [`money`]: types that cannot hold an invalid value ([`Status`],
+//!   [`CustomerEmail`], [`Currency`], exact [`Money`]).
+//! - [`event`]: the facts ([`OrderEvent`]: OrderCreated, OrderStatusChanged,
+//!   OrderCancelled, OrderDeleted), each with a type name and schema version.
+//! - [`order`]: the [`Order`] aggregate: `handle` decides, `apply` folds.
+//! - [`service`]: [`OrderService`] runs commands (If-Match, idempotency keys, retries on
+//!   lost races) and folds past states for history and time travel.
+//! - [`view`] and [`read`]: the read side: [`OrderView`], [`Summary`], [`TopCustomer`],
+//!   the [`OrderReadStore`] contract that storage backends implement, and the
+//!   [`OrderProjection`] that turns event batches into read-model changes.
+//!
+//! ## How a command flows
+//!
+//! ```text
+//! JSON ─parse─▶ CreateOrder ─▶ OrderService ─▶ CommandExecutor<Order>
+//!                                  Order::handle ─▶ [OrderEvent] ─▶ EventStore::append
+//! EventStore log ─▶ ProjectionRunner ─▶ OrderProjection::fold_batch ─▶ OrderReadStore::commit
+//! ```
+
+pub mod command;
+pub mod event;
+pub mod money;
+pub mod order;
+pub mod read;
+pub mod service;
+pub mod values;
+pub mod view;
+
+pub use command::{CancelRequest, CreateOrder, FieldError, ValidationErrors};
+pub use event::OrderEvent;
+pub use money::Money;
+pub use order::{Order, OrderCommand, OrderError};
+pub use read::{ListQuery, OrderProjection, OrderReadStore, ReadModelBatch, ReadStoreError, Sort};
+pub use service::{AsOf, CommandContext, CommandError, CommandOutcome, HistoryError, IdempotencyKey, OrderService};
+pub use values::{Currency, CustomerEmail, Status};
+pub use view::{OrderPage, OrderView, StatusCounts, Summary, TopCustomer, ViewState};

@@ -1,0 +1,277 @@
+//! The read side: the read-store contract, query shapes, and the projection that keeps
+//! the read models current.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use ordo_es::{BoxError, Checkpoint, DomainEvent, Projection, ProjectionError, RecordedEvent};
+
+use crate::event::OrderEvent;
+use crate::money::Money;
+use crate::order::Order;
+use crate::values::Status;
+use crate::view::{OrderPage, OrderView, Summary, TopCustomer, ViewState, summary_contribution};
+
+/// Sort orders of lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sort {
+    #[default]
+    CreatedAtDesc,
+    CreatedAt,
+    TotalAmount,
+    TotalAmountDesc,
+}
+
+impl Sort {
+    pub fn parse(s: &str) -> Option<Sort> {
+        match s {
+            "createdAt" => Some(Sort::CreatedAt),
+            "-createdAt" => Some(Sort::CreatedAtDesc),
+            "totalAmount" => Some(Sort::TotalAmount),
+            "-totalAmount" => Some(Sort::TotalAmountDesc),
+            _ => None,
+        }
+    }
+}
+
+/// A list query. Every filter is optional and inclusive; results are paged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListQuery {
+    pub status: Option<Status>,
+    /// Lower-cased.
+    pub customer_email: Option<String>,
+    pub min_total: Option<Money>,
+    pub max_total: Option<Money>,
+    pub created_from: Option<OffsetDateTime>,
+    pub created_to: Option<OffsetDateTime>,
+    /// Case-insensitive substring of id, customer name, e-mail or a product name;
+    /// lower-cased.
+    pub search: Option<String>,
+    pub sort: Sort,
+    /// 1-based.
+    pub page: u32,
+    /// 1..=100.
+    pub limit: u32,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            status: None,
+            customer_email: None,
+            min_total: None,
+            max_total: None,
+            created_from: None,
+            created_to: None,
+            search: None,
+            sort: Sort::default(),
+            page: 1,
+            limit: 20,
+        }
+    }
+}
+
+impl ListQuery {
+    pub fn offset(&self) -> u64 {
+        u64::from(self.page.saturating_sub(1)) * u64::from(self.limit)
+    }
+}
+
+/// The text searched for an order: id, name, e-mail and product names, lower-cased and
+/// separated by newlines (which no searched term can contain).
+pub fn search_text(view: &OrderView) -> String {
+    let mut text = format!("{}\n{}\n{}", view.order_id, view.customer_name, view.customer_email);
+    for item in &view.items {
+        text.push('\n');
+        text.push_str(&item.product_name);
+    }
+    text.to_lowercase()
+}
+
+/// Everything one projection batch changes, applied by the read store in one
+/// transaction with the checkpoint.
+#[derive(Clone, Debug, Default)]
+pub struct ReadModelBatch {
+    /// The final state of each order the batch touched.
+    pub views: Vec<(Uuid, ViewState)>,
+    /// Change in the number of live orders per status.
+    pub status_delta: [i64; 6],
+    /// Change in revenue (live, not cancelled).
+    pub revenue_delta: Money,
+    /// Customers whose top-customer row must be recomputed (lower-cased e-mails).
+    pub customers: BTreeSet<String>,
+    /// occurredAt of the last event in the batch.
+    pub last_event_at: Option<OffsetDateTime>,
+}
+
+/// Read-store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadStoreError {
+    #[error("read store unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("the projection checkpoint was moved by another writer")]
+    CheckpointMoved,
+    #[error("corrupt read model: {0}")]
+    Corrupt(String),
+    #[error("read store failure")]
+    Other(#[source] BoxError),
+}
+
+/// Where the order read models live (SQLite, PostgreSQL). Storage only: what to store
+/// is decided by [`OrderProjection`].
+#[async_trait]
+pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
+    async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, ReadStoreError>;
+
+    /// The stored state of each order in `ids` that the read store knows.
+    async fn load_views(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ViewState>, ReadStoreError>;
+
+    /// Applies `batch` and moves the checkpoint of `projection` from `from` to `to` in
+    /// one transaction; [`ReadStoreError::CheckpointMoved`] (and no change) when the
+    /// stored checkpoint is not `from` (`None` stored counts as the origin).
+    async fn commit(
+        &self,
+        projection: &str,
+        batch: ReadModelBatch,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ReadStoreError>;
+
+    async fn get(&self, id: Uuid) -> Result<Option<OrderView>, ReadStoreError>;
+    async fn list(&self, query: &ListQuery) -> Result<OrderPage, ReadStoreError>;
+    async fn summary(&self) -> Result<Summary, ReadStoreError>;
+    async fn top_customers(&self, limit: u32) -> Result<Vec<TopCustomer>, ReadStoreError>;
+
+    /// Drops every read model and checkpoint (before a full rebuild).
+    async fn reset(&self) -> Result<(), ReadStoreError>;
+
+    async fn ping(&self) -> Result<(), ReadStoreError>;
+}
+
+/// The projection that keeps every order read model current: order view, summary, top
+/// customers and search.
+#[derive(Debug, Clone)]
+pub struct OrderProjection {
+    store: Arc<dyn OrderReadStore>,
+}
+
+impl OrderProjection {
+    pub const NAME: &'static str = "orders";
+
+    pub fn new(store: Arc<dyn OrderReadStore>) -> Self {
+        Self { store }
+    }
+
+    /// Folds `events` over the stored states into one batch. Events already folded
+    /// (version at or below the stored one) are skipped: redelivery is harmless.
+    pub fn fold_batch(
+        events: &[RecordedEvent],
+        mut states: HashMap<Uuid, ViewState>,
+    ) -> Result<ReadModelBatch, ProjectionError> {
+        let mut batch = ReadModelBatch::default();
+        let mut touched = Vec::new();
+        for envelope in events {
+            if envelope.aggregate_type != <Order as ordo_es::Aggregate>::TYPE {
+                continue;
+            }
+            let order_id = parse_order_id(envelope)?;
+            let state = states.remove(&order_id).unwrap_or(ViewState::Absent);
+            if envelope.version <= state.version() {
+                states.insert(order_id, state);
+                continue;
+            }
+            if envelope.version != state.version() + 1 {
+                return Err(ProjectionError::Failed(
+                    format!(
+                        "order {order_id}: event version {} follows version {} (a gap)",
+                        envelope.version,
+                        state.version()
+                    )
+                    .into(),
+                ));
+            }
+            let event = OrderEvent::decode(&envelope.event_type, envelope.schema_version, &envelope.data)
+                .map_err(|e| ProjectionError::Failed(Box::new(e)))?;
+            let before = summary_contribution(&state);
+            if let Some(view) = state.live() {
+                batch.customers.insert(view.customer_email.clone());
+            }
+            let after_state = state.evolve(envelope, order_id, &event);
+            let after = summary_contribution(&after_state);
+            if let Some(view) = after_state.live() {
+                batch.customers.insert(view.customer_email.clone());
+            }
+            if let Some((status, revenue)) = before {
+                batch.status_delta[status.index()] -= 1;
+                batch.revenue_delta = batch.revenue_delta - revenue;
+            }
+            if let Some((status, revenue)) = after {
+                batch.status_delta[status.index()] += 1;
+                batch.revenue_delta = batch.revenue_delta + revenue;
+            }
+            batch.last_event_at = Some(envelope.occurred_at);
+            if !touched.contains(&order_id) {
+                touched.push(order_id);
+            }
+            states.insert(order_id, after_state);
+        }
+        batch.views = touched
+            .into_iter()
+            .filter_map(|id| states.remove(&id).map(|s| (id, s)))
+            .collect();
+        Ok(batch)
+    }
+}
+
+fn parse_order_id(envelope: &RecordedEvent) -> Result<Uuid, ProjectionError> {
+    Uuid::parse_str(envelope.stream_id.as_str()).map_err(|e| {
+        ProjectionError::Failed(format!("order stream id {:?} is not a UUID: {e}", envelope.stream_id.as_str()).into())
+    })
+}
+
+impl From<ReadStoreError> for ProjectionError {
+    fn from(e: ReadStoreError) -> Self {
+        match e {
+            ReadStoreError::CheckpointMoved => ProjectionError::CheckpointMoved,
+            ReadStoreError::Unavailable(source) => ProjectionError::Unavailable(source),
+            other => ProjectionError::Failed(Box::new(other)),
+        }
+    }
+}
+
+#[async_trait]
+impl Projection for OrderProjection {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
+        Ok(self.store.load_checkpoint(Self::NAME).await?)
+    }
+
+    async fn apply_batch(
+        &self,
+        events: &[RecordedEvent],
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ProjectionError> {
+        let mut ids: Vec<Uuid> = Vec::new();
+        for envelope in events {
+            if envelope.aggregate_type == <Order as ordo_es::Aggregate>::TYPE {
+                let id = parse_order_id(envelope)?;
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        let states = self.store.load_views(&ids).await?;
+        let batch = Self::fold_batch(events, states)?;
+        self.store.commit(Self::NAME, batch, from, to).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! An event store in memory: the reference implementation of the contract, for tests and
+//! for trying things out. Nothing survives the process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::event::{NewEvent, RecordedEvent, StreamId};
+use crate::position::{Checkpoint, Position, partition_of};
+use crate::store::{Appended, EventStore, ExpectedVersion, StoreError};
+
+/// The in-memory store. Partitioned like the Redis store when asked, so that code built
+/// on the kernel meets a multi-partition log in its unit tests too.
+#[derive(Debug)]
+pub struct InMemoryStore {
+    partitions: u32,
+    inner: Mutex<Inner>,
+    /// Bumped on every append; waiters watch it.
+    appended: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// One log per partition; an event's cursor major is its index + 1.
+    logs: Vec<Vec<RecordedEvent>>,
+    /// Per stream: (partition, index in that partition's log) of each version.
+    streams: HashMap<StreamId, Vec<usize>>,
+}
+
+impl Default for InMemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InMemoryStore {
+    pub fn new() -> Self {
+        Self::with_partitions(1)
+    }
+
+    pub fn with_partitions(partitions: u32) -> Self {
+        let partitions = partitions.max(1);
+        Self {
+            partitions,
+            inner: Mutex::new(Inner {
+                logs: vec![Vec::new(); partitions as usize],
+                streams: HashMap::new(),
+            }),
+            appended: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-written append (all checks
+        // come before the first push), so a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn has_after(&self, after: &Checkpoint) -> bool {
+        let inner = self.lock();
+        inner
+            .logs
+            .iter()
+            .enumerate()
+            .any(|(p, log)| (log.len() as u64) > after.cursor(p as u32).major)
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryStore {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::Invalid("an append needs at least one event".into()));
+        }
+        let partition = partition_of(stream.as_str(), self.partitions);
+        let mut inner = self.lock();
+        let current = inner.streams.get(stream).map_or(0, |v| v.len() as u64);
+        if let Some(expected_number) = expected.as_number()
+            && expected_number != current
+        {
+            return Err(StoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual: Some(current),
+            });
+        }
+        let mut positions = Vec::with_capacity(events.len());
+        let mut indexes = Vec::with_capacity(events.len());
+        let log = &mut inner.logs[partition as usize];
+        for (i, event) in events.into_iter().enumerate() {
+            let index = log.len();
+            let position = Position::new(partition, index as u64 + 1, 0);
+            log.push(RecordedEvent {
+                event_id: event.event_id,
+                stream_id: stream.clone(),
+                aggregate_type: event.aggregate_type,
+                version: current + 1 + i as u64,
+                position,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                occurred_at: event.occurred_at,
+                data: event.data,
+                metadata: event.metadata,
+            });
+            positions.push(position);
+            indexes.push(index);
+        }
+        let last_version = current + positions.len() as u64;
+        inner
+            .streams
+            .entry(stream.clone())
+            .or_default()
+            .extend(indexes);
+        drop(inner);
+        self.appended.send_modify(|n| *n += 1);
+        Ok(Appended {
+            first_version: current + 1,
+            last_version,
+            positions,
+        })
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let partition = partition_of(stream.as_str(), self.partitions) as usize;
+        let inner = self.lock();
+        let Some(indexes) = inner.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let skip = from_version.saturating_sub(1) as usize;
+        Ok(indexes
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .map(|&i| inner.logs[partition][i].clone())
+            .collect())
+    }
+
+    async fn read_all(
+        &self,
+        after: &Checkpoint,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for (p, log) in inner.logs.iter().enumerate() {
+            let start = after.cursor(p as u32).major as usize;
+            for event in log.iter().skip(start) {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(event.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn wait_for_events(
+        &self,
+        after: &Checkpoint,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let mut rx = self.appended.subscribe();
+        if self.has_after(after) {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(timeout, rx.changed()).await;
+        Ok(())
+    }
+
+    async fn count_after(&self, after: &Checkpoint) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .logs
+            .iter()
+            .enumerate()
+            .map(|(p, log)| (log.len() as u64).saturating_sub(after.cursor(p as u32).major))
+            .sum())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "conformance"))]
+mod conformance_single {
+    crate::event_store_conformance!(async { crate::InMemoryStore::new() });
+}
+
+#[cfg(all(test, feature = "conformance"))]
+mod conformance_partitioned {
+    crate::event_store_conformance!(async { crate::InMemoryStore::with_partitions(4) });
+}

@@ -1,0 +1,441 @@
+//! Projections and the runner that feeds them from the global log.
+//!
+//! One path for catch-up and live: the runner reads the log after the projection's own
+//! checkpoint in batches, hands each batch to [`Projection::apply_batch`] (which stores the
+//! read-model change and the new checkpoint in one transaction), and when it has caught up
+//! waits for the store's wake-up. A projection added later, or reset, starts at the
+//! origin and catches up while new events keep arriving.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::event::RecordedEvent;
+use crate::position::{Checkpoint, Position};
+use crate::store::{BoxError, EventStore};
+
+/// A read model fed by the runner.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// A stable name: the key of the checkpoint.
+    fn name(&self) -> &str;
+
+    /// The stored checkpoint, or `None` when the projection has never run.
+    async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError>;
+
+    /// Applies `events` and moves the stored checkpoint from `from` to `to`, atomically.
+    /// When the stored checkpoint is no longer `from` (another process moved it), it
+    /// changes nothing and returns [`ProjectionError::CheckpointMoved`].
+    async fn apply_batch(
+        &self,
+        events: &[RecordedEvent],
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ProjectionError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// Someone else advanced the checkpoint; reload it and go on from there.
+    #[error("the projection checkpoint was moved by another writer")]
+    CheckpointMoved,
+    /// The read store cannot be reached. Retried with backoff.
+    #[error("read store unavailable")]
+    Unavailable(#[source] BoxError),
+    /// An event could not be applied.
+    #[error("projection failed: {0}")]
+    Failed(#[source] BoxError),
+}
+
+/// The runner's health, as operations endpoints show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProjectionState {
+    Starting,
+    Running,
+    /// Applying keeps failing; the runner retries with backoff.
+    Failing,
+    Stopped,
+}
+
+impl ProjectionState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProjectionState::Starting => "starting",
+            ProjectionState::Running => "running",
+            ProjectionState::Failing => "failing",
+            ProjectionState::Stopped => "stopped",
+        }
+    }
+}
+
+/// What the runner publishes after every step.
+#[derive(Clone, Debug)]
+pub struct ProjectionStatus {
+    pub name: String,
+    pub state: ProjectionState,
+    /// The checkpoint the read model has reached, once loaded.
+    pub checkpoint: Option<Checkpoint>,
+    /// The occurredAt of the last event applied.
+    pub last_event_at: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+    /// Events applied by this process.
+    pub events_applied: u64,
+}
+
+/// Tuning knobs of the runner.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Events per batch (one read-model transaction each).
+    pub batch_size: usize,
+    /// The longest wait for new events before re-checking (also the poll interval that
+    /// picks up checkpoints moved by other processes).
+    pub idle_wait: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            idle_wait: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Tails the global log into one projection.
+pub struct ProjectionRunner {
+    store: Arc<dyn EventStore>,
+    projection: Arc<dyn Projection>,
+    config: RunnerConfig,
+    status: watch::Sender<ProjectionStatus>,
+}
+
+impl std::fmt::Debug for ProjectionRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionRunner")
+            .field("projection", &self.projection.name())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// A cheap, cloneable view of a runner's progress.
+#[derive(Clone, Debug)]
+pub struct ProjectionHandle {
+    status: watch::Receiver<ProjectionStatus>,
+}
+
+impl ProjectionHandle {
+    pub fn status(&self) -> ProjectionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the read model covers `position`, at most `timeout`. True when it does.
+    pub async fn wait_for(&self, position: &Position, timeout: Duration) -> bool {
+        let mut rx = self.status.clone();
+        let reached = |s: &ProjectionStatus| s.checkpoint.as_ref().is_some_and(|c| c.covers(position));
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(reached)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+impl ProjectionRunner {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        projection: Arc<dyn Projection>,
+        config: RunnerConfig,
+    ) -> Self {
+        let status = ProjectionStatus {
+            name: projection.name().to_string(),
+            state: ProjectionState::Starting,
+            checkpoint: None,
+            last_event_at: None,
+            last_error: None,
+            events_applied: 0,
+        };
+        Self {
+            store,
+            projection,
+            config,
+            status: watch::channel(status).0,
+        }
+    }
+
+    pub fn handle(&self) -> ProjectionHandle {
+        ProjectionHandle {
+            status: self.status.subscribe(),
+        }
+    }
+
+    /// Runs until `shutdown` completes. Every batch is committed with its checkpoint
+    /// before the next is read, so stopping at any point loses nothing.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = &mut shutdown => {}
+            () = self.run_forever() => {}
+        }
+        self.status.send_modify(|s| s.state = ProjectionState::Stopped);
+    }
+
+    async fn run_forever(&self) {
+        let mut backoff = self.config.min_backoff;
+        loop {
+            match self.catch_up_and_follow().await {
+                Ok(()) => backoff = self.config.min_backoff,
+                Err(ProjectionError::CheckpointMoved) => {
+                    tracing::debug!(projection = self.projection.name(), "checkpoint moved elsewhere; reloading");
+                    backoff = self.config.min_backoff;
+                }
+                Err(error) => {
+                    let message = error_chain(&error);
+                    tracing::warn!(projection = self.projection.name(), error = %message, ?backoff, "projection failing; retrying");
+                    self.status.send_modify(|s| {
+                        s.state = ProjectionState::Failing;
+                        s.last_error = Some(message);
+                    });
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+    }
+
+    /// Loads the checkpoint, then applies batches until an error.
+    async fn catch_up_and_follow(&self) -> Result<(), ProjectionError> {
+        let partitions = self.store.partitions();
+        let mut checkpoint = self
+            .projection
+            .load_checkpoint()
+            .await?
+            .unwrap_or_else(|| Checkpoint::origin(partitions));
+        self.publish(&checkpoint, None, 0);
+        loop {
+            let batch = self
+                .store
+                .read_all(&checkpoint, self.config.batch_size)
+                .await
+                .map_err(|e| ProjectionError::Unavailable(Box::new(e)))?;
+            if batch.is_empty() {
+                self.store
+                    .wait_for_events(&checkpoint, self.config.idle_wait)
+                    .await
+                    .map_err(|e| ProjectionError::Unavailable(Box::new(e)))?;
+                // Another process may have moved the stored checkpoint (several
+                // `ordo serve` on one read store); follow it when it is ahead.
+                if let Some(stored) = self.projection.load_checkpoint().await?
+                    && stored != checkpoint
+                    && stored.is_at_or_past(&checkpoint)
+                {
+                    checkpoint = stored;
+                    self.publish(&checkpoint, None, 0);
+                }
+                continue;
+            }
+            let mut next = checkpoint.clone();
+            for event in &batch {
+                next.advance(&event.position);
+            }
+            self.projection
+                .apply_batch(&batch, &checkpoint, &next)
+                .await?;
+            let last_at = batch.last().map(|e| e.occurred_at);
+            checkpoint = next;
+            self.publish(&checkpoint, last_at, batch.len() as u64);
+        }
+    }
+
+    fn publish(&self, checkpoint: &Checkpoint, last_at: Option<OffsetDateTime>, applied: u64) {
+        self.status.send_modify(|s| {
+            s.state = ProjectionState::Running;
+            s.checkpoint = Some(checkpoint.clone());
+            s.last_error = None;
+            if last_at.is_some() {
+                s.last_event_at = last_at;
+            }
+            s.events_applied += applied;
+        });
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::event::{Metadata, NewEvent, StreamId};
+    use crate::memory::InMemoryStore;
+    use crate::store::ExpectedVersion;
+
+    /// Records what it is given; fails the first `fail_first` batches.
+    #[derive(Default)]
+    struct Recorder {
+        seen: Mutex<Vec<(String, u64)>>,
+        checkpoint: Mutex<Option<Checkpoint>>,
+        fail_first: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl Projection for Recorder {
+        fn name(&self) -> &str {
+            "recorder"
+        }
+        async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
+            Ok(self.checkpoint.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        }
+        async fn apply_batch(
+            &self,
+            events: &[RecordedEvent],
+            from: &Checkpoint,
+            to: &Checkpoint,
+        ) -> Result<(), ProjectionError> {
+            {
+                let mut fail = self.fail_first.lock().unwrap_or_else(|e| e.into_inner());
+                if *fail > 0 {
+                    *fail -= 1;
+                    return Err(ProjectionError::Failed("injected".into()));
+                }
+            }
+            let mut stored = self.checkpoint.lock().unwrap_or_else(|e| e.into_inner());
+            if stored.as_ref().is_some_and(|s| s != from) {
+                return Err(ProjectionError::CheckpointMoved);
+            }
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.extend(
+                events
+                    .iter()
+                    .map(|e| (e.stream_id.to_string(), e.version)),
+            );
+            *stored = Some(to.clone());
+            Ok(())
+        }
+    }
+
+    fn event() -> NewEvent {
+        NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            aggregate_type: "Test".into(),
+            event_type: "Happened".into(),
+            schema_version: 1,
+            occurred_at: OffsetDateTime::now_utc(),
+            data: serde_json::json!({}),
+            metadata: Metadata::default(),
+        }
+    }
+
+    async fn append_many(store: &InMemoryStore, streams: usize, per_stream: u64) -> Position {
+        let mut last = None;
+        for v in 0..per_stream {
+            for s in 0..streams {
+                let appended = store
+                    .append(
+                        &StreamId::new(format!("s-{s}")),
+                        ExpectedVersion::Exact(v),
+                        vec![event()],
+                    )
+                    .await
+                    .expect("append");
+                last = Some(appended.last_position());
+            }
+        }
+        last.expect("appended something")
+    }
+
+    fn config() -> RunnerConfig {
+        RunnerConfig {
+            batch_size: 7,
+            idle_wait: Duration::from_millis(20),
+            min_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+        }
+    }
+
+    async fn run_until_caught_up(
+        store: Arc<InMemoryStore>,
+        projection: Arc<Recorder>,
+        until: Position,
+    ) {
+        let runner = ProjectionRunner::new(store, projection, config());
+        let handle = runner.handle();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runner.run(async {
+            let _ = stopped.await;
+        }));
+        assert!(
+            handle.wait_for(&until, Duration::from_secs(30)).await,
+            "the projection should catch up"
+        );
+        let _ = stop.send(());
+        task.await.expect("runner task");
+    }
+
+    #[tokio::test]
+    async fn every_event_is_applied_once_in_stream_order_across_partitions() {
+        let store = Arc::new(InMemoryStore::with_partitions(3));
+        let last = append_many(&store, 5, 6).await;
+        let projection = Arc::new(Recorder::default());
+        run_until_caught_up(Arc::clone(&store), Arc::clone(&projection), last).await;
+        let seen = projection.seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 30);
+        for s in 0..5 {
+            let versions: Vec<u64> = seen
+                .iter()
+                .filter(|(id, _)| *id == format!("s-{s}"))
+                .map(|(_, v)| *v)
+                .collect();
+            assert_eq!(versions, (1..=6).collect::<Vec<_>>());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restarted_runner_resumes_from_the_stored_checkpoint() {
+        let store = Arc::new(InMemoryStore::new());
+        let first = append_many(&store, 2, 3).await;
+        let projection = Arc::new(Recorder::default());
+        run_until_caught_up(Arc::clone(&store), Arc::clone(&projection), first).await;
+        let second = append_many_more(&store).await;
+        run_until_caught_up(Arc::clone(&store), Arc::clone(&projection), second).await;
+        let seen = projection.seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 7, "nothing applied twice, nothing skipped: {seen:?}");
+    }
+
+    async fn append_many_more(store: &InMemoryStore) -> Position {
+        store
+            .append(&StreamId::new("s-0"), ExpectedVersion::Exact(3), vec![event()])
+            .await
+            .expect("append")
+            .last_position()
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_is_retried_and_then_applied() {
+        let store = Arc::new(InMemoryStore::new());
+        let last = append_many(&store, 1, 3).await;
+        let projection = Arc::new(Recorder {
+            fail_first: Mutex::new(3),
+            ..Recorder::default()
+        });
+        run_until_caught_up(Arc::clone(&store), Arc::clone(&projection), last).await;
+        assert_eq!(projection.seen.lock().expect("lock").len(), 3);
+    }
+}
