@@ -77,7 +77,11 @@ struct Fields<'a> {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 impl<'a> Fields<'a> {
@@ -179,12 +183,20 @@ impl CreateOrder {
     }
 
     fn parse_into(body: &Value, errors: &mut Vec<FieldError>) -> Option<CreateOrder> {
-        const KNOWN: &[&str] = &["customerName", "customerEmail", "currency", "items", "shippingAddress"];
+        const KNOWN: &[&str] = &[
+            "customerName",
+            "customerEmail",
+            "currency",
+            "items",
+            "shippingAddress",
+        ];
         let mut f = Fields::open("", body, KNOWN, errors)?;
         let customer_name = f.required_text("customerName", 200, true);
         let customer_email = f.required("customerEmail").and_then(|v| {
             let s = f.string("customerEmail", v)?;
-            CustomerEmail::parse(s).map_err(|m| f.fail("customerEmail", m)).ok()
+            CustomerEmail::parse(s)
+                .map_err(|m| f.fail("customerEmail", m))
+                .ok()
         });
         let currency = match f.optional("currency") {
             None => Some(Currency::usd()),
@@ -269,7 +281,11 @@ fn parse_item(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> Option
     })
 }
 
-fn parse_address(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> Option<ShippingAddress> {
+fn parse_address(
+    path: &str,
+    value: &Value,
+    errors: &mut Vec<FieldError>,
+) -> Option<ShippingAddress> {
     const KNOWN: &[&str] = &["line1", "line2", "city", "region", "postalCode", "country"];
     let mut f = Fields::open(path, value, KNOWN, errors)?;
     let line1 = f.required_text("line1", 200, true);
@@ -282,7 +298,10 @@ fn parse_address(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> Opt
         if s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase()) {
             Some(s.to_string())
         } else {
-            f.fail("country", "must be an ISO 3166-1 alpha-2 code: two upper-case letters such as DE");
+            f.fail(
+                "country",
+                "must be an ISO 3166-1 alpha-2 code: two upper-case letters such as DE",
+            );
             None
         }
     });
@@ -357,7 +376,12 @@ mod tests {
     }
 
     fn fields(result: Result<CreateOrder, ValidationErrors>) -> Vec<String> {
-        result.expect_err("should be invalid").0.into_iter().map(|e| e.field).collect()
+        result
+            .expect_err("should be invalid")
+            .0
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
     }
 
     #[test]
@@ -373,7 +397,10 @@ mod tests {
     fn currency_defaults_to_usd() {
         let mut v = valid();
         v.as_object_mut().expect("object").remove("currency");
-        assert_eq!(CreateOrder::parse(&v).expect("valid").currency, Currency::usd());
+        assert_eq!(
+            CreateOrder::parse(&v).expect("valid").currency,
+            Currency::usd()
+        );
     }
 
     #[test]
@@ -388,8 +415,15 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                "colour", "currency", "customerEmail", "customerName", "items[0].productId",
-                "items[0].quantity", "items[0].unitPrice", "items[1].extra", "items[1].quantity",
+                "colour",
+                "currency",
+                "customerEmail",
+                "customerName",
+                "items[0].productId",
+                "items[0].quantity",
+                "items[0].unitPrice",
+                "items[1].extra",
+                "items[1].quantity",
                 "items[1].unitPrice"
             ]
         );
@@ -397,7 +431,10 @@ mod tests {
 
     #[test]
     fn missing_fields_and_wrong_shapes_are_reported() {
-        assert_eq!(fields(CreateOrder::parse(&json!({}))), vec!["customerName", "customerEmail", "items"]);
+        assert_eq!(
+            fields(CreateOrder::parse(&json!({}))),
+            vec!["customerName", "customerEmail", "items"]
+        );
         assert_eq!(fields(CreateOrder::parse(&json!([1]))), vec!["body"]);
         let mut v = valid();
         v["items"] = json!([]);
@@ -420,7 +457,12 @@ mod tests {
         v["items"][0]["productId"] = json!("i".repeat(65));
         assert_eq!(
             fields(CreateOrder::parse(&v)),
-            vec!["customerName", "items[0].productId", "items[0].quantity", "items[0].unitPrice"]
+            vec![
+                "customerName",
+                "items[0].productId",
+                "items[0].quantity",
+                "items[0].unitPrice"
+            ]
         );
     }
 
@@ -435,7 +477,15 @@ mod tests {
 
     #[test]
     fn emails_need_a_local_part_and_a_dotted_domain() {
-        for bad in ["a@b", "@b.com", "a@.com", "a@b..com", "a b@c.com", "a@b.com.", "a@@b.com"] {
+        for bad in [
+            "a@b",
+            "@b.com",
+            "a@.com",
+            "a@b..com",
+            "a b@c.com",
+            "a@b.com.",
+            "a@@b.com",
+        ] {
             assert!(CustomerEmail::parse(bad).is_err(), "{bad} accepted");
         }
         let long = format!("{}@example.com", "a".repeat(250));
@@ -446,28 +496,49 @@ mod tests {
     #[test]
     fn a_shipping_address_needs_its_required_parts() {
         let mut v = valid();
-        v["shippingAddress"] = json!({"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "de"});
-        assert_eq!(fields(CreateOrder::parse(&v)), vec!["shippingAddress.country"]);
+        v["shippingAddress"] =
+            json!({"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "de"});
+        assert_eq!(
+            fields(CreateOrder::parse(&v)),
+            vec!["shippingAddress.country"]
+        );
         v["shippingAddress"] = json!({"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE", "line2": null});
         let order = CreateOrder::parse(&v).expect("valid");
         assert_eq!(order.shipping_address.expect("address").line2, None);
         v["shippingAddress"] = json!({"zip": 1});
         let mut got = fields(CreateOrder::parse(&v));
         got.sort();
-        assert_eq!(got, vec!["shippingAddress.city", "shippingAddress.country", "shippingAddress.line1", "shippingAddress.postalCode", "shippingAddress.zip"]);
+        assert_eq!(
+            got,
+            vec![
+                "shippingAddress.city",
+                "shippingAddress.country",
+                "shippingAddress.line1",
+                "shippingAddress.postalCode",
+                "shippingAddress.zip"
+            ]
+        );
     }
 
     #[test]
     fn status_and_cancel_bodies_are_parsed_strictly() {
-        assert_eq!(parse_status_request(&json!({"status": "confirmed"})), Ok(Status::Confirmed));
+        assert_eq!(
+            parse_status_request(&json!({"status": "confirmed"})),
+            Ok(Status::Confirmed)
+        );
         assert!(parse_status_request(&json!({"status": "CONFIRMED"})).is_err());
         assert!(parse_status_request(&json!({"status": "confirmed", "x": 1})).is_err());
         assert!(parse_status_request(&json!({})).is_err());
         assert_eq!(parse_cancel_request(None), Ok(CancelRequest::default()));
-        assert_eq!(parse_cancel_request(Some(&json!({"reason": null}))), Ok(CancelRequest::default()));
+        assert_eq!(
+            parse_cancel_request(Some(&json!({"reason": null}))),
+            Ok(CancelRequest::default())
+        );
         assert_eq!(
             parse_cancel_request(Some(&json!({"reason": " too slow "}))),
-            Ok(CancelRequest { reason: Some("too slow".into()) })
+            Ok(CancelRequest {
+                reason: Some("too slow".into())
+            })
         );
         assert!(parse_cancel_request(Some(&json!({"reason": 5}))).is_err());
         assert!(parse_cancel_request(Some(&json!({"why": "x"}))).is_err());

@@ -40,6 +40,10 @@ pub struct OrderCancelled {
 pub struct OrderDeleted {}
 
 /// Everything that can happen to an order.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per command and moved a few times; boxing would only add an allocation"
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OrderEvent {
     Created(OrderCreated),
@@ -61,7 +65,10 @@ fn to_value<T: Serialize>(payload: &T) -> Value {
     serde_json::to_value(payload).unwrap_or(Value::Null)
 }
 
-fn from_value<T: for<'de> Deserialize<'de>>(event_type: &str, data: &Value) -> Result<T, DecodeError> {
+fn from_value<T: for<'de> Deserialize<'de>>(
+    event_type: &str,
+    data: &Value,
+) -> Result<T, DecodeError> {
     T::deserialize(data).map_err(|source| DecodeError::Malformed {
         event_type: event_type.to_string(),
         source,

@@ -39,6 +39,8 @@ pub use event::OrderEvent;
 pub use money::Money;
 pub use order::{Order, OrderCommand, OrderError};
 pub use read::{ListQuery, OrderProjection, OrderReadStore, ReadModelBatch, ReadStoreError, Sort};
-pub use service::{AsOf, CommandContext, CommandError, CommandOutcome, HistoryError, IdempotencyKey, OrderService};
+pub use service::{
+    AsOf, CommandContext, CommandError, CommandOutcome, HistoryError, IdempotencyKey, OrderService,
+};
 pub use values::{Currency, CustomerEmail, Status};
 pub use view::{OrderPage, OrderView, StatusCounts, Summary, TopCustomer, ViewState};

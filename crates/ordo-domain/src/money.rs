@@ -51,7 +51,11 @@ impl Money {
                 let exp_text = exp_text.strip_prefix('+').unwrap_or(exp_text);
                 let exp: i64 = if exp_text.len() > 6 {
                     // An exponent this long is out of range either way.
-                    if exp_text.starts_with('-') { -1_000_000 } else { 1_000_000 }
+                    if exp_text.starts_with('-') {
+                        -1_000_000
+                    } else {
+                        1_000_000
+                    }
                 } else {
                     exp_text.parse().map_err(|_| MoneyError::NotANumber)?
                 };
@@ -60,7 +64,10 @@ impl Money {
             None => (rest, 0),
         };
         let (int_part, frac_part) = mantissa_text.split_once('.').unwrap_or((mantissa_text, ""));
-        if int_part.is_empty() || !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit()) {
+        if int_part.is_empty()
+            || !int_part.bytes().all(|b| b.is_ascii_digit())
+            || !frac_part.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(MoneyError::NotANumber);
         }
         // All significant digits, and the power of ten of the last one.
@@ -197,7 +204,10 @@ mod tests {
         assert_eq!(parse("-1"), Err(MoneyError::Negative));
         assert_eq!(parse("1e400"), Err(MoneyError::TooLarge));
         assert_eq!(parse("1e99999999999"), Err(MoneyError::TooLarge));
-        assert_eq!(parse("123456789012345678901234567890"), Err(MoneyError::TooLarge));
+        assert_eq!(
+            parse("123456789012345678901234567890"),
+            Err(MoneyError::TooLarge)
+        );
         assert_eq!(parse("1e-99999999999"), Err(MoneyError::TooPrecise));
     }
 
@@ -205,7 +215,10 @@ mod tests {
     fn amounts_print_with_two_fraction_digits() {
         assert_eq!(Money::from_cents(1990).to_string(), "19.90");
         assert_eq!(Money::from_cents(5).to_string(), "0.05");
-        assert_eq!(serde_json::to_string(&Money::from_cents(100)).expect("json"), "1.00");
+        assert_eq!(
+            serde_json::to_string(&Money::from_cents(100)).expect("json"),
+            "1.00"
+        );
         let back: Money = serde_json::from_str("19.90").expect("parse");
         assert_eq!(back, Money::from_cents(1990));
     }

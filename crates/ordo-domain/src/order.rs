@@ -39,6 +39,10 @@ impl Order {
 }
 
 /// Commands on one order.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one command per request, never stored in bulk"
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OrderCommand {
     Create(CreateOrder),
@@ -104,7 +108,10 @@ impl Aggregate for Order {
                 if from.next() != Some(to) {
                     return Err(OrderError::InvalidTransition { from, to });
                 }
-                Ok(vec![OrderEvent::StatusChanged(OrderStatusChanged { from, to })])
+                Ok(vec![OrderEvent::StatusChanged(OrderStatusChanged {
+                    from,
+                    to,
+                })])
             }
             OrderCommand::Cancel { reason } => {
                 let from = self.ensure_live()?;
@@ -140,7 +147,7 @@ mod tests {
 
     use super::*;
     use crate::money::Money;
-    use crate::values::{CustomerEmail, Currency, LineItem};
+    use crate::values::{Currency, CustomerEmail, LineItem};
 
     type OrderTest = AggregateTest<Order>;
 
@@ -159,8 +166,20 @@ mod tests {
             customer_email: CustomerEmail::parse("ada@example.com").expect("email"),
             currency: Currency::parse("EUR").expect("currency"),
             items: vec![
-                LineItem { product_id: "p-1".into(), product_name: "Engine".into(), quantity: 2, unit_price: Money::from_cents(1999), line_total: Money::from_cents(3998) },
-                LineItem { product_id: "p-2".into(), product_name: "Gear".into(), quantity: 3, unit_price: Money::from_cents(50), line_total: Money::from_cents(150) },
+                LineItem {
+                    product_id: "p-1".into(),
+                    product_name: "Engine".into(),
+                    quantity: 2,
+                    unit_price: Money::from_cents(1999),
+                    line_total: Money::from_cents(3998),
+                },
+                LineItem {
+                    product_id: "p-2".into(),
+                    product_name: "Gear".into(),
+                    quantity: 3,
+                    unit_price: Money::from_cents(50),
+                    line_total: Money::from_cents(150),
+                },
             ],
             total_amount: Money::from_cents(4148),
             shipping_address: None,
@@ -198,7 +217,12 @@ mod tests {
 
     #[test]
     fn every_forward_step_is_allowed_one_at_a_time() {
-        for from in [Status::Pending, Status::Confirmed, Status::Processing, Status::Shipped] {
+        for from in [
+            Status::Pending,
+            Status::Confirmed,
+            Status::Processing,
+            Status::Shipped,
+        ] {
             let to = from.next().expect("forward");
             OrderTest::given(history_to(from))
                 .when(OrderCommand::UpdateStatus { status: to })
@@ -209,24 +233,38 @@ mod tests {
     #[test]
     fn skipping_or_going_back_is_an_invalid_transition() {
         OrderTest::given(history_to(Status::Pending))
-            .when(OrderCommand::UpdateStatus { status: Status::Shipped })
-            .then_expect_error(OrderError::InvalidTransition { from: Status::Pending, to: Status::Shipped });
+            .when(OrderCommand::UpdateStatus {
+                status: Status::Shipped,
+            })
+            .then_expect_error(OrderError::InvalidTransition {
+                from: Status::Pending,
+                to: Status::Shipped,
+            });
         OrderTest::given(history_to(Status::Shipped))
-            .when(OrderCommand::UpdateStatus { status: Status::Confirmed })
-            .then_expect_error(OrderError::InvalidTransition { from: Status::Shipped, to: Status::Confirmed });
+            .when(OrderCommand::UpdateStatus {
+                status: Status::Confirmed,
+            })
+            .then_expect_error(OrderError::InvalidTransition {
+                from: Status::Shipped,
+                to: Status::Confirmed,
+            });
     }
 
     #[test]
     fn setting_the_current_status_again_is_a_conflict_not_a_no_op() {
         OrderTest::given(history_to(Status::Confirmed))
-            .when(OrderCommand::UpdateStatus { status: Status::Confirmed })
+            .when(OrderCommand::UpdateStatus {
+                status: Status::Confirmed,
+            })
             .then_expect_error(OrderError::SameStatus(Status::Confirmed));
     }
 
     #[test]
     fn cancelled_is_reached_only_through_cancel() {
         OrderTest::given(history_to(Status::Pending))
-            .when(OrderCommand::UpdateStatus { status: Status::Cancelled })
+            .when(OrderCommand::UpdateStatus {
+                status: Status::Cancelled,
+            })
             .then_expect_error(OrderError::CancelThroughStatus);
     }
 
@@ -234,7 +272,9 @@ mod tests {
     fn pending_confirmed_and_processing_orders_can_be_cancelled() {
         for status in [Status::Pending, Status::Confirmed, Status::Processing] {
             OrderTest::given(history_to(status))
-                .when(OrderCommand::Cancel { reason: Some("changed mind".into()) })
+                .when(OrderCommand::Cancel {
+                    reason: Some("changed mind".into()),
+                })
                 .then_expect_events(vec![OrderEvent::Cancelled(OrderCancelled {
                     reason: Some("changed mind".into()),
                     previous_status: status,
@@ -254,13 +294,26 @@ mod tests {
     #[test]
     fn nothing_leaves_delivered_or_cancelled() {
         OrderTest::given(history_to(Status::Delivered))
-            .when(OrderCommand::UpdateStatus { status: Status::Shipped })
-            .then_expect_error(OrderError::InvalidTransition { from: Status::Delivered, to: Status::Shipped });
+            .when(OrderCommand::UpdateStatus {
+                status: Status::Shipped,
+            })
+            .then_expect_error(OrderError::InvalidTransition {
+                from: Status::Delivered,
+                to: Status::Shipped,
+            });
         let mut cancelled = history_to(Status::Confirmed);
-        cancelled.push(OrderEvent::Cancelled(OrderCancelled { reason: None, previous_status: Status::Confirmed }));
+        cancelled.push(OrderEvent::Cancelled(OrderCancelled {
+            reason: None,
+            previous_status: Status::Confirmed,
+        }));
         OrderTest::given(cancelled.clone())
-            .when(OrderCommand::UpdateStatus { status: Status::Processing })
-            .then_expect_error(OrderError::InvalidTransition { from: Status::Cancelled, to: Status::Processing });
+            .when(OrderCommand::UpdateStatus {
+                status: Status::Processing,
+            })
+            .then_expect_error(OrderError::InvalidTransition {
+                from: Status::Cancelled,
+                to: Status::Processing,
+            });
         OrderTest::given(cancelled)
             .when(OrderCommand::Cancel { reason: None })
             .then_expect_error(OrderError::NotCancellable(Status::Cancelled));
@@ -268,8 +321,16 @@ mod tests {
 
     #[test]
     fn commands_on_an_unknown_order_are_not_found() {
-        for command in [OrderCommand::UpdateStatus { status: Status::Confirmed }, OrderCommand::Cancel { reason: None }, OrderCommand::Delete] {
-            OrderTest::given_no_previous_events().when(command).then_expect_error(OrderError::NotFound);
+        for command in [
+            OrderCommand::UpdateStatus {
+                status: Status::Confirmed,
+            },
+            OrderCommand::Cancel { reason: None },
+            OrderCommand::Delete,
+        ] {
+            OrderTest::given_no_previous_events()
+                .when(command)
+                .then_expect_error(OrderError::NotFound);
         }
     }
 
@@ -278,14 +339,22 @@ mod tests {
         let mut deleted = history_to(Status::Confirmed);
         deleted.push(OrderEvent::Deleted(OrderDeleted {}));
         for command in [
-            OrderCommand::UpdateStatus { status: Status::Processing },
-            OrderCommand::UpdateStatus { status: Status::Cancelled },
+            OrderCommand::UpdateStatus {
+                status: Status::Processing,
+            },
+            OrderCommand::UpdateStatus {
+                status: Status::Cancelled,
+            },
             OrderCommand::Cancel { reason: None },
             OrderCommand::Delete,
         ] {
-            OrderTest::given(deleted.clone()).when(command).then_expect_error(OrderError::Deleted);
+            OrderTest::given(deleted.clone())
+                .when(command)
+                .then_expect_error(OrderError::Deleted);
         }
-        OrderTest::given(deleted).when(OrderCommand::Create(create_command())).then_expect_error(OrderError::AlreadyExists);
+        OrderTest::given(deleted)
+            .when(OrderCommand::Create(create_command()))
+            .then_expect_error(OrderError::AlreadyExists);
     }
 
     #[test]

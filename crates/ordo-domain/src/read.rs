@@ -85,7 +85,10 @@ impl ListQuery {
 /// The text searched for an order: id, name, e-mail and product names, lower-cased and
 /// separated by newlines (which no searched term can contain).
 pub fn search_text(view: &OrderView) -> String {
-    let mut text = format!("{}\n{}\n{}", view.order_id, view.customer_name, view.customer_email);
+    let mut text = format!(
+        "{}\n{}\n{}",
+        view.order_id, view.customer_name, view.customer_email
+    );
     for item in &view.items {
         text.push('\n');
         text.push_str(&item.product_name);
@@ -126,7 +129,8 @@ pub enum ReadStoreError {
 /// is decided by [`OrderProjection`].
 #[async_trait]
 pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
-    async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, ReadStoreError>;
+    async fn load_checkpoint(&self, projection: &str)
+    -> Result<Option<Checkpoint>, ReadStoreError>;
 
     /// The stored state of each order in `ids` that the read store knows.
     async fn load_views(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ViewState>, ReadStoreError>;
@@ -195,8 +199,12 @@ impl OrderProjection {
                     .into(),
                 ));
             }
-            let event = OrderEvent::decode(&envelope.event_type, envelope.schema_version, &envelope.data)
-                .map_err(|e| ProjectionError::Failed(Box::new(e)))?;
+            let event = OrderEvent::decode(
+                &envelope.event_type,
+                envelope.schema_version,
+                &envelope.data,
+            )
+            .map_err(|e| ProjectionError::Failed(Box::new(e)))?;
             let before = summary_contribution(&state);
             if let Some(view) = state.live() {
                 batch.customers.insert(view.customer_email.clone());
@@ -230,7 +238,13 @@ impl OrderProjection {
 
 fn parse_order_id(envelope: &RecordedEvent) -> Result<Uuid, ProjectionError> {
     Uuid::parse_str(envelope.stream_id.as_str()).map_err(|e| {
-        ProjectionError::Failed(format!("order stream id {:?} is not a UUID: {e}", envelope.stream_id.as_str()).into())
+        ProjectionError::Failed(
+            format!(
+                "order stream id {:?} is not a UUID: {e}",
+                envelope.stream_id.as_str()
+            )
+            .into(),
+        )
     })
 }
 

@@ -9,9 +9,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use ordo_es::{
-    Aggregate,
-    CommandExecutor, DecodeError, DomainEvent, EventStore, ExecuteError, LoadError, Metadata,
-    Position, RecordedEvent, StoreError, StreamId,
+    Aggregate, CommandExecutor, DecodeError, DomainEvent, EventStore, ExecuteError, LoadError,
+    Metadata, Position, RecordedEvent, StoreError, StreamId,
 };
 
 use crate::command::CreateOrder;
@@ -205,10 +204,12 @@ impl OrderService {
                 version: committed.version,
                 position: committed.position,
             }),
-            Err(ExecuteError::Rejected(CommandError::Rule(OrderError::AlreadyExists))) => match idempotency {
-                Some(key) => self.replay_create(&stream, order_id, &key).await,
-                None => Err(CommandError::Rule(OrderError::AlreadyExists)),
-            },
+            Err(ExecuteError::Rejected(CommandError::Rule(OrderError::AlreadyExists))) => {
+                match idempotency {
+                    Some(key) => self.replay_create(&stream, order_id, &key).await,
+                    None => Err(CommandError::Rule(OrderError::AlreadyExists)),
+                }
+            }
             Err(other) => Err(other.into()),
         }
     }
@@ -270,15 +271,30 @@ impl OrderService {
         })
     }
 
-    pub async fn update_status(&self, id: Uuid, status: Status, ctx: CommandContext) -> Result<CommandOutcome, CommandError> {
-        self.execute(id, OrderCommand::UpdateStatus { status }, ctx).await
+    pub async fn update_status(
+        &self,
+        id: Uuid,
+        status: Status,
+        ctx: CommandContext,
+    ) -> Result<CommandOutcome, CommandError> {
+        self.execute(id, OrderCommand::UpdateStatus { status }, ctx)
+            .await
     }
 
-    pub async fn cancel(&self, id: Uuid, reason: Option<String>, ctx: CommandContext) -> Result<CommandOutcome, CommandError> {
+    pub async fn cancel(
+        &self,
+        id: Uuid,
+        reason: Option<String>,
+        ctx: CommandContext,
+    ) -> Result<CommandOutcome, CommandError> {
         self.execute(id, OrderCommand::Cancel { reason }, ctx).await
     }
 
-    pub async fn delete(&self, id: Uuid, ctx: CommandContext) -> Result<CommandOutcome, CommandError> {
+    pub async fn delete(
+        &self,
+        id: Uuid,
+        ctx: CommandContext,
+    ) -> Result<CommandOutcome, CommandError> {
         self.execute(id, OrderCommand::Delete, ctx).await
     }
 
@@ -320,7 +336,11 @@ impl OrderService {
             if !included {
                 break;
             }
-            let event = OrderEvent::decode(&envelope.event_type, envelope.schema_version, &envelope.data)?;
+            let event = OrderEvent::decode(
+                &envelope.event_type,
+                envelope.schema_version,
+                &envelope.data,
+            )?;
             state = state.evolve(envelope, id, &event);
         }
         match state {
@@ -354,7 +374,8 @@ mod tests {
 
     #[test]
     fn fingerprints_ignore_key_order_and_spacing_but_not_values() {
-        let a: Value = serde_json::from_str(r#"{"a": 1, "b": [1, {"c": "x", "d": 2.50}]}"#).expect("json");
+        let a: Value =
+            serde_json::from_str(r#"{"a": 1, "b": [1, {"c": "x", "d": 2.50}]}"#).expect("json");
         let b: Value = serde_json::from_str(r#"{"b":[1,{"d":2.50,"c":"x"}],"a":1}"#).expect("json");
         let c: Value = serde_json::from_str(r#"{"b":[1,{"d":2.51,"c":"x"}],"a":1}"#).expect("json");
         assert_eq!(fingerprint(&a), fingerprint(&b));
@@ -365,20 +386,48 @@ mod tests {
     async fn the_same_key_and_body_returns_the_first_answer_and_stores_nothing_new() {
         let service = service();
         let key = IdempotencyKey::new("k-1", &body());
-        let first = service.create(create_command(), Some(key.clone()), CommandContext::default()).await.expect("create");
-        let again = service.create(create_command(), Some(key), CommandContext::default()).await.expect("replay");
+        let first = service
+            .create(
+                create_command(),
+                Some(key.clone()),
+                CommandContext::default(),
+            )
+            .await
+            .expect("create");
+        let again = service
+            .create(create_command(), Some(key), CommandContext::default())
+            .await
+            .expect("replay");
         assert_eq!(first, again);
-        assert_eq!(service.history(first.order_id).await.expect("history").len(), 1);
+        assert_eq!(
+            service
+                .history(first.order_id)
+                .await
+                .expect("history")
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]
     async fn the_same_key_with_another_body_is_a_mismatch() {
         let service = service();
-        service.create(create_command(), Some(IdempotencyKey::new("k-2", &body())), CommandContext::default()).await.expect("create");
+        service
+            .create(
+                create_command(),
+                Some(IdempotencyKey::new("k-2", &body())),
+                CommandContext::default(),
+            )
+            .await
+            .expect("create");
         let mut other = body();
         other["customerName"] = json!("Bob");
         let err = service
-            .create(CreateOrder::parse(&other).expect("valid"), Some(IdempotencyKey::new("k-2", &other)), CommandContext::default())
+            .create(
+                CreateOrder::parse(&other).expect("valid"),
+                Some(IdempotencyKey::new("k-2", &other)),
+                CommandContext::default(),
+            )
             .await
             .expect_err("mismatch");
         assert!(matches!(err, CommandError::IdempotencyMismatch), "{err:?}");
@@ -391,12 +440,23 @@ mod tests {
         for _ in 0..16 {
             let service = service.clone();
             tasks.push(tokio::spawn(async move {
-                service.create(create_command(), Some(IdempotencyKey::new("k-3", &body())), CommandContext::default()).await
+                service
+                    .create(
+                        create_command(),
+                        Some(IdempotencyKey::new("k-3", &body())),
+                        CommandContext::default(),
+                    )
+                    .await
             }));
         }
         let mut ids = std::collections::HashSet::new();
         for task in tasks {
-            ids.insert(task.await.expect("task").expect("create or replay").order_id);
+            ids.insert(
+                task.await
+                    .expect("task")
+                    .expect("create or replay")
+                    .order_id,
+            );
         }
         assert_eq!(ids.len(), 1);
         let id = ids.into_iter().next().expect("one id");
@@ -406,26 +466,62 @@ mod tests {
     #[tokio::test]
     async fn if_match_is_checked_after_existence_and_before_the_rules() {
         let service = service();
-        let created = service.create(create_command(), None, CommandContext::default()).await.expect("create");
-        let stale = CommandContext { if_match: Some(7), ..CommandContext::default() };
-        let err = service.update_status(created.order_id, Status::Shipped, stale.clone()).await.expect_err("stale");
-        assert!(matches!(err, CommandError::PreconditionFailed { current: 1 }), "{err:?}");
-        let err = service.update_status(Uuid::now_v7(), Status::Confirmed, stale.clone()).await.expect_err("unknown");
-        assert!(matches!(err, CommandError::Rule(OrderError::NotFound)), "{err:?}");
-        service.delete(created.order_id, CommandContext::default()).await.expect("delete");
-        let err = service.update_status(created.order_id, Status::Confirmed, stale).await.expect_err("deleted");
-        assert!(matches!(err, CommandError::Rule(OrderError::Deleted)), "{err:?}");
+        let created = service
+            .create(create_command(), None, CommandContext::default())
+            .await
+            .expect("create");
+        let stale = CommandContext {
+            if_match: Some(7),
+            ..CommandContext::default()
+        };
+        let err = service
+            .update_status(created.order_id, Status::Shipped, stale.clone())
+            .await
+            .expect_err("stale");
+        assert!(
+            matches!(err, CommandError::PreconditionFailed { current: 1 }),
+            "{err:?}"
+        );
+        let err = service
+            .update_status(Uuid::now_v7(), Status::Confirmed, stale.clone())
+            .await
+            .expect_err("unknown");
+        assert!(
+            matches!(err, CommandError::Rule(OrderError::NotFound)),
+            "{err:?}"
+        );
+        service
+            .delete(created.order_id, CommandContext::default())
+            .await
+            .expect("delete");
+        let err = service
+            .update_status(created.order_id, Status::Confirmed, stale)
+            .await
+            .expect_err("deleted");
+        assert!(
+            matches!(err, CommandError::Rule(OrderError::Deleted)),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
     async fn concurrent_status_changes_without_if_match_are_decided_on_fresh_state() {
         let service = service();
-        let created = service.create(create_command(), None, CommandContext::default()).await.expect("create");
+        let created = service
+            .create(create_command(), None, CommandContext::default())
+            .await
+            .expect("create");
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let service = service.clone();
             tasks.push(tokio::spawn(async move {
-                service.update_status(created.order_id, Status::Confirmed, CommandContext::default()).await
+                service
+                    .update_status(
+                        created.order_id,
+                        Status::Confirmed,
+                        CommandContext::default(),
+                    )
+                    .await
             }));
         }
         let mut ok = 0;
@@ -437,24 +533,52 @@ mod tests {
             }
         }
         assert_eq!(ok, 1, "exactly one writer may confirm");
-        assert_eq!(service.history(created.order_id).await.expect("history").len(), 2);
+        assert_eq!(
+            service
+                .history(created.order_id)
+                .await
+                .expect("history")
+                .len(),
+            2
+        );
     }
 
     #[tokio::test]
     async fn past_states_are_folded_from_the_store_even_after_deletion() {
         let service = service();
-        let created = service.create(create_command(), None, CommandContext::default()).await.expect("create");
+        let created = service
+            .create(create_command(), None, CommandContext::default())
+            .await
+            .expect("create");
         let id = created.order_id;
-        service.update_status(id, Status::Confirmed, CommandContext::default()).await.expect("confirm");
-        service.delete(id, CommandContext::default()).await.expect("delete");
+        service
+            .update_status(id, Status::Confirmed, CommandContext::default())
+            .await
+            .expect("confirm");
+        service
+            .delete(id, CommandContext::default())
+            .await
+            .expect("delete");
         let v1 = service.view_as_of(id, AsOf::Version(1)).await.expect("v1");
         assert_eq!((v1.status, v1.version), (Status::Pending, 1));
         let v2 = service.view_as_of(id, AsOf::Version(2)).await.expect("v2");
         assert_eq!((v2.status, v2.version), (Status::Confirmed, 2));
-        assert!(matches!(service.view_as_of(id, AsOf::Version(3)).await, Err(HistoryError::DeletedAt { version: 3 })));
-        assert!(matches!(service.view_as_of(id, AsOf::Version(4)).await, Err(HistoryError::NoSuchVersion { .. })));
+        assert!(matches!(
+            service.view_as_of(id, AsOf::Version(3)).await,
+            Err(HistoryError::DeletedAt { version: 3 })
+        ));
+        assert!(matches!(
+            service.view_as_of(id, AsOf::Version(4)).await,
+            Err(HistoryError::NoSuchVersion { .. })
+        ));
         let before = v1.created_at - time::Duration::seconds(1);
-        assert!(matches!(service.view_as_of(id, AsOf::Time(before)).await, Err(HistoryError::NotYetCreated)));
-        assert!(matches!(service.view_as_of(Uuid::now_v7(), AsOf::Version(1)).await, Err(HistoryError::NotFound)));
+        assert!(matches!(
+            service.view_as_of(id, AsOf::Time(before)).await,
+            Err(HistoryError::NotYetCreated)
+        ));
+        assert!(matches!(
+            service.view_as_of(Uuid::now_v7(), AsOf::Version(1)).await,
+            Err(HistoryError::NotFound)
+        ));
     }
 }

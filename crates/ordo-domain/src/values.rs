@@ -55,7 +55,10 @@ impl Status {
     }
 
     pub fn is_cancellable(self) -> bool {
-        matches!(self, Status::Pending | Status::Confirmed | Status::Processing)
+        matches!(
+            self,
+            Status::Pending | Status::Confirmed | Status::Processing
+        )
     }
 
     pub fn index(self) -> usize {
@@ -129,7 +132,12 @@ impl CustomerEmail {
         }
         if !domain.contains('.')
             || domain.split('.').any(str::is_empty)
-            || domain.chars().any(|c| matches!(c, '(' | ')' | ',' | ';' | ':' | '<' | '>' | '[' | ']' | '\\' | '"'))
+            || domain.chars().any(|c| {
+                matches!(
+                    c,
+                    '(' | ')' | ',' | ';' | ':' | '<' | '>' | '[' | ']' | '\\' | '"'
+                )
+            })
         {
             return Err("must be an e-mail address with a dotted domain (local@example.com)");
         }

@@ -48,7 +48,9 @@ pub enum ViewState {
     Live(Box<OrderView>),
     /// Deleted at `version`: gone from every query, kept as a tombstone so that a
     /// redelivered older event is recognised.
-    Deleted { version: u64 },
+    Deleted {
+        version: u64,
+    },
 }
 
 impl ViewState {
@@ -158,7 +160,11 @@ impl Serialize for StatusCounts {
 
 impl Summary {
     /// Builds the answer from stored counters.
-    pub fn from_counters(counts: StatusCounts, revenue: Money, last_updated: Option<OffsetDateTime>) -> Self {
+    pub fn from_counters(
+        counts: StatusCounts,
+        revenue: Money,
+        last_updated: Option<OffsetDateTime>,
+    ) -> Self {
         let counted = counts.total() - counts.get(Status::Cancelled);
         Summary {
             total_orders: counts.total().max(0) as u64,
@@ -183,7 +189,11 @@ pub struct TopCustomer {
 /// How a state counts in the summary: its status, and its revenue.
 pub(crate) fn summary_contribution(state: &ViewState) -> Option<(Status, Money)> {
     state.live().map(|v| {
-        let revenue = if v.counts_as_revenue() { v.total_amount } else { Money::ZERO };
+        let revenue = if v.counts_as_revenue() {
+            v.total_amount
+        } else {
+            Money::ZERO
+        };
         (v.status, revenue)
     })
 }

@@ -78,7 +78,9 @@ fn unique_stream(label: &str) -> StreamId {
 }
 
 fn payload_n(event: &RecordedEvent) -> u64 {
-    event.data["n"].as_u64().expect("conformance payloads carry n")
+    event.data["n"]
+        .as_u64()
+        .expect("conformance payloads carry n")
 }
 
 async fn read_everything(store: &dyn EventStore) -> Vec<RecordedEvent> {
@@ -123,13 +125,34 @@ pub async fn events_read_back_in_version_order_from_any_version(store: Arc<dyn E
         .await
         .expect("append 4..=7");
     let all = store.read_stream(&stream, 1, 100).await.expect("read");
-    assert_eq!(all.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>());
-    assert_eq!(all.iter().map(payload_n).collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>());
-    let tail = store.read_stream(&stream, 5, 100).await.expect("read from 5");
-    assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), vec![5, 6, 7]);
+    assert_eq!(
+        all.iter().map(|e| e.version).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        all.iter().map(payload_n).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    let tail = store
+        .read_stream(&stream, 5, 100)
+        .await
+        .expect("read from 5");
+    assert_eq!(
+        tail.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![5, 6, 7]
+    );
     let page = store.read_stream(&stream, 2, 2).await.expect("read a page");
-    assert_eq!(page.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2, 3]);
-    assert!(store.read_stream(&stream, 8, 100).await.expect("read past end").is_empty());
+    assert_eq!(
+        page.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert!(
+        store
+            .read_stream(&stream, 8, 100)
+            .await
+            .expect("read past end")
+            .is_empty()
+    );
 }
 
 pub async fn a_stale_expected_version_is_a_conflict_and_stores_nothing(store: Arc<dyn EventStore>) {
@@ -150,7 +173,14 @@ pub async fn a_stale_expected_version_is_a_conflict_and_stores_nothing(store: Ar
     }
     let read = store.read_stream(&stream, 1, 100).await.expect("read");
     assert_eq!(read.len(), 2, "a conflicting append stored something");
-    assert_eq!(read_everything(store.as_ref()).await.iter().filter(|e| e.stream_id == stream).count(), 2);
+    assert_eq!(
+        read_everything(store.as_ref())
+            .await
+            .iter()
+            .filter(|e| e.stream_id == stream)
+            .count(),
+        2
+    );
 }
 
 pub async fn no_stream_on_an_existing_stream_is_a_conflict(store: Arc<dyn EventStore>) {
@@ -182,11 +212,18 @@ pub async fn a_multi_event_append_is_all_or_nothing(store: Arc<dyn EventStore>) 
         .expect_err("stale");
     assert!(err.is_conflict());
     let read = store.read_stream(&stream, 1, 100).await.expect("read");
-    assert_eq!(read.len(), 10, "a failed multi-event append left some events behind");
+    assert_eq!(
+        read.len(),
+        10,
+        "a failed multi-event append left some events behind"
+    );
     let logged = read_everything(store.as_ref()).await;
     let ours: Vec<_> = logged.iter().filter(|e| e.stream_id == stream).collect();
     assert_eq!(ours.len(), 10);
-    assert_eq!(ours.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        ours.iter().map(|e| e.version).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
 }
 
 pub async fn an_empty_append_is_invalid(store: Arc<dyn EventStore>) {
@@ -195,8 +232,17 @@ pub async fn an_empty_append_is_invalid(store: Arc<dyn EventStore>) {
         .append(&stream, ExpectedVersion::NoStream, Vec::new())
         .await
         .expect_err("empty append");
-    assert!(matches!(err, StoreError::Invalid(_)), "expected Invalid, got {err:?}");
-    assert!(store.read_stream(&stream, 1, 10).await.expect("read").is_empty());
+    assert!(
+        matches!(err, StoreError::Invalid(_)),
+        "expected Invalid, got {err:?}"
+    );
+    assert!(
+        store
+            .read_stream(&stream, 1, 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }
 
 pub async fn concurrent_appenders_on_one_stream_never_share_a_version(store: Arc<dyn EventStore>) {
@@ -218,7 +264,10 @@ pub async fn concurrent_appenders_on_one_stream_never_share_a_version(store: Arc
                     .last()
                     .map_or(0, |e| e.version);
                 let n = writer * 1_000 + won.len() as u64;
-                match store.append(&stream, ExpectedVersion::Exact(current), vec![new_event(n)]).await {
+                match store
+                    .append(&stream, ExpectedVersion::Exact(current), vec![new_event(n)])
+                    .await
+                {
                     Ok(appended) => won.push((appended.last_version, n)),
                     Err(StoreError::Conflict { .. }) => conflicts += 1,
                     Err(other) => panic!("unexpected error under contention: {other:?}"),
@@ -231,7 +280,10 @@ pub async fn concurrent_appenders_on_one_stream_never_share_a_version(store: Arc
     for task in tasks {
         let (won, _) = task.await.expect("writer task");
         for (version, n) in won {
-            assert!(won_versions.insert(version, n).is_none(), "version {version} acknowledged twice");
+            assert!(
+                won_versions.insert(version, n).is_none(),
+                "version {version} acknowledged twice"
+            );
         }
     }
     let read = store.read_stream(&stream, 1, 100_000).await.expect("read");
@@ -249,8 +301,15 @@ pub async fn concurrent_appenders_on_one_stream_never_share_a_version(store: Arc
         .into_iter()
         .filter(|e| e.stream_id == stream)
         .collect();
-    assert_eq!(logged.len() as u64, WRITERS * PER_WRITER, "the global log disagrees with the stream");
-    assert!(logged.windows(2).all(|w| w[0].version + 1 == w[1].version), "the log has the stream out of order");
+    assert_eq!(
+        logged.len() as u64,
+        WRITERS * PER_WRITER,
+        "the global log disagrees with the stream"
+    );
+    assert!(
+        logged.windows(2).all(|w| w[0].version + 1 == w[1].version),
+        "the log has the stream out of order"
+    );
 }
 
 pub async fn concurrent_appenders_on_many_streams_lose_nothing(store: Arc<dyn EventStore>) {
@@ -266,7 +325,11 @@ pub async fn concurrent_appenders_on_many_streams_lose_nothing(store: Arc<dyn Ev
             for v in 0..PER_STREAM {
                 let count = 1 + (v % 3);
                 let appended = store
-                    .append(&stream, ExpectedVersion::Exact(current_version(&positions)), events(s * 100 + v * 10, count))
+                    .append(
+                        &stream,
+                        ExpectedVersion::Exact(current_version(&positions)),
+                        events(s * 100 + v * 10, count),
+                    )
                     .await
                     .expect("append without contention");
                 positions.extend(appended.positions);
@@ -277,7 +340,10 @@ pub async fn concurrent_appenders_on_many_streams_lose_nothing(store: Arc<dyn Ev
     let mut acknowledged = HashSet::new();
     for task in tasks {
         for position in task.await.expect("task") {
-            assert!(acknowledged.insert(position), "position {position} handed out twice");
+            assert!(
+                acknowledged.insert(position),
+                "position {position} handed out twice"
+            );
         }
     }
     let logged = read_everything(store.as_ref()).await;
@@ -290,8 +356,15 @@ pub async fn concurrent_appenders_on_many_streams_lose_nothing(store: Arc<dyn Ev
     assert_eq!(seen, acknowledged, "the log lost or invented events");
     let mut last_version: HashMap<&StreamId, u64> = HashMap::new();
     for event in ours {
-        let previous = last_version.insert(&event.stream_id, event.version).unwrap_or(0);
-        assert_eq!(previous + 1, event.version, "stream {} out of order in the log", event.stream_id);
+        let previous = last_version
+            .insert(&event.stream_id, event.version)
+            .unwrap_or(0);
+        assert_eq!(
+            previous + 1,
+            event.version,
+            "stream {} out of order in the log",
+            event.stream_id
+        );
     }
 }
 
@@ -304,7 +377,11 @@ pub async fn reading_the_log_in_small_batches_sees_each_event_once(store: Arc<dy
     for s in 0..7u64 {
         let stream = unique_stream("batches");
         let appended = store
-            .append(&stream, ExpectedVersion::NoStream, events(s * 10, 1 + s % 4))
+            .append(
+                &stream,
+                ExpectedVersion::NoStream,
+                events(s * 10, 1 + s % 4),
+            )
             .await
             .expect("append");
         expected.extend(appended.positions);
@@ -313,18 +390,33 @@ pub async fn reading_the_log_in_small_batches_sees_each_event_once(store: Arc<dy
         let mut checkpoint = Checkpoint::origin(store.partitions());
         let mut seen = HashSet::new();
         loop {
-            let batch = store.read_all(&checkpoint, batch_size).await.expect("read_all");
-            assert!(batch.len() <= batch_size, "read_all returned more than its limit");
+            let batch = store
+                .read_all(&checkpoint, batch_size)
+                .await
+                .expect("read_all");
+            assert!(
+                batch.len() <= batch_size,
+                "read_all returned more than its limit"
+            );
             if batch.is_empty() {
                 break;
             }
             for event in &batch {
-                assert!(!checkpoint.covers(&event.position), "read_all returned an event the checkpoint covers");
-                assert!(seen.insert(event.position), "event seen twice with batch size {batch_size}");
+                assert!(
+                    !checkpoint.covers(&event.position),
+                    "read_all returned an event the checkpoint covers"
+                );
+                assert!(
+                    seen.insert(event.position),
+                    "event seen twice with batch size {batch_size}"
+                );
                 checkpoint.advance(&event.position);
             }
         }
-        assert!(expected.is_subset(&seen), "batch size {batch_size} skipped events");
+        assert!(
+            expected.is_subset(&seen),
+            "batch size {batch_size} skipped events"
+        );
         assert_eq!(store.count_after(&checkpoint).await.expect("count"), 0);
     }
 }
@@ -341,18 +433,31 @@ pub async fn a_checkpoint_covers_exactly_what_was_read(store: Arc<dyn EventStore
         checkpoint.advance(&event.position);
     }
     assert!(checkpoint.covers(&first.last_position()));
-    let total_before = store.count_after(&Checkpoint::origin(store.partitions())).await.expect("count");
+    let total_before = store
+        .count_after(&Checkpoint::origin(store.partitions()))
+        .await
+        .expect("count");
     assert!(total_before >= 1);
     let second = store
         .append(&stream, ExpectedVersion::Exact(1), events(2, 2))
         .await
         .expect("append");
-    assert!(!checkpoint.covers(&second.last_position()), "a new event is covered before it was read");
+    assert!(
+        !checkpoint.covers(&second.last_position()),
+        "a new event is covered before it was read"
+    );
     assert_eq!(store.count_after(&checkpoint).await.expect("count"), 2);
     let rest = store.read_all(&checkpoint, 100).await.expect("read rest");
-    assert_eq!(rest.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(
+        rest.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
     let token = second.last_position().to_string();
-    assert_eq!(token.parse::<Position>(), Ok(second.last_position()), "positions must round-trip as tokens");
+    assert_eq!(
+        token.parse::<Position>(),
+        Ok(second.last_position()),
+        "positions must round-trip as tokens"
+    );
 }
 
 pub async fn waiting_wakes_up_when_an_event_is_appended(store: Arc<dyn EventStore>) {
@@ -393,7 +498,9 @@ pub async fn waiting_wakes_up_when_an_event_is_appended(store: Arc<dyn EventStor
 
 pub async fn payloads_and_metadata_round_trip_exactly(store: Arc<dyn EventStore>) {
     let stream = unique_stream("roundtrip");
-    let occurred_at = OffsetDateTime::now_utc().replace_nanosecond(123_456_000).expect("valid nanos");
+    let occurred_at = OffsetDateTime::now_utc()
+        .replace_nanosecond(123_456_000)
+        .expect("valid nanos");
     let data = serde_json::from_str::<serde_json::Value>(
         r#"{"price": 19.90, "big": 12345678901234567890, "text": "ünïcødé \u0000 \"quoted\" 🚀", "nested": {"list": [1, 2.50, null, true]}}"#,
     )
@@ -419,23 +526,42 @@ pub async fn payloads_and_metadata_round_trip_exactly(store: Arc<dyn EventStore>
         .append(&stream, ExpectedVersion::NoStream, vec![event])
         .await
         .expect("append");
-    let read = store.read_stream(&stream, 1, 1).await.expect("read").remove(0);
+    let read = store
+        .read_stream(&stream, 1, 1)
+        .await
+        .expect("read")
+        .remove(0);
     assert_eq!(read.event_id, event_id);
     assert_eq!(read.aggregate_type, "ConformanceThing");
     assert_eq!(read.event_type, "ThingHappened");
     assert_eq!(read.schema_version, 7);
-    assert_eq!(read.occurred_at, occurred_at, "occurredAt must keep microseconds");
+    assert_eq!(
+        read.occurred_at, occurred_at,
+        "occurredAt must keep microseconds"
+    );
     assert_eq!(read.data, data);
-    assert_eq!(read.data["price"].to_string(), "19.90", "numbers must keep their exact text");
+    assert_eq!(
+        read.data["price"].to_string(),
+        "19.90",
+        "numbers must keep their exact text"
+    );
     assert_eq!(read.metadata, metadata);
     let logged = read_everything(store.as_ref()).await;
-    let from_log = logged.iter().find(|e| e.event_id == event_id).expect("in the log");
+    let from_log = logged
+        .iter()
+        .find(|e| e.event_id == event_id)
+        .expect("in the log");
     assert_eq!(from_log, &read);
 }
 
 pub async fn unknown_streams_read_as_empty(store: Arc<dyn EventStore>) {
     let stream = unique_stream("unknown");
-    assert!(store.read_stream(&stream, 1, 10).await.expect("read").is_empty());
+    assert!(
+        store
+            .read_stream(&stream, 1, 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
     store.ping().await.expect("ping");
-    
 }

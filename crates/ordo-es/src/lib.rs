@@ -44,7 +44,8 @@ pub mod store;
 pub mod testkit;
 
 pub use aggregate::{
-    Aggregate, CommandExecutor, Committed, ExecuteError, LoadError, Loaded, load_aggregate, now_micros,
+    Aggregate, CommandExecutor, Committed, ExecuteError, LoadError, Loaded, load_aggregate,
+    now_micros,
 };
 pub use event::{DecodeError, DomainEvent, Metadata, NewEvent, RecordedEvent, StreamId};
 pub use memory::InMemoryStore;

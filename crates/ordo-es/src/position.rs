@@ -197,7 +197,15 @@ mod tests {
     #[test]
     fn malformed_tokens_are_rejected() {
         for bad in [
-            "", "1", "1.2", "1.2.3.4", "a.b.c", "-1.2.3", "+1.2.3", " 1.2.3", "1..3",
+            "",
+            "1",
+            "1.2",
+            "1.2.3.4",
+            "a.b.c",
+            "-1.2.3",
+            "+1.2.3",
+            " 1.2.3",
+            "1..3",
             "99999999999999999999.1.1",
         ] {
             assert!(bad.parse::<Position>().is_err(), "{bad:?} should not parse");

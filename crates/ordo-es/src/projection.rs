@@ -140,7 +140,8 @@ impl ProjectionHandle {
     /// Waits until the read model covers `position`, at most `timeout`. True when it does.
     pub async fn wait_for(&self, position: &Position, timeout: Duration) -> bool {
         let mut rx = self.status.clone();
-        let reached = |s: &ProjectionStatus| s.checkpoint.as_ref().is_some_and(|c| c.covers(position));
+        let reached =
+            |s: &ProjectionStatus| s.checkpoint.as_ref().is_some_and(|c| c.covers(position));
         matches!(
             tokio::time::timeout(timeout, rx.wait_for(reached)).await,
             Ok(Ok(_))
@@ -184,7 +185,8 @@ impl ProjectionRunner {
             () = &mut shutdown => {}
             () = self.run_forever() => {}
         }
-        self.status.send_modify(|s| s.state = ProjectionState::Stopped);
+        self.status
+            .send_modify(|s| s.state = ProjectionState::Stopped);
     }
 
     async fn run_forever(&self) {
@@ -193,7 +195,10 @@ impl ProjectionRunner {
             match self.catch_up_and_follow().await {
                 Ok(()) => backoff = self.config.min_backoff,
                 Err(ProjectionError::CheckpointMoved) => {
-                    tracing::debug!(projection = self.projection.name(), "checkpoint moved elsewhere; reloading");
+                    tracing::debug!(
+                        projection = self.projection.name(),
+                        "checkpoint moved elsewhere; reloading"
+                    );
                     backoff = self.config.min_backoff;
                 }
                 Err(error) => {
@@ -301,7 +306,11 @@ mod tests {
             "recorder"
         }
         async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
-            Ok(self.checkpoint.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            Ok(self
+                .checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone())
         }
         async fn apply_batch(
             &self,
@@ -321,11 +330,7 @@ mod tests {
                 return Err(ProjectionError::CheckpointMoved);
             }
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            seen.extend(
-                events
-                    .iter()
-                    .map(|e| (e.stream_id.to_string(), e.version)),
-            );
+            seen.extend(events.iter().map(|e| (e.stream_id.to_string(), e.version)));
             *stored = Some(to.clone());
             Ok(())
         }
@@ -416,12 +421,20 @@ mod tests {
         let second = append_many_more(&store).await;
         run_until_caught_up(Arc::clone(&store), Arc::clone(&projection), second).await;
         let seen = projection.seen.lock().expect("lock").clone();
-        assert_eq!(seen.len(), 7, "nothing applied twice, nothing skipped: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            7,
+            "nothing applied twice, nothing skipped: {seen:?}"
+        );
     }
 
     async fn append_many_more(store: &InMemoryStore) -> Position {
         store
-            .append(&StreamId::new("s-0"), ExpectedVersion::Exact(3), vec![event()])
+            .append(
+                &StreamId::new("s-0"),
+                ExpectedVersion::Exact(3),
+                vec![event()],
+            )
             .await
             .expect("append")
             .last_position()

@@ -141,8 +141,11 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
-    async fn wait_for_events(&self, after: &Checkpoint, timeout: Duration)
-    -> Result<(), StoreError>;
+    async fn wait_for_events(
+        &self,
+        after: &Checkpoint,
+        timeout: Duration,
+    ) -> Result<(), StoreError>;
 
     /// How many events the global log holds after `after` (for progress reports). May
     /// be an estimate on backends where counting is expensive.

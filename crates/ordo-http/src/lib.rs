@@ -1,1 +1,157 @@
-//! placeholder
+//! # ordo-http: the HTTP layer
+//!
+//! The outside of ordo (../shared/spec/api.md) as an axum [`Router`]. Handlers parse
+//! untrusted input into domain commands and queries, call the [`OrderService`] (write
+//! side) or the [`OrderReadStore`] (read side), and turn every failure into one
+//! [`ApiError`], the only type that knows HTTP statuses. Every error is
+//! `application/problem+json`.
+//!
+//! ## Layout
+//!
+//! - `commands.rs`: POST/PUT/DELETE on orders: If-Match, Idempotency-Key, answers with
+//!   `ETag` and `X-Consistency-Token`.
+//! - `queries.rs`: list, get, status, customer, summary, top customers, search (from the
+//!   read models, with read-your-writes on `X-Consistency-Token`), and history (from the
+//!   event store: events, `asOfVersion`, `asOf`).
+//! - `ops.rs`: `/health`, `/ready`, `/metrics`.
+//! - `error.rs`, `extract.rs`: problem documents, and reading bodies, headers and query
+//!   strings without trusting them.
+//! - This file: [`AppState`], [`router`] (one `router()` per module, merged here) and the
+//!   middleware: request ids, metrics, and a last pass that turns any non-problem error
+//!   response (404 of an unknown route, 405) into a problem document.
+
+mod commands;
+mod error;
+mod extract;
+mod metrics;
+mod ops;
+mod queries;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use uuid::Uuid;
+
+use ordo_domain::{OrderReadStore, OrderService};
+use ordo_es::ProjectionHandle;
+
+pub use error::{ApiError, PROBLEM_JSON};
+pub use metrics::Metrics;
+pub use queries::event_json;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub service: OrderService,
+    pub reads: Arc<dyn OrderReadStore>,
+    pub projection: ProjectionHandle,
+    pub metrics: Arc<Metrics>,
+    /// Partitions of the event store's log (to reject foreign consistency tokens).
+    pub partitions: u32,
+}
+
+/// The request id of the current request (the client's `X-Request-Id` when it is
+/// sensible, else a new UUID).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(commands::router())
+        .merge(queries::router())
+        .merge(ops::router())
+        .route_layer(middleware::from_fn(tag_route))
+        .fallback(unknown_route)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY))
+        .with_state(state)
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// An order id from a path: anything that is not a UUID is an unknown order (404).
+pub(crate) fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(raw).map_err(|_| ApiError::NotFound("no order with this id".into()))
+}
+
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| (1..=200).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_string)
+}
+
+/// Hands the matched route template to the outer middleware (for metric labels).
+async fn tag_route(request: Request, next: Next) -> Response {
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(m) = matched {
+        response.extensions_mut().insert(m);
+    }
+    response
+}
+
+/// Request ids, metrics, logging of 5xx causes, and problem documents for every error.
+async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&request);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let method = request.method().as_str().to_string();
+    let mut response = next.run(request).await;
+    let route = response
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        let detail = match status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                format!(
+                    "method {method} is not allowed on this route; the Allow header lists those that are"
+                )
+            }
+            StatusCode::NOT_FOUND => "no such route".to_string(),
+            StatusCode::PAYLOAD_TOO_LARGE => format!(
+                "the request body is larger than {} bytes",
+                extract::MAX_BODY
+            ),
+            other => other.canonical_reason().unwrap_or("error").to_string(),
+        };
+        let mut problem = error::problem_response(status, detail, None);
+        for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+            if let Some(v) = response.headers().get(&name) {
+                problem.headers_mut().insert(name, v.clone());
+            }
+        }
+        response = problem;
+    }
+    if status.is_server_error() {
+        let cause = response
+            .extensions()
+            .get::<error::InternalCause>()
+            .map_or("", |c| c.0.as_str());
+        tracing::error!(request_id = %id, %method, %route, status = status.as_u16(), cause, "request failed");
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    state
+        .metrics
+        .http(&method, &route, status.as_u16(), started.elapsed());
+    response
+}

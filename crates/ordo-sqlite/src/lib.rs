@@ -1,1 +1,31 @@
-//! placeholder
+//! # ordo-sqlite: the embedded store
+//!
+//! ordo's default backend: events and read models in SQLite files under the data dir,
+//! no server needed.
+//!
+//! ## Layout
+//!
+//! - [`SqliteEventStore`] (`events.rs`): the event log. One writer thread owns the write
+//!   connection and commits the appends of all concurrent commands that are waiting in
+//!   one transaction (group commit): each append runs in its own SAVEPOINT, so a conflict
+//!   rolls back only that append, and the batch costs one fsync (`synchronous=FULL`).
+//!   Readers use a small pool of WAL read connections on blocking threads.
+//! - [`SqliteReadStore`] (`read.rs`): the order read models (views, summary counters,
+//!   top customers, an FTS5 trigram index for search) and projection checkpoints, each
+//!   projection batch in one transaction with its checkpoint.
+//! - `pool.rs`: the read-connection pool shared by both.
+//!
+//! ## Durability
+//!
+//! Events: WAL with `synchronous=FULL`: an acknowledged append survives a process crash
+//! and a power loss. Read models: WAL with `synchronous=NORMAL`: a power loss may roll
+//! back the last batches, together with their checkpoint, which the projection then
+//! replays. Because one thread writes, rowid order is commit order: the global log has no
+//! gaps for readers to skip.
+
+mod events;
+mod pool;
+mod read;
+
+pub use events::SqliteEventStore;
+pub use read::SqliteReadStore;

@@ -1,1 +1,58 @@
-fn main(){}
+//! The `ordo` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use ordo::config::{Cli, Command, EventsArgs};
+use ordo::{Stores, serve};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ordo: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            None => serve_with(cli.serve).await,
+            Some(Command::Serve(args)) => serve_with(args).await,
+            Some(Command::Events(args)) => print_events(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ordo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_with(args: ordo::config::ServeArgs) -> anyhow::Result<()> {
+    let stores = Stores::open(&args.stores).await?;
+    serve(&args.listen, stores).await
+}
+
+async fn print_events(args: EventsArgs) -> anyhow::Result<()> {
+    let stores = Stores::open(&args.stores).await?;
+    ordo::events::print(
+        stores.events.as_ref(),
+        args.aggregate.as_deref(),
+        args.follow,
+    )
+    .await
+}

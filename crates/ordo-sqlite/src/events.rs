@@ -1,0 +1,464 @@
+//! The SQLite event store, with group commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, params};
+use time::OffsetDateTime;
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use ordo_es::{
+    Appended, Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
+    StoreError, StreamId,
+};
+
+use crate::pool::{ReadPool, open_writer};
+
+/// Appends taken into one transaction at most (bounds the latency of the first).
+const MAX_GROUP: usize = 512;
+
+const SCHEMA: &[&str] = &[
+    // 1: the event log.
+    "CREATE TABLE events (
+        position INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        stream_id TEXT NOT NULL,
+        aggregate_type TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        occurred_at INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        UNIQUE (stream_id, version)
+    )",
+];
+
+struct AppendJob {
+    stream: StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// The embedded event store. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct SqliteEventStore {
+    path: PathBuf,
+    jobs: mpsc::Sender<AppendJob>,
+    readers: Arc<ReadPool>,
+    /// The highest position committed by this store.
+    head: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for AppendJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendJob")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+pub(crate) fn migrate(conn: &mut Connection, steps: &[&str]) -> rusqlite::Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
+    for (i, step) in steps.iter().enumerate().skip(current.max(0) as usize) {
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()
+}
+
+impl SqliteEventStore {
+    /// Opens (creating if needed) the event store in the file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = open_writer(&path, "FULL").map_err(unavailable)?;
+        migrate(&mut conn, SCHEMA).map_err(unavailable)?;
+        let head: u64 = conn
+            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(unavailable)? as u64;
+        let (head_tx, head_rx) = watch::channel(head);
+        let (jobs, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("ordo-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, head_tx))
+            .map_err(unavailable)?;
+        Ok(Self {
+            readers: Arc::new(ReadPool::new(&path)),
+            path,
+            jobs,
+            head: head_rx,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(|e| StoreError::Other(Box::new(e)))?
+            .map_err(classify)
+    }
+}
+
+fn classify(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        other => unavailable(other),
+    }
+}
+
+/// The writer thread: takes every append that is waiting, commits them together.
+fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<AppendJob>, head: watch::Sender<u64>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let (results, last_position) = match commit_group(&mut conn, &group) {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, appends = group.len(), "event store commit failed");
+                let message = e.to_string();
+                let results = group
+                    .iter()
+                    .map(|_| Err(StoreError::Unavailable(message.clone().into())))
+                    .collect();
+                (results, None)
+            }
+        };
+        if let Some(p) = last_position {
+            head.send_if_modified(|h| {
+                let moved = *h < p;
+                *h = (*h).max(p);
+                moved
+            });
+        }
+        for (job, result) in group.into_iter().zip(results) {
+            // The caller may have gone away (request cancelled); the append stands.
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+type GroupResult = (Vec<Result<Appended, StoreError>>, Option<u64>);
+
+fn commit_group(conn: &mut Connection, group: &[AppendJob]) -> rusqlite::Result<GroupResult> {
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(group.len());
+    let mut last_position = None;
+    for job in group {
+        let mut sp = tx.savepoint()?;
+        match append_one(&sp, job)? {
+            Ok(appended) => {
+                last_position = Some(appended.last_position().cursor.major);
+                sp.commit()?;
+                results.push(Ok(appended));
+            }
+            Err(e) => {
+                sp.rollback()?;
+                results.push(Err(e));
+            }
+        }
+    }
+    tx.commit()?;
+    Ok((results, last_position))
+}
+
+fn append_one(
+    conn: &Connection,
+    job: &AppendJob,
+) -> rusqlite::Result<Result<Appended, StoreError>> {
+    if job.events.is_empty() {
+        return Ok(Err(StoreError::Invalid(
+            "an append needs at least one event".into(),
+        )));
+    }
+    let current: u64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")?
+        .query_row([job.stream.as_str()], |r| r.get::<_, i64>(0))? as u64;
+    if let Some(expected) = job.expected.as_number()
+        && expected != current
+    {
+        return Ok(Err(StoreError::Conflict {
+            stream: job.stream.clone(),
+            expected: job.expected,
+            actual: Some(current),
+        }));
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (event_id, stream_id, aggregate_type, version, event_type, schema_version, occurred_at, data, metadata)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut positions = Vec::with_capacity(job.events.len());
+    for (i, event) in job.events.iter().enumerate() {
+        let metadata = match serde_json::to_string(&event.metadata) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(StoreError::Invalid(format!("metadata: {e}")))),
+        };
+        insert.execute(params![
+            event.event_id.to_string(),
+            job.stream.as_str(),
+            event.aggregate_type,
+            (current + 1 + i as u64) as i64,
+            event.event_type,
+            event.schema_version,
+            micros(event.occurred_at),
+            event.data.to_string(),
+            metadata,
+        ])?;
+        positions.push(Position::new(0, conn.last_insert_rowid() as u64, 0));
+    }
+    Ok(Ok(Appended {
+        first_version: current + 1,
+        last_version: current + job.events.len() as u64,
+        positions,
+    }))
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000) as i64
+}
+
+fn from_micros(us: i64) -> rusqlite::Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Integer, Box::new(e))
+    })
+}
+
+const COLUMNS: &str = "position, event_id, stream_id, aggregate_type, version, event_type, schema_version, occurred_at, data, metadata";
+
+fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<RecordedEvent> {
+    let bad = |i: usize, e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e)
+    };
+    let event_id: String = row.get(1)?;
+    let data: String = row.get(8)?;
+    let metadata: String = row.get(9)?;
+    Ok(RecordedEvent {
+        position: Position::new(0, row.get::<_, i64>(0)? as u64, 0),
+        event_id: Uuid::parse_str(&event_id).map_err(|e| bad(1, Box::new(e)))?,
+        stream_id: StreamId::new(row.get::<_, String>(2)?),
+        aggregate_type: row.get(3)?,
+        version: row.get::<_, i64>(4)? as u64,
+        event_type: row.get(5)?,
+        schema_version: row.get(6)?,
+        occurred_at: from_micros(row.get(7)?)?,
+        data: serde_json::from_str(&data).map_err(|e| bad(8, Box::new(e)))?,
+        metadata: serde_json::from_str::<Metadata>(&metadata).map_err(|e| bad(9, Box::new(e)))?,
+    })
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    fn partitions(&self) -> u32 {
+        1
+    }
+
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(AppendJob {
+                stream: stream.clone(),
+                expected,
+                events,
+                reply,
+            })
+            .map_err(|_| StoreError::Unavailable("the event store writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the event store writer has stopped".into()))?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let stream = stream.as_str().to_string();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT ?3"
+        );
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![
+                    stream,
+                    from_version.min(i64::MAX as u64) as i64,
+                    limit.min(i64::MAX as usize) as i64
+                ],
+                row_to_event,
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn read_all(
+        &self,
+        after: &Checkpoint,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from = after.cursor(0).major.min(i64::MAX as u64) as i64;
+        let sql =
+            format!("SELECT {COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2");
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![from, limit.min(i64::MAX as usize) as i64],
+                row_to_event,
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn wait_for_events(
+        &self,
+        after: &Checkpoint,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let cursor = after.cursor(0).major;
+        let mut head = self.head.clone();
+        let _ = tokio::time::timeout(timeout, head.wait_for(|h| *h > cursor)).await;
+        Ok(())
+    }
+
+    async fn count_after(&self, after: &Checkpoint) -> Result<u64, StoreError> {
+        let from = after.cursor(0).major.min(i64::MAX as u64) as i64;
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM events WHERE position > ?1",
+                [from],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    ordo_es::event_store_conformance!(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            super::SqliteEventStore::open(dir.path().join("events.db")).expect("open store");
+        // Keep the directory for the life of the test process; it is removed at exit by
+        // the OS temp cleaner, and each case has its own.
+        std::mem::forget(dir);
+        store
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> NewEvent {
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            aggregate_type: "T".into(),
+            event_type: "E".into(),
+            schema_version: 1,
+            occurred_at: ordo_es::now_micros(),
+            data: serde_json::json!({"x": 1}),
+            metadata: Metadata::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("events.db");
+        let stream = StreamId::new("s-1");
+        {
+            let store = SqliteEventStore::open(&path).expect("open");
+            store
+                .append(&stream, ExpectedVersion::NoStream, vec![event(), event()])
+                .await
+                .expect("append");
+        }
+        let store = SqliteEventStore::open(&path).expect("reopen");
+        assert_eq!(
+            store.read_stream(&stream, 1, 10).await.expect("read").len(),
+            2
+        );
+        let appended = store
+            .append(&stream, ExpectedVersion::Exact(2), vec![event()])
+            .await
+            .expect("append after reopen");
+        assert_eq!(appended.last_version, 3);
+        assert_eq!(appended.last_position(), Position::new(0, 3, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_appends_are_committed_in_groups_with_isolated_conflicts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(SqliteEventStore::open(dir.path().join("events.db")).expect("open"));
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                // Half the tasks race for one stream at version 0: one wins.
+                let stream = if i % 2 == 0 {
+                    StreamId::new("shared")
+                } else {
+                    StreamId::new(format!("own-{i}"))
+                };
+                store
+                    .append(&stream, ExpectedVersion::NoStream, vec![event()])
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        let mut conflicts = 0;
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(_) => ok += 1,
+                Err(e) if e.is_conflict() => conflicts += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!((ok, conflicts), (33, 31));
+        assert_eq!(
+            store
+                .count_after(&Checkpoint::origin(1))
+                .await
+                .expect("count"),
+            33
+        );
+    }
+}

@@ -1,0 +1,524 @@
+//! The SQLite read store: order views, summary, top customers, search, checkpoints.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use ordo_domain::read::{
+    ListQuery, OrderReadStore, ReadModelBatch, ReadStoreError, Sort, search_text,
+};
+use ordo_domain::{Money, OrderPage, OrderView, StatusCounts, Summary, TopCustomer, ViewState};
+use ordo_es::Checkpoint;
+
+use crate::events::migrate;
+use crate::pool::{ReadPool, open_writer};
+
+const SCHEMA: &[&str] = &[
+    // 1: read models.
+    "CREATE TABLE orders (
+        order_id TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        status TEXT,
+        customer_email TEXT,
+        customer_name TEXT,
+        total_cents INTEGER,
+        created_at INTEGER,
+        search_text TEXT,
+        doc TEXT
+    );
+    CREATE INDEX orders_by_created ON orders (created_at, order_id) WHERE deleted = 0;
+    CREATE INDEX orders_by_status ON orders (status, created_at, order_id) WHERE deleted = 0;
+    CREATE INDEX orders_by_customer ON orders (customer_email, created_at, order_id) WHERE deleted = 0;
+    CREATE INDEX orders_by_total ON orders (total_cents, order_id) WHERE deleted = 0;
+    CREATE VIRTUAL TABLE orders_search USING fts5 (search_text, content = '', contentless_delete = 1, tokenize = 'trigram');
+    CREATE TABLE customers (
+        customer_email TEXT PRIMARY KEY,
+        customer_name TEXT NOT NULL,
+        order_count INTEGER NOT NULL,
+        total_cents INTEGER NOT NULL
+    );
+    CREATE INDEX customers_by_spent ON customers (total_cents DESC, customer_email);
+    CREATE TABLE summary (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        status_counts TEXT NOT NULL,
+        revenue_cents TEXT NOT NULL,
+        last_updated INTEGER
+    );
+    CREATE TABLE checkpoints (
+        projection TEXT PRIMARY KEY,
+        checkpoint TEXT NOT NULL
+    );",
+];
+
+/// The embedded read store.
+#[derive(Debug, Clone)]
+pub struct SqliteReadStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<ReadPool>,
+}
+
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> ReadStoreError {
+    ReadStoreError::Unavailable(Box::new(e))
+}
+
+fn corrupt(e: impl std::fmt::Display) -> ReadStoreError {
+    ReadStoreError::Corrupt(e.to_string())
+}
+
+/// An error inside a blocking read-model job.
+enum JobError {
+    Sql(rusqlite::Error),
+    Store(ReadStoreError),
+}
+
+impl From<rusqlite::Error> for JobError {
+    fn from(e: rusqlite::Error) -> Self {
+        JobError::Sql(e)
+    }
+}
+
+impl From<ReadStoreError> for JobError {
+    fn from(e: ReadStoreError) -> Self {
+        JobError::Store(e)
+    }
+}
+
+impl From<JobError> for ReadStoreError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Sql(e) => unavailable(e),
+            JobError::Store(e) => e,
+        }
+    }
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000) as i64
+}
+
+fn from_micros(us: i64) -> Result<OffsetDateTime, ReadStoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).map_err(corrupt)
+}
+
+fn cents_i64(m: Money) -> Result<i64, ReadStoreError> {
+    i64::try_from(m.cents()).map_err(|_| corrupt("amount out of range"))
+}
+
+impl SqliteReadStore {
+    /// Opens (creating if needed) the read store in the file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ReadStoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = open_writer(&path, "NORMAL").map_err(unavailable)?;
+        migrate(&mut conn, SCHEMA).map_err(unavailable)?;
+        Ok(Self {
+            readers: Arc::new(ReadPool::new(&path)),
+            writer: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, JobError> + Send + 'static,
+    ) -> Result<T, ReadStoreError> {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let mut out = None;
+            let sql = readers.with(|conn| {
+                out = Some(f(conn));
+                Ok(())
+            });
+            match (sql, out) {
+                (Err(e), _) => Err(unavailable(e)),
+                (Ok(()), Some(result)) => result.map_err(ReadStoreError::from),
+                (Ok(()), None) => Err(corrupt("read job did not run")),
+            }
+        })
+        .await
+        .map_err(|e| ReadStoreError::Other(Box::new(e)))?
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, JobError> + Send + 'static,
+    ) -> Result<T, ReadStoreError> {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn).map_err(ReadStoreError::from)
+        })
+        .await
+        .map_err(|e| ReadStoreError::Other(Box::new(e)))?
+    }
+}
+
+fn parse_doc(doc: &str) -> Result<OrderView, ReadStoreError> {
+    serde_json::from_str(doc).map_err(corrupt)
+}
+
+fn apply_view(tx: &rusqlite::Transaction<'_>, id: Uuid, state: &ViewState) -> Result<(), JobError> {
+    let key = id.to_string();
+    let existing: Option<(i64, bool)> = tx
+        .prepare_cached("SELECT rowid, deleted FROM orders WHERE order_id = ?1")?
+        .query_row([&key], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))
+        .optional()?;
+    match state {
+        ViewState::Absent => {}
+        ViewState::Live(view) => {
+            let doc = serde_json::to_string(view.as_ref())
+                .map_err(|e| ReadStoreError::Other(Box::new(e)))?;
+            let text = search_text(view);
+            tx.prepare_cached(
+                "INSERT INTO orders (order_id, version, deleted, status, customer_email, customer_name, total_cents, created_at, search_text, doc)
+                 VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (order_id) DO UPDATE SET version = excluded.version, deleted = 0, status = excluded.status,
+                   customer_email = excluded.customer_email, customer_name = excluded.customer_name,
+                   total_cents = excluded.total_cents, created_at = excluded.created_at,
+                   search_text = excluded.search_text, doc = excluded.doc",
+            )?
+            .execute(params![
+                key,
+                view.version as i64,
+                view.status.as_str(),
+                view.customer_email,
+                view.customer_name,
+                cents_i64(view.total_amount)?,
+                micros(view.created_at),
+                text,
+                doc
+            ])?;
+            if existing.is_none_or(|(_, deleted)| deleted) {
+                let rowid: i64 = tx.query_row(
+                    "SELECT rowid FROM orders WHERE order_id = ?1",
+                    [&key],
+                    |r| r.get(0),
+                )?;
+                tx.prepare_cached(
+                    "INSERT INTO orders_search (rowid, search_text) VALUES (?1, ?2)",
+                )?
+                .execute(params![rowid, text])?;
+            }
+        }
+        ViewState::Deleted { version } => {
+            if let Some((rowid, false)) = existing {
+                tx.prepare_cached("DELETE FROM orders_search WHERE rowid = ?1")?
+                    .execute([rowid])?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO orders (order_id, version, deleted) VALUES (?1, ?2, 1)
+                 ON CONFLICT (order_id) DO UPDATE SET version = excluded.version, deleted = 1, status = NULL,
+                   customer_email = NULL, customer_name = NULL, total_cents = NULL, created_at = NULL,
+                   search_text = NULL, doc = NULL",
+            )?
+            .execute(params![key, *version as i64])?;
+        }
+    }
+    Ok(())
+}
+
+fn recompute_customer(tx: &rusqlite::Transaction<'_>, email: &str) -> Result<(), JobError> {
+    tx.prepare_cached("DELETE FROM customers WHERE customer_email = ?1")?
+        .execute([email])?;
+    tx.prepare_cached(
+        "INSERT INTO customers (customer_email, customer_name, order_count, total_cents)
+         SELECT ?1,
+                (SELECT customer_name FROM orders
+                  WHERE customer_email = ?1 AND deleted = 0 AND status <> 'cancelled'
+                  ORDER BY created_at DESC, order_id DESC LIMIT 1),
+                COUNT(*), SUM(total_cents)
+           FROM orders WHERE customer_email = ?1 AND deleted = 0 AND status <> 'cancelled'
+         HAVING COUNT(*) > 0",
+    )?
+    .execute([email])?;
+    Ok(())
+}
+
+fn read_counters(conn: &Connection) -> Result<(StatusCounts, Money, Option<i64>), JobError> {
+    let row: Option<(String, String, Option<i64>)> = conn
+        .query_row(
+            "SELECT status_counts, revenue_cents, last_updated FROM summary WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((counts, revenue, last)) = row else {
+        return Ok((StatusCounts::default(), Money::ZERO, None));
+    };
+    let mut parsed = StatusCounts::default();
+    let parts: Vec<&str> = counts.split(',').collect();
+    if parts.len() != 6 {
+        return Err(corrupt("summary status counts").into());
+    }
+    for (slot, part) in parsed.0.iter_mut().zip(parts) {
+        *slot = part.parse().map_err(corrupt)?;
+    }
+    let revenue = Money::from_cents(revenue.parse().map_err(corrupt)?);
+    Ok((parsed, revenue, last))
+}
+
+fn apply_summary(tx: &rusqlite::Transaction<'_>, batch: &ReadModelBatch) -> Result<(), JobError> {
+    let (mut counts, revenue, last) = read_counters(tx)?;
+    for (slot, delta) in counts.0.iter_mut().zip(batch.status_delta) {
+        *slot += delta;
+    }
+    let revenue = revenue + batch.revenue_delta;
+    let last = batch.last_event_at.map(micros).or(last);
+    let counts_text = counts
+        .0
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    tx.prepare_cached(
+        "INSERT INTO summary (id, status_counts, revenue_cents, last_updated) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET status_counts = excluded.status_counts,
+           revenue_cents = excluded.revenue_cents, last_updated = excluded.last_updated",
+    )?
+    .execute(params![counts_text, revenue.cents().to_string(), last])?;
+    Ok(())
+}
+
+fn stored_checkpoint(conn: &Connection, projection: &str) -> Result<Option<Checkpoint>, JobError> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT checkpoint FROM checkpoints WHERE projection = ?1",
+            [projection],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match text {
+        None => Ok(None),
+        Some(t) => Ok(Some(Checkpoint::decode(&t).map_err(corrupt)?)),
+    }
+}
+
+/// Builds the WHERE clause and parameters of a list query.
+fn list_filter(query: &ListQuery) -> (String, Vec<SqlValue>) {
+    let mut clauses = vec!["o.deleted = 0".to_string()];
+    let mut params: Vec<SqlValue> = Vec::new();
+    let mut push = |clause: &str, value: SqlValue| {
+        params.push(value);
+        clauses.push(clause.replace('?', &format!("?{}", params.len())));
+    };
+    if let Some(status) = query.status {
+        push("o.status = ?", SqlValue::Text(status.as_str().into()));
+    }
+    if let Some(email) = &query.customer_email {
+        push("o.customer_email = ?", SqlValue::Text(email.clone()));
+    }
+    if let Some(min) = query.min_total {
+        push(
+            "o.total_cents >= ?",
+            SqlValue::Integer(i64::try_from(min.cents()).unwrap_or(i64::MAX)),
+        );
+    }
+    if let Some(max) = query.max_total {
+        push(
+            "o.total_cents <= ?",
+            SqlValue::Integer(i64::try_from(max.cents()).unwrap_or(i64::MAX)),
+        );
+    }
+    if let Some(from) = query.created_from {
+        push("o.created_at >= ?", SqlValue::Integer(micros(from)));
+    }
+    if let Some(to) = query.created_to {
+        push("o.created_at <= ?", SqlValue::Integer(micros(to)));
+    }
+    if let Some(term) = &query.search {
+        // Terms of 3+ characters use the trigram index; shorter ones fall back to a scan.
+        if term.chars().count() >= 3 {
+            let phrase = format!("\"{}\"", term.replace('"', "\"\""));
+            push(
+                "o.rowid IN (SELECT rowid FROM orders_search WHERE orders_search MATCH ?)",
+                SqlValue::Text(phrase),
+            );
+        }
+        push("instr(o.search_text, ?) > 0", SqlValue::Text(term.clone()));
+    }
+    (clauses.join(" AND "), params)
+}
+
+#[async_trait]
+impl OrderReadStore for SqliteReadStore {
+    async fn load_checkpoint(
+        &self,
+        projection: &str,
+    ) -> Result<Option<Checkpoint>, ReadStoreError> {
+        let projection = projection.to_string();
+        self.read(move |conn| stored_checkpoint(conn, &projection))
+            .await
+    }
+
+    async fn load_views(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ViewState>, ReadStoreError> {
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        self.read(move |conn| {
+            let mut out = HashMap::with_capacity(ids.len());
+            let mut stmt = conn
+                .prepare_cached("SELECT version, deleted, doc FROM orders WHERE order_id = ?1")?;
+            for id in &ids {
+                let row: Option<(i64, i64, Option<String>)> = stmt
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?;
+                let state = match row {
+                    None => continue,
+                    Some((version, 1, _)) => ViewState::Deleted {
+                        version: version as u64,
+                    },
+                    Some((_, _, Some(doc))) => ViewState::Live(Box::new(parse_doc(&doc)?)),
+                    Some((_, _, None)) => {
+                        return Err(corrupt("live order without a document").into());
+                    }
+                };
+                out.insert(Uuid::parse_str(id).map_err(corrupt)?, state);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn commit(
+        &self,
+        projection: &str,
+        batch: ReadModelBatch,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ReadStoreError> {
+        let projection = projection.to_string();
+        let from = from.clone();
+        let to = to.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let stored = stored_checkpoint(&tx, &projection)?;
+            let matches = match &stored {
+                Some(s) => *s == from,
+                None => from == Checkpoint::origin(from.partitions()),
+            };
+            if !matches {
+                return Err(ReadStoreError::CheckpointMoved.into());
+            }
+            for (id, state) in &batch.views {
+                apply_view(&tx, *id, state)?;
+            }
+            for email in &batch.customers {
+                recompute_customer(&tx, email)?;
+            }
+            apply_summary(&tx, &batch)?;
+            tx.prepare_cached(
+                "INSERT INTO checkpoints (projection, checkpoint) VALUES (?1, ?2)
+                 ON CONFLICT (projection) DO UPDATE SET checkpoint = excluded.checkpoint",
+            )?
+            .execute(params![projection, to.encode()])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<OrderView>, ReadStoreError> {
+        let key = id.to_string();
+        self.read(move |conn| {
+            let doc: Option<String> = conn
+                .prepare_cached("SELECT doc FROM orders WHERE order_id = ?1 AND deleted = 0")?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
+            Ok(doc.map(|d| parse_doc(&d)).transpose()?)
+        })
+        .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<OrderPage, ReadStoreError> {
+        let query = query.clone();
+        self.read(move |conn| {
+            let (filter, params) = list_filter(&query);
+            let order = match query.sort {
+                Sort::CreatedAtDesc => "o.created_at DESC, o.order_id DESC",
+                Sort::CreatedAt => "o.created_at ASC, o.order_id ASC",
+                Sort::TotalAmount => "o.total_cents ASC, o.order_id ASC",
+                Sort::TotalAmountDesc => "o.total_cents DESC, o.order_id DESC",
+            };
+            let total: i64 = conn
+                .prepare_cached(&format!("SELECT COUNT(*) FROM orders o WHERE {filter}"))?
+                .query_row(params_from_iter(params.iter()), |r| r.get(0))?;
+            let sql = format!(
+                "SELECT o.doc FROM orders o WHERE {filter} ORDER BY {order} LIMIT {} OFFSET {}",
+                query.limit,
+                query.offset()
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let docs = stmt
+                .query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let orders = docs
+                .iter()
+                .map(|d| parse_doc(d))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(OrderPage {
+                orders,
+                total: total as u64,
+                page: query.page,
+                limit: query.limit,
+            })
+        })
+        .await
+    }
+
+    async fn summary(&self) -> Result<Summary, ReadStoreError> {
+        self.read(|conn| {
+            let (counts, revenue, last) = read_counters(conn)?;
+            let last = last.map(from_micros).transpose()?;
+            Ok(Summary::from_counters(counts, revenue, last))
+        })
+        .await
+    }
+
+    async fn top_customers(&self, limit: u32) -> Result<Vec<TopCustomer>, ReadStoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT customer_email, customer_name, order_count, total_cents FROM customers
+                 ORDER BY total_cents DESC, customer_email ASC LIMIT ?1",
+            )?;
+            let rows = stmt
+                .query_map([i64::from(limit)], |r| {
+                    Ok(TopCustomer {
+                        customer_email: r.get(0)?,
+                        customer_name: r.get(1)?,
+                        order_count: r.get::<_, i64>(2)? as u64,
+                        total_spent: Money::from_cents(i128::from(r.get::<_, i64>(3)?)),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn reset(&self) -> Result<(), ReadStoreError> {
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(
+                "DELETE FROM orders; DELETE FROM orders_search; DELETE FROM customers;
+                 DELETE FROM summary; DELETE FROM checkpoints;",
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), ReadStoreError> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+}

@@ -1,0 +1,164 @@
+//! Typed configuration: every flag has an environment twin.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// ordo: an event-sourced order service.
+#[derive(Debug, Parser)]
+#[command(name = "ordo", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of `serve`, which runs when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Print events as JSON lines, oldest first.
+    Events(EventsArgs),
+}
+
+/// Where the data lives. Shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded stores.
+    #[arg(long, env = "ORDO_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+    /// Event store URL: sqlite://PATH, redis://HOST:PORT,
+    /// redis+cluster://HOST:PORT[,HOST:PORT...] or postgres://... [default: embedded in the
+    /// data dir]
+    #[arg(long, env = "ORDO_EVENT_STORE", global = true)]
+    pub event_store: Option<String>,
+    /// Read store URL: sqlite://PATH or postgres://... [default: embedded in the data dir]
+    #[arg(long, env = "ORDO_READ_STORE", global = true)]
+    pub read_store: Option<String>,
+}
+
+impl StoreArgs {
+    /// The embedded stores in `data_dir`.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            event_store: None,
+            read_store: None,
+        }
+    }
+
+    pub fn event_store_url(&self) -> String {
+        self.event_store
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("events.db").display()))
+    }
+
+    pub fn read_store_url(&self) -> String {
+        self.read_store
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("read.db").display()))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ORDO_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: String,
+    /// Token for the admin endpoints (Authorization: Bearer TOKEN).
+    #[arg(long, env = "ORDO_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+    #[command(flatten)]
+    pub stores: StoreArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Only this order's events.
+    #[arg(long)]
+    pub aggregate: Option<String>,
+    /// Keep printing new events as they are appended.
+    #[arg(long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub stores: StoreArgs,
+}
+
+/// A secret that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            Err("the admin token must not be empty".into())
+        } else {
+            Ok(Secret(s.to_string()))
+        }
+    }
+}
+
+/// A store URL with any password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("sqlite://./data/events.db"),
+            "sqlite://./data/events.db"
+        );
+    }
+
+    #[test]
+    fn the_cli_parses_with_no_arguments_as_serve_with_defaults() {
+        let cli = Cli::try_parse_from(["ordo"]).expect("parse");
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.listen, "127.0.0.1:3000");
+        assert_eq!(cli.serve.stores.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s: Secret = "hunter2".parse().expect("secret");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn clap_configuration_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

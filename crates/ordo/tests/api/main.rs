@@ -1,0 +1,11 @@
+//! API tests: the real service on port 0, one test binary (zero-to-production style).
+//!
+//! The same tests run on every store combination: see `helpers::store_args`.
+
+mod commands;
+mod concurrency;
+mod durability;
+mod hostile;
+mod queries;
+
+mod helpers;
