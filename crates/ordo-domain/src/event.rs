@@ -57,6 +57,17 @@ impl OrderEvent {
     pub const STATUS_CHANGED: &'static str = "OrderStatusChanged";
     pub const CANCELLED: &'static str = "OrderCancelled";
     pub const DELETED: &'static str = "OrderDeleted";
+    /// OrderCreated's current schema version (see `upcast` for the history).
+    pub const CREATED_VERSION: u32 = 2;
+
+    /// The schema version this code writes for `event_type`.
+    pub fn current_version(event_type: &str) -> u32 {
+        if event_type == Self::CREATED {
+            Self::CREATED_VERSION
+        } else {
+            1
+        }
+    }
 }
 
 fn to_value<T: Serialize>(payload: &T) -> Value {
@@ -86,7 +97,10 @@ impl DomainEvent for OrderEvent {
     }
 
     fn schema_version(&self) -> u32 {
-        1
+        match self {
+            OrderEvent::Created(_) => Self::CREATED_VERSION,
+            _ => 1,
+        }
     }
 
     fn encode(&self) -> Value {
@@ -99,12 +113,14 @@ impl DomainEvent for OrderEvent {
     }
 
     fn decode(event_type: &str, schema_version: u32, data: &Value) -> Result<Self, DecodeError> {
-        if schema_version != 1 {
-            return Err(DecodeError::UnsupportedVersion {
-                event_type: event_type.to_string(),
-                schema_version,
-            });
-        }
+        let current = Self::current_version(event_type);
+        let upcast;
+        let data = if schema_version == current {
+            data
+        } else {
+            upcast = crate::upcast::chain().upcast(event_type, schema_version, current, data)?;
+            &upcast
+        };
         Ok(match event_type {
             Self::CREATED => OrderEvent::Created(from_value(event_type, data)?),
             Self::STATUS_CHANGED => OrderEvent::StatusChanged(from_value(event_type, data)?),

@@ -9,13 +9,17 @@
 //! - [`values`] and [`money`]: types that cannot hold an invalid value ([`Status`],
 //!   [`CustomerEmail`], [`Currency`], exact [`Money`]).
 //! - [`event`]: the facts ([`OrderEvent`]: OrderCreated, OrderStatusChanged,
-//!   OrderCancelled, OrderDeleted), each with a type name and schema version.
+//!   OrderCancelled, OrderDeleted), each with a type name and schema version; [`upcast`]
+//!   reads old schema versions in the current shape.
 //! - [`order`]: the [`Order`] aggregate: `handle` decides, `apply` folds.
 //! - [`service`]: [`OrderService`] runs commands (If-Match, idempotency keys, retries on
 //!   lost races) and folds past states for history and time travel.
 //! - [`view`] and [`read`]: the read side: [`OrderView`], [`Summary`], [`TopCustomer`],
 //!   the [`OrderReadStore`] contract that storage backends implement, and the
 //!   [`OrderProjection`] that turns event batches into read-model changes.
+//! - [`readside`] and [`replay`]: the live read side ([`ReadSide`]: the active read-store
+//!   generation and its projection runner, with a blue-green switch) and the replay
+//!   jobs operators run ([`ReplayJobs`]: full rebuild, from a timestamp, one order).
 //!
 //! ## How a command flows
 //!
@@ -30,7 +34,10 @@ pub mod event;
 pub mod money;
 pub mod order;
 pub mod read;
+pub mod readside;
+pub mod replay;
 pub mod service;
+pub mod upcast;
 pub mod values;
 pub mod view;
 
@@ -38,7 +45,12 @@ pub use command::{CancelRequest, CreateOrder, FieldError, ValidationErrors};
 pub use event::OrderEvent;
 pub use money::Money;
 pub use order::{Order, OrderCommand, OrderError};
-pub use read::{ListQuery, OrderProjection, OrderReadStore, ReadModelBatch, ReadStoreError, Sort};
+pub use read::{
+    ListQuery, OrderProjection, OrderReadStore, ParkedEvent, ReadGeneration, ReadModelBatch,
+    ReadStoreError, ReadStoreProvider, Sort,
+};
+pub use readside::{ReadSide, RebuildError};
+pub use replay::{JobState, JobStatus, ReplayJobs, ReplayRequest, StartError};
 pub use service::{
     AsOf, CommandContext, CommandError, CommandOutcome, HistoryError, IdempotencyKey, OrderService,
 };

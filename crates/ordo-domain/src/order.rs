@@ -1,13 +1,16 @@
 //! The Order aggregate: the only place that decides.
 
 use ordo_es::Aggregate;
+use serde::Deserialize;
 
 use crate::command::CreateOrder;
 use crate::event::{OrderCancelled, OrderCreated, OrderDeleted, OrderEvent, OrderStatusChanged};
 use crate::values::Status;
 
 /// What the rules need to know about an order. Nothing more: views are built elsewhere.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Its serde form is the snapshot payload (see `Aggregate::SNAPSHOT_VERSION`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Order {
     /// None until created.
     status: Option<Status>,
@@ -79,6 +82,15 @@ impl Aggregate for Order {
     type Command = OrderCommand;
     type Event = OrderEvent;
     type Error = OrderError;
+    const SNAPSHOT_VERSION: u32 = 1;
+
+    fn to_snapshot(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self).ok()
+    }
+
+    fn from_snapshot(state: &serde_json::Value) -> Option<Self> {
+        Order::deserialize(state).ok()
+    }
 
     fn handle(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
         match command {

@@ -108,7 +108,7 @@ pub struct ReadModelBatch {
     pub revenue_delta: Money,
     /// Customers whose top-customer row must be recomputed (lower-cased e-mails).
     pub customers: BTreeSet<String>,
-    /// occurredAt of the last event in the batch.
+    /// The latest occurredAt among the batch's events (the summary keeps the maximum).
     pub last_event_at: Option<OffsetDateTime>,
 }
 
@@ -154,7 +154,58 @@ pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
     /// Drops every read model and checkpoint (before a full rebuild).
     async fn reset(&self) -> Result<(), ReadStoreError>;
 
+    /// Records `parked` (an event the projection cannot apply) and moves the checkpoint
+    /// of `projection` from `from` to `to` past it, in one transaction, with the same
+    /// compare-and-set as [`commit`](OrderReadStore::commit).
+    async fn park(
+        &self,
+        projection: &str,
+        parked: ParkedEvent,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ReadStoreError>;
+
+    /// The events parked by `projection`, oldest first.
+    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, ReadStoreError>;
+
     async fn ping(&self) -> Result<(), ReadStoreError>;
+}
+
+/// An event a projection could not apply, kept aside and reported instead of stalling
+/// every event behind it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParkedEvent {
+    pub position: String,
+    pub event_id: Uuid,
+    pub stream_id: String,
+    pub version: u64,
+    pub event_type: String,
+    pub error: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub parked_at: OffsetDateTime,
+}
+
+/// A read-store generation: a complete, separate set of read models.
+#[derive(Clone, Debug)]
+pub struct ReadGeneration {
+    /// Stable name (a file name, a schema name).
+    pub id: String,
+    pub store: Arc<dyn OrderReadStore>,
+}
+
+/// Opens read stores, and makes new generations of them for blue-green rebuilds: a new
+/// generation is built beside the active one, then made active in one step.
+#[async_trait]
+pub trait ReadStoreProvider: Send + Sync + fmt::Debug + 'static {
+    /// The generation queries are served from (persisted across restarts).
+    async fn open_active(&self) -> Result<ReadGeneration, ReadStoreError>;
+    /// A new, empty generation that is not active.
+    async fn create_generation(&self) -> Result<ReadGeneration, ReadStoreError>;
+    /// Makes generation `id` the active one, durably.
+    async fn activate(&self, id: &str) -> Result<(), ReadStoreError>;
+    /// Removes every generation except the active one; returns how many.
+    async fn drop_inactive(&self) -> Result<u32, ReadStoreError>;
 }
 
 /// The projection that keeps every order read model current: order view, summary, top
@@ -222,7 +273,9 @@ impl OrderProjection {
                 batch.status_delta[status.index()] += 1;
                 batch.revenue_delta = batch.revenue_delta + revenue;
             }
-            batch.last_event_at = Some(envelope.occurred_at);
+            // The latest time seen, not the last applied: partitions are read in no fixed
+            // order, and a replay must give the same answer as the live projection.
+            batch.last_event_at = batch.last_event_at.max(Some(envelope.occurred_at));
             if !touched.contains(&order_id) {
                 touched.push(order_id);
             }
@@ -233,6 +286,39 @@ impl OrderProjection {
             .filter_map(|id| states.remove(&id).map(|s| (id, s)))
             .collect();
         Ok(batch)
+    }
+}
+
+impl OrderProjection {
+    /// The batch that turns the `stored` states into the `target` states (a repair:
+    /// `target` was folded from the event store). Orders whose stored version is ahead
+    /// of the target (the live projection moved on) are left alone.
+    pub fn repair_batch(
+        stored: &HashMap<Uuid, ViewState>,
+        targets: Vec<(Uuid, ViewState)>,
+    ) -> ReadModelBatch {
+        let mut batch = ReadModelBatch::default();
+        for (id, target) in targets {
+            let before = stored.get(&id).cloned().unwrap_or(ViewState::Absent);
+            if before.version() > target.version() || before == target {
+                continue;
+            }
+            for state in [&before, &target] {
+                if let Some(view) = state.live() {
+                    batch.customers.insert(view.customer_email.clone());
+                }
+            }
+            if let Some((status, revenue)) = summary_contribution(&before) {
+                batch.status_delta[status.index()] -= 1;
+                batch.revenue_delta = batch.revenue_delta - revenue;
+            }
+            if let Some((status, revenue)) = summary_contribution(&target) {
+                batch.status_delta[status.index()] += 1;
+                batch.revenue_delta = batch.revenue_delta + revenue;
+            }
+            batch.views.push((id, target));
+        }
+        batch
     }
 }
 
@@ -286,6 +372,26 @@ impl Projection for OrderProjection {
         let states = self.store.load_views(&ids).await?;
         let batch = Self::fold_batch(events, states)?;
         self.store.commit(Self::NAME, batch, from, to).await?;
+        Ok(())
+    }
+
+    async fn park(
+        &self,
+        event: &RecordedEvent,
+        error: &str,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ProjectionError> {
+        let parked = ParkedEvent {
+            position: event.position.to_string(),
+            event_id: event.event_id,
+            stream_id: event.stream_id.to_string(),
+            version: event.version,
+            event_type: event.event_type.clone(),
+            error: error.chars().take(2_000).collect(),
+            parked_at: ordo_es::now_micros(),
+        };
+        self.store.park(Self::NAME, parked, from, to).await?;
         Ok(())
     }
 }

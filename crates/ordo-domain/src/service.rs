@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use ordo_es::{
     Aggregate, CommandExecutor, DecodeError, DomainEvent, EventStore, ExecuteError, LoadError,
-    Metadata, Position, RecordedEvent, StoreError, StreamId,
+    Metadata, Position, RecordedEvent, SnapshotStore, StoreError, StreamId,
 };
 
 use crate::command::CreateOrder;
@@ -167,6 +167,22 @@ impl OrderService {
         }
     }
 
+    /// Loads orders from their latest snapshot and takes one every `every` events.
+    pub fn with_snapshots(mut self, snapshots: Arc<dyn SnapshotStore>, every: u64) -> Self {
+        self.executor = self.executor.with_snapshots(snapshots, every);
+        self
+    }
+
+    /// Takes a snapshot of an order now; its version, or None for an unknown order.
+    pub async fn snapshot(&self, id: Uuid) -> Result<Option<u64>, CommandError> {
+        let stream = StreamId::new(id.to_string());
+        Ok(self
+            .executor
+            .take_snapshot(&stream)
+            .await?
+            .map(|s| s.version))
+    }
+
     pub fn store(&self) -> &Arc<dyn EventStore> {
         self.executor.store()
     }
@@ -313,6 +329,20 @@ impl OrderService {
                 return Ok(events);
             }
         }
+    }
+
+    /// The order's current read-side state, folded from its whole stream.
+    pub async fn current_view_state(&self, id: Uuid) -> Result<ViewState, HistoryError> {
+        let mut state = ViewState::Absent;
+        for envelope in &self.history(id).await? {
+            let event = OrderEvent::decode(
+                &envelope.event_type,
+                envelope.schema_version,
+                &envelope.data,
+            )?;
+            state = state.evolve(envelope, id, &event);
+        }
+        Ok(state)
     }
 
     /// The order as it was after event `N`, or at an instant, folded from the store.

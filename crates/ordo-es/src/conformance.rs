@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! ordo_es::event_store_conformance!(async { make_a_fresh_isolated_store().await });
+//! // or, when something must live as long as the store (a temporary directory):
+//! ordo_es::event_store_conformance!(guarded async { (store, temp_dir) });
 //! ```
 //!
 //! The expression is evaluated once per case and must give a store that shares nothing
@@ -20,14 +22,23 @@ use uuid::Uuid;
 
 use crate::event::{Metadata, NewEvent, RecordedEvent, StreamId};
 use crate::position::{Checkpoint, Position};
+use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::store::{EventStore, ExpectedVersion, StoreError};
 
 /// Expands to one `#[tokio::test]` per conformance case. The caller needs tokio with the
 /// `macros` and `rt-multi-thread` features among its dev-dependencies.
 #[macro_export]
 macro_rules! event_store_conformance {
+    // `$make` gives `(store, guard)`: the guard (a temporary directory, say) lives until
+    // the case ends.
+    (guarded $make:expr) => {
+        $crate::event_store_conformance!(@all guarded $make);
+    };
     ($make:expr) => {
-        $crate::event_store_conformance!(@cases $make;
+        $crate::event_store_conformance!(@all plain $make);
+    };
+    (@all $kind:ident $make:expr) => {
+        $crate::event_store_conformance!(@cases $kind $make;
             a_new_stream_starts_at_version_one,
             events_read_back_in_version_order_from_any_version,
             a_stale_expected_version_is_a_conflict_and_stores_nothing,
@@ -43,14 +54,34 @@ macro_rules! event_store_conformance {
             unknown_streams_read_as_empty,
         );
     };
-    (@cases $make:expr; $($case:ident),+ $(,)?) => {
+    (@cases $kind:ident $make:expr; $($case:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
-                let store = $make.await;
+                let (store, _guard) = $crate::event_store_conformance!(@make $kind $make);
                 $crate::conformance::$case(::std::sync::Arc::new(store)).await;
             }
         )+
+    };
+    (@make guarded $make:expr) => { $make.await };
+    (@make plain $make:expr) => { ($make.await, ()) };
+}
+
+/// Expands to one `#[tokio::test]` per snapshot-store case.
+#[macro_export]
+macro_rules! snapshot_store_conformance {
+    (guarded $make:expr) => {
+        $crate::snapshot_store_conformance!(@all guarded $make);
+    };
+    ($make:expr) => {
+        $crate::snapshot_store_conformance!(@all plain $make);
+    };
+    (@all $kind:ident $make:expr) => {
+        $crate::event_store_conformance!(@cases $kind $make;
+            a_saved_snapshot_loads_back_exactly,
+            only_the_newest_snapshot_is_kept,
+            deleting_snapshots_removes_them_all,
+        );
     };
 }
 
@@ -564,4 +595,75 @@ pub async fn unknown_streams_read_as_empty(store: Arc<dyn EventStore>) {
             .is_empty()
     );
     store.ping().await.expect("ping");
+}
+
+fn snapshot(stream: &StreamId, version: u64) -> Snapshot {
+    Snapshot {
+        stream_id: stream.clone(),
+        aggregate_type: "ConformanceThing".into(),
+        version,
+        schema_version: 3,
+        state: serde_json::from_str(r#"{"count": 12.50, "name": "ünï \u0000"}"#).expect("json"),
+        taken_at: OffsetDateTime::now_utc()
+            .replace_nanosecond(5_000)
+            .expect("nanos"),
+    }
+}
+
+pub async fn a_saved_snapshot_loads_back_exactly(store: Arc<dyn SnapshotStore>) {
+    let stream = unique_stream("snap");
+    assert_eq!(store.load_snapshot(&stream).await.expect("load"), None);
+    let saved = snapshot(&stream, 7);
+    store.save_snapshot(saved.clone()).await.expect("save");
+    let loaded = store
+        .load_snapshot(&stream)
+        .await
+        .expect("load")
+        .expect("present");
+    assert_eq!(loaded, saved);
+    assert_eq!(loaded.state["count"].to_string(), "12.50");
+}
+
+pub async fn only_the_newest_snapshot_is_kept(store: Arc<dyn SnapshotStore>) {
+    let stream = unique_stream("snap-newest");
+    store
+        .save_snapshot(snapshot(&stream, 10))
+        .await
+        .expect("save 10");
+    store
+        .save_snapshot(snapshot(&stream, 4))
+        .await
+        .expect("save 4");
+    assert_eq!(
+        store
+            .load_snapshot(&stream)
+            .await
+            .expect("load")
+            .expect("present")
+            .version,
+        10
+    );
+    store
+        .save_snapshot(snapshot(&stream, 20))
+        .await
+        .expect("save 20");
+    assert_eq!(
+        store
+            .load_snapshot(&stream)
+            .await
+            .expect("load")
+            .expect("present")
+            .version,
+        20
+    );
+}
+
+pub async fn deleting_snapshots_removes_them_all(store: Arc<dyn SnapshotStore>) {
+    let a = unique_stream("snap-a");
+    let b = unique_stream("snap-b");
+    store.save_snapshot(snapshot(&a, 1)).await.expect("save");
+    store.save_snapshot(snapshot(&b, 1)).await.expect("save");
+    assert!(store.delete_snapshots().await.expect("delete") >= 2);
+    assert_eq!(store.load_snapshot(&a).await.expect("load"), None);
+    assert_eq!(store.load_snapshot(&b).await.expect("load"), None);
 }

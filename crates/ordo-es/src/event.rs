@@ -86,6 +86,12 @@ pub enum DecodeError {
         event_type: String,
         schema_version: u32,
     },
+    #[error("cannot upcast {event_type} from schema version {from_version}: {reason}")]
+    Upcast {
+        event_type: String,
+        from_version: u32,
+        reason: String,
+    },
     #[error("malformed {event_type} payload: {source}")]
     Malformed {
         event_type: String,

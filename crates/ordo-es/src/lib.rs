@@ -18,8 +18,12 @@
 //!   `conformance` feature holds the suite that checks it.
 //! - [`aggregate`]: the [`Aggregate`] trait (`handle` decides, `apply` folds) and the
 //!   [`CommandExecutor`] that loads, decides, appends and retries on a lost race.
+//! - [`snapshot`]: the [`SnapshotStore`] contract; the executor loads the latest
+//!   snapshot plus the events after it, and takes one every N events.
 //! - [`projection`]: the [`Projection`] trait and the [`ProjectionRunner`] that tails the
 //!   global log from the projection's own checkpoint and applies events in batches.
+//! - [`upcast`]: the [`UpcasterChain`] that reads old event schema versions in the
+//!   current shape.
 //! - [`testkit`]: given / when / then tests for aggregates, with no I/O.
 //!
 //! ## How data flows
@@ -40,8 +44,10 @@ pub mod event;
 mod memory;
 pub mod position;
 pub mod projection;
+pub mod snapshot;
 pub mod store;
 pub mod testkit;
+pub mod upcast;
 
 pub use aggregate::{
     Aggregate, CommandExecutor, Committed, ExecuteError, LoadError, Loaded, load_aggregate,
@@ -54,4 +60,6 @@ pub use projection::{
     Projection, ProjectionError, ProjectionHandle, ProjectionRunner, ProjectionState,
     ProjectionStatus, RunnerConfig,
 };
+pub use snapshot::{NoSnapshots, Snapshot, SnapshotStore};
 pub use store::{Appended, BoxError, EventStore, ExpectedVersion, StoreError};
+pub use upcast::{UpcastFn, UpcasterChain};

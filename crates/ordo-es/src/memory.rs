@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::event::{NewEvent, RecordedEvent, StreamId};
 use crate::position::{Checkpoint, Position, partition_of};
+use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::store::{Appended, EventStore, ExpectedVersion, StoreError};
 
 /// The in-memory store. Partitioned like the Redis store when asked, so that code built
@@ -20,6 +21,7 @@ pub struct InMemoryStore {
     inner: Mutex<Inner>,
     /// Bumped on every append; waiters watch it.
     appended: watch::Sender<u64>,
+    snapshots: Mutex<HashMap<StreamId, Snapshot>>,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +52,7 @@ impl InMemoryStore {
                 streams: HashMap::new(),
             }),
             appended: watch::channel(0).0,
+            snapshots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -199,6 +202,37 @@ impl EventStore for InMemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+#[async_trait]
+impl SnapshotStore for InMemoryStore {
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        let snapshots = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(snapshots.get(stream).cloned())
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let mut snapshots = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = snapshots
+            .get(&snapshot.stream_id)
+            .is_none_or(|s| s.version < snapshot.version);
+        if newer {
+            snapshots.insert(snapshot.stream_id.clone(), snapshot);
+        }
+        Ok(())
+    }
+
+    async fn delete_snapshots(&self) -> Result<u64, StoreError> {
+        let mut snapshots = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        let n = snapshots.len() as u64;
+        snapshots.clear();
+        Ok(n)
+    }
+}
+
+#[cfg(all(test, feature = "conformance"))]
+mod snapshot_conformance {
+    crate::snapshot_store_conformance!(async { crate::InMemoryStore::new() });
 }
 
 #[cfg(all(test, feature = "conformance"))]

@@ -36,6 +36,16 @@ pub trait Projection: Send + Sync + 'static {
         from: &Checkpoint,
         to: &Checkpoint,
     ) -> Result<(), ProjectionError>;
+
+    /// Sets `event` aside as poison (recording `error` for operators) and moves the
+    /// checkpoint from `from` to `to` past it, atomically, like `apply_batch`.
+    async fn park(
+        &self,
+        event: &RecordedEvent,
+        error: &str,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ProjectionError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +94,8 @@ pub struct ProjectionStatus {
     pub last_error: Option<String>,
     /// Events applied by this process.
     pub events_applied: u64,
+    /// Events parked as poison by this process.
+    pub events_parked: u64,
 }
 
 /// Tuning knobs of the runner.
@@ -96,6 +108,9 @@ pub struct RunnerConfig {
     pub idle_wait: Duration,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Attempts at a failing batch (and then at each of its events alone) before the
+    /// failing event is parked.
+    pub attempts_before_parking: u32,
 }
 
 impl Default for RunnerConfig {
@@ -105,6 +120,7 @@ impl Default for RunnerConfig {
             idle_wait: Duration::from_secs(1),
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(10),
+            attempts_before_parking: 4,
         }
     }
 }
@@ -162,6 +178,7 @@ impl ProjectionRunner {
             last_event_at: None,
             last_error: None,
             events_applied: 0,
+            events_parked: 0,
         };
         Self {
             store,
@@ -246,30 +263,124 @@ impl ProjectionRunner {
                 }
                 continue;
             }
-            let mut next = checkpoint.clone();
-            for event in &batch {
-                next.advance(&event.position);
-            }
-            self.projection
-                .apply_batch(&batch, &checkpoint, &next)
-                .await?;
-            let last_at = batch.last().map(|e| e.occurred_at);
-            checkpoint = next;
-            self.publish(&checkpoint, last_at, batch.len() as u64);
+            checkpoint = self.apply_or_park(&batch, checkpoint).await?;
         }
+    }
+
+    /// Applies `batch`, retrying failures with backoff. When it keeps failing, applies its
+    /// events one at a time and parks the ones that still fail, so one poison event does
+    /// not stall the events behind it. Returns the checkpoint past the batch.
+    async fn apply_or_park(
+        &self,
+        batch: &[RecordedEvent],
+        from: Checkpoint,
+    ) -> Result<Checkpoint, ProjectionError> {
+        let to = advanced(&from, batch);
+        match self.apply_with_retries(batch, &from, &to).await? {
+            None => {
+                self.publish(&to, batch.last().map(|e| e.occurred_at), batch.len() as u64);
+                return Ok(to);
+            }
+            Some(_) if batch.len() > 1 => {
+                tracing::warn!(
+                    projection = self.projection.name(),
+                    events = batch.len(),
+                    "a batch keeps failing; applying its events one by one"
+                );
+            }
+            Some(_) => {}
+        }
+        let mut checkpoint = from;
+        for event in batch {
+            let next = advanced(&checkpoint, std::slice::from_ref(event));
+            if let Some(error) = self
+                .apply_with_retries(std::slice::from_ref(event), &checkpoint, &next)
+                .await?
+            {
+                tracing::error!(
+                    projection = self.projection.name(), event_id = %event.event_id, stream = %event.stream_id,
+                    version = event.version, position = %event.position, error = %error,
+                    "parking a poison event"
+                );
+                self.projection
+                    .park(event, &error, &checkpoint, &next)
+                    .await?;
+                self.status.send_modify(|s| {
+                    s.events_parked += 1;
+                    s.last_error = Some(format!(
+                        "parked event {} at {}: {error}",
+                        event.event_id, event.position
+                    ));
+                });
+                self.publish_checkpoint(&next);
+            } else {
+                self.publish(&next, Some(event.occurred_at), 1);
+            }
+            checkpoint = next;
+        }
+        Ok(checkpoint)
+    }
+
+    /// `Ok(None)` when applied; `Ok(Some(error))` when it failed every attempt with
+    /// [`ProjectionError::Failed`]; other errors are returned at once.
+    async fn apply_with_retries(
+        &self,
+        events: &[RecordedEvent],
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<Option<String>, ProjectionError> {
+        let mut backoff = self.config.min_backoff;
+        let mut attempt = 0;
+        loop {
+            match self.projection.apply_batch(events, from, to).await {
+                Ok(()) => return Ok(None),
+                Err(ProjectionError::Failed(e)) => {
+                    attempt += 1;
+                    let message = error_chain(e.as_ref());
+                    if attempt >= self.config.attempts_before_parking {
+                        return Ok(Some(message));
+                    }
+                    tracing::warn!(projection = self.projection.name(), attempt, error = %message, ?backoff, "projection batch failed; retrying");
+                    self.status.send_modify(|s| {
+                        s.state = ProjectionState::Failing;
+                        s.last_error = Some(message);
+                    });
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    fn publish_checkpoint(&self, checkpoint: &Checkpoint) {
+        self.status.send_modify(|s| {
+            s.state = ProjectionState::Running;
+            s.checkpoint = Some(checkpoint.clone());
+        });
     }
 
     fn publish(&self, checkpoint: &Checkpoint, last_at: Option<OffsetDateTime>, applied: u64) {
         self.status.send_modify(|s| {
             s.state = ProjectionState::Running;
             s.checkpoint = Some(checkpoint.clone());
-            s.last_error = None;
+            if s.events_parked == 0 {
+                s.last_error = None;
+            }
             if last_at.is_some() {
                 s.last_event_at = last_at;
             }
             s.events_applied += applied;
         });
     }
+}
+
+fn advanced(from: &Checkpoint, events: &[RecordedEvent]) -> Checkpoint {
+    let mut next = from.clone();
+    for event in events {
+        next.advance(&event.position);
+    }
+    next
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -292,12 +403,14 @@ mod tests {
     use crate::memory::InMemoryStore;
     use crate::store::ExpectedVersion;
 
-    /// Records what it is given; fails the first `fail_first` batches.
+    /// Records what it is given; fails the first `fail_first` batches, and always fails
+    /// batches holding an event of type `Poison`.
     #[derive(Default)]
     struct Recorder {
         seen: Mutex<Vec<(String, u64)>>,
         checkpoint: Mutex<Option<Checkpoint>>,
         fail_first: Mutex<u32>,
+        parked: Mutex<Vec<(String, u64, String)>>,
     }
 
     #[async_trait]
@@ -325,12 +438,34 @@ mod tests {
                     return Err(ProjectionError::Failed("injected".into()));
                 }
             }
+            if events.iter().any(|e| e.event_type == "Poison") {
+                return Err(ProjectionError::Failed("cannot apply poison".into()));
+            }
             let mut stored = self.checkpoint.lock().unwrap_or_else(|e| e.into_inner());
             if stored.as_ref().is_some_and(|s| s != from) {
                 return Err(ProjectionError::CheckpointMoved);
             }
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             seen.extend(events.iter().map(|e| (e.stream_id.to_string(), e.version)));
+            *stored = Some(to.clone());
+            Ok(())
+        }
+        async fn park(
+            &self,
+            event: &RecordedEvent,
+            error: &str,
+            from: &Checkpoint,
+            to: &Checkpoint,
+        ) -> Result<(), ProjectionError> {
+            let mut stored = self.checkpoint.lock().unwrap_or_else(|e| e.into_inner());
+            if stored.as_ref().is_some_and(|s| s != from) {
+                return Err(ProjectionError::CheckpointMoved);
+            }
+            self.parked.lock().unwrap_or_else(|e| e.into_inner()).push((
+                event.stream_id.to_string(),
+                event.version,
+                error.to_string(),
+            ));
             *stored = Some(to.clone());
             Ok(())
         }
@@ -372,6 +507,7 @@ mod tests {
             idle_wait: Duration::from_millis(20),
             min_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(5),
+            attempts_before_parking: 3,
         }
     }
 
@@ -441,11 +577,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_poison_event_is_parked_and_the_events_behind_it_keep_flowing() {
+        let store = Arc::new(InMemoryStore::new());
+        append_many(&store, 2, 3).await;
+        let mut poison = event();
+        poison.event_type = "Poison".into();
+        store
+            .append(
+                &StreamId::new("bad"),
+                ExpectedVersion::NoStream,
+                vec![poison],
+            )
+            .await
+            .expect("append poison");
+        let last = append_many_more(&store).await;
+        let projection = Arc::new(Recorder::default());
+        let runner = ProjectionRunner::new(store.clone(), projection.clone(), config());
+        let handle = runner.handle();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runner.run(async {
+            let _ = stopped.await;
+        }));
+        assert!(
+            handle.wait_for(&last, Duration::from_secs(30)).await,
+            "events behind the poison must flow"
+        );
+        let status = handle.status();
+        let _ = stop.send(());
+        task.await.expect("runner");
+        assert_eq!(
+            projection.seen.lock().expect("lock").len(),
+            7,
+            "every good event applied once"
+        );
+        let parked = projection.parked.lock().expect("lock").clone();
+        assert_eq!(parked.len(), 1);
+        assert_eq!((parked[0].0.as_str(), parked[0].1), ("bad", 1));
+        assert!(parked[0].2.contains("cannot apply poison"));
+        assert_eq!(status.events_parked, 1);
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("parked"))
+        );
+    }
+
+    #[tokio::test]
     async fn a_failing_batch_is_retried_and_then_applied() {
         let store = Arc::new(InMemoryStore::new());
         let last = append_many(&store, 1, 3).await;
         let projection = Arc::new(Recorder {
-            fail_first: Mutex::new(3),
+            fail_first: Mutex::new(2),
             ..Recorder::default()
         });
         run_until_caught_up(Arc::clone(&store), Arc::clone(&projection), last).await;

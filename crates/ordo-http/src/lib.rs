@@ -14,12 +14,14 @@
 //!   read models, with read-your-writes on `X-Consistency-Token`), and history (from the
 //!   event store: events, `asOfVersion`, `asOf`).
 //! - `ops.rs`: `/health`, `/ready`, `/metrics`.
+//! - `admin.rs`: replay jobs, snapshots and projection status, behind a bearer token.
 //! - `error.rs`, `extract.rs`: problem documents, and reading bodies, headers and query
 //!   strings without trusting them.
 //! - This file: [`AppState`], [`router`] (one `router()` per module, merged here) and the
 //!   middleware: request ids, metrics, and a last pass that turns any non-problem error
 //!   response (404 of an unknown route, 405) into a problem document.
 
+mod admin;
 mod commands;
 mod error;
 mod extract;
@@ -37,8 +39,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use uuid::Uuid;
 
-use ordo_domain::{OrderReadStore, OrderService};
-use ordo_es::ProjectionHandle;
+use ordo_domain::{OrderReadStore, OrderService, ReadSide, ReplayJobs};
 
 pub use error::{ApiError, PROBLEM_JSON};
 pub use metrics::Metrics;
@@ -48,11 +49,20 @@ pub use queries::event_json;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub service: OrderService,
-    pub reads: Arc<dyn OrderReadStore>,
-    pub projection: ProjectionHandle,
+    /// The live read models (queries) and their projection.
+    pub read_side: Arc<ReadSide>,
+    pub jobs: Arc<ReplayJobs>,
     pub metrics: Arc<Metrics>,
     /// Partitions of the event store's log (to reject foreign consistency tokens).
     pub partitions: u32,
+    /// The admin bearer token; admin endpoints answer 403 without one.
+    pub admin_token: Option<Arc<str>>,
+}
+
+impl AppState {
+    pub(crate) fn reads(&self) -> Arc<dyn OrderReadStore> {
+        self.read_side.store()
+    }
 }
 
 /// The request id of the current request (the client's `X-Request-Id` when it is
@@ -66,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(commands::router())
         .merge(queries::router())
         .merge(ops::router())
+        .merge(admin::router(state.clone()))
         .route_layer(middleware::from_fn(tag_route))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -39,6 +39,15 @@ struct Inner {
     http_seconds: Histogram,
 }
 
+/// What `/metrics` shows of one projection.
+#[derive(Debug, Clone)]
+pub struct ProjectionGauges {
+    pub name: String,
+    pub position: u64,
+    pub lag_seconds: f64,
+    pub parked: u64,
+}
+
 /// The service's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -70,8 +79,8 @@ impl Metrics {
         inner.http_seconds.observe(took.as_secs_f64());
     }
 
-    /// Renders everything, with the projection gauges given by the caller.
-    pub fn render(&self, projections: &[(String, u64, f64)]) -> String {
+    /// Renders everything, with the gauges the caller reads from the projections.
+    pub fn render(&self, projections: &[ProjectionGauges], replayed: u64) -> String {
         let inner = self.lock().clone_for_render();
         let mut out = String::new();
         let _ = writeln!(
@@ -96,10 +105,11 @@ impl Metrics {
             "# HELP ordo_projection_position Events the projection has applied, per projection (sum of partition cursors)."
         );
         let _ = writeln!(out, "# TYPE ordo_projection_position gauge");
-        for (name, position, _) in projections {
+        for p in projections {
             let _ = writeln!(
                 out,
-                "ordo_projection_position{{projection=\"{name}\"}} {position}"
+                "ordo_projection_position{{projection=\"{}\"}} {}",
+                p.name, p.position
             );
         }
         let _ = writeln!(
@@ -107,10 +117,23 @@ impl Metrics {
             "# HELP ordo_projection_lag_seconds Age of the oldest event not yet projected (0 when caught up)."
         );
         let _ = writeln!(out, "# TYPE ordo_projection_lag_seconds gauge");
-        for (name, _, lag) in projections {
+        for p in projections {
             let _ = writeln!(
                 out,
-                "ordo_projection_lag_seconds{{projection=\"{name}\"}} {lag}"
+                "ordo_projection_lag_seconds{{projection=\"{}\"}} {}",
+                p.name, p.lag_seconds
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ordo_projection_parked_events Poison events parked by this process, per projection."
+        );
+        let _ = writeln!(out, "# TYPE ordo_projection_parked_events gauge");
+        for p in projections {
+            let _ = writeln!(
+                out,
+                "ordo_projection_parked_events{{projection=\"{}\"}} {}",
+                p.name, p.parked
             );
         }
         let _ = writeln!(
@@ -118,7 +141,7 @@ impl Metrics {
             "# HELP ordo_replay_events_total Events applied by replays."
         );
         let _ = writeln!(out, "# TYPE ordo_replay_events_total counter");
-        let _ = writeln!(out, "ordo_replay_events_total 0");
+        let _ = writeln!(out, "ordo_replay_events_total {replayed}");
         let _ = writeln!(
             out,
             "# HELP ordo_http_requests_total HTTP requests, by method, route and status."

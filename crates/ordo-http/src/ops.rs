@@ -37,7 +37,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         }
         Err(_) => problems.push("the event store did not answer in time".to_string()),
     }
-    match tokio::time::timeout(PING_TIMEOUT, state.reads.ping()).await {
+    match tokio::time::timeout(PING_TIMEOUT, state.reads().ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: read store");
@@ -45,7 +45,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         }
         Err(_) => problems.push("the read store did not answer in time".to_string()),
     }
-    let status = state.projection.status();
+    let status = state.read_side.status();
     match status.state {
         ProjectionState::Running => {}
         ProjectionState::Starting => {
@@ -69,7 +69,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 /// Lag: how old the oldest unprojected event is, approximated by the time since the last
 /// projected event when events are waiting, else 0.
-async fn projection_gauges(state: &AppState, status: &ProjectionStatus) -> (u64, f64) {
+pub(crate) async fn projection_gauges(state: &AppState, status: &ProjectionStatus) -> (u64, f64) {
     let Some(checkpoint) = &status.checkpoint else {
         return (0, 0.0);
     };
@@ -89,10 +89,14 @@ async fn projection_gauges(state: &AppState, status: &ProjectionStatus) -> (u64,
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let status = state.projection.status();
+    let status = state.read_side.status();
     let (position, lag) = projection_gauges(&state, &status).await;
-    let body = state
-        .metrics
-        .render(&[(status.name.clone(), position, lag)]);
+    let gauges = crate::metrics::ProjectionGauges {
+        name: status.name.clone(),
+        position,
+        lag_seconds: lag,
+        parked: status.events_parked,
+    };
+    let body = state.metrics.render(&[gauges], state.jobs.events_applied());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -62,7 +62,7 @@ async fn await_consistency(state: &AppState, headers: &HeaderMap) -> Result<(), 
             "X-Consistency-Token does not belong to this event store".into(),
         ));
     }
-    if state.projection.wait_for(&position, wait).await {
+    if state.read_side.wait_for(&position, wait).await {
         Ok(())
     } else {
         Err(ApiError::unavailable(format!(
@@ -116,7 +116,7 @@ async fn get_order(
         return Ok(with_etag(&view));
     }
     await_consistency(&state, &headers).await?;
-    match state.reads.get(id).await? {
+    match state.reads().get(id).await? {
         Some(view) => Ok(with_etag(&view)),
         None => Err(ApiError::NotFound("no order with this id".into())),
     }
@@ -246,7 +246,7 @@ async fn list_orders(
         ));
     }
     await_consistency(&state, &headers).await?;
-    Ok(Json(state.reads.list(&query).await?).into_response())
+    Ok(Json(state.reads().list(&query).await?).into_response())
 }
 
 async fn orders_by_status(
@@ -258,7 +258,7 @@ async fn orders_by_status(
     let mut query = list_query(raw.as_deref(), &[])?;
     query.status = Some(parse_status(&status)?);
     await_consistency(&state, &headers).await?;
-    Ok(Json(state.reads.list(&query).await?).into_response())
+    Ok(Json(state.reads().list(&query).await?).into_response())
 }
 
 async fn orders_by_customer(
@@ -275,7 +275,7 @@ async fn orders_by_customer(
     }
     query.customer_email = Some(email.trim().to_lowercase());
     await_consistency(&state, &headers).await?;
-    Ok(Json(state.reads.list(&query).await?).into_response())
+    Ok(Json(state.reads().list(&query).await?).into_response())
 }
 
 async fn search(
@@ -290,7 +290,7 @@ async fn search(
         ));
     }
     await_consistency(&state, &headers).await?;
-    Ok(Json(state.reads.list(&query).await?).into_response())
+    Ok(Json(state.reads().list(&query).await?).into_response())
 }
 
 async fn summary(
@@ -300,7 +300,7 @@ async fn summary(
 ) -> Result<Response, ApiError> {
     query_pairs(raw.as_deref(), &[])?;
     await_consistency(&state, &headers).await?;
-    Ok(Json(state.reads.summary().await?).into_response())
+    Ok(Json(state.reads().summary().await?).into_response())
 }
 
 async fn top_customers(
@@ -313,6 +313,6 @@ async fn top_customers(
         limit = parse_bounded("limit", &value, 100)?;
     }
     await_consistency(&state, &headers).await?;
-    let customers = state.reads.top_customers(limit).await?;
+    let customers = state.reads().top_customers(limit).await?;
     Ok(Json(serde_json::json!({ "customers": customers })).into_response())
 }

@@ -5,14 +5,14 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use ordo_es::{
     Appended, Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
-    StoreError, StreamId,
+    Snapshot, SnapshotStore, StoreError, StreamId,
 };
 
 use crate::pool::{ReadPool, open_writer};
@@ -35,7 +35,23 @@ const SCHEMA: &[&str] = &[
         metadata TEXT NOT NULL,
         UNIQUE (stream_id, version)
     )",
+    // 2: snapshots, a cache beside the events.
+    "CREATE TABLE snapshots (
+        stream_id TEXT PRIMARY KEY,
+        aggregate_type TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        schema_version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        taken_at INTEGER NOT NULL
+    )",
 ];
+
+/// Work for the writer thread: every write to the events file goes through it.
+enum Job {
+    Append(AppendJob),
+    SaveSnapshot(Snapshot, oneshot::Sender<Result<(), StoreError>>),
+    DeleteSnapshots(oneshot::Sender<Result<u64, StoreError>>),
+}
 
 struct AppendJob {
     stream: StreamId,
@@ -48,7 +64,7 @@ struct AppendJob {
 #[derive(Debug)]
 pub struct SqliteEventStore {
     path: PathBuf,
-    jobs: mpsc::Sender<AppendJob>,
+    jobs: mpsc::Sender<Job>,
     readers: Arc<ReadPool>,
     /// The highest position committed by this store.
     head: watch::Receiver<u64>,
@@ -127,12 +143,31 @@ fn classify(e: rusqlite::Error) -> StoreError {
 }
 
 /// The writer thread: takes every append that is waiting, commits them together.
-fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<AppendJob>, head: watch::Sender<u64>) {
-    while let Ok(first) = jobs.recv() {
+fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, head: watch::Sender<u64>) {
+    let mut pending: Option<Job> = None;
+    loop {
+        let first = match pending.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let first = match first {
+            Job::Append(append) => append,
+            other => {
+                run_snapshot_job(&conn, other);
+                continue;
+            }
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match jobs.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(Job::Append(job)) => group.push(job),
+                Ok(other) => {
+                    pending = Some(other);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -159,6 +194,38 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<AppendJob>, head: watc
             // The caller may have gone away (request cancelled); the append stands.
             let _ = job.reply.send(result);
         }
+    }
+}
+
+fn run_snapshot_job(conn: &Connection, job: Job) {
+    match job {
+        Job::SaveSnapshot(snapshot, reply) => {
+            let result = (|| -> rusqlite::Result<()> {
+                conn.prepare_cached(
+                    "INSERT INTO snapshots (stream_id, aggregate_type, version, schema_version, state, taken_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (stream_id) DO UPDATE SET aggregate_type = excluded.aggregate_type,
+                       version = excluded.version, schema_version = excluded.schema_version,
+                       state = excluded.state, taken_at = excluded.taken_at
+                     WHERE excluded.version > snapshots.version",
+                )?
+                .execute(params![
+                    snapshot.stream_id.as_str(),
+                    snapshot.aggregate_type,
+                    snapshot.version.min(i64::MAX as u64) as i64,
+                    snapshot.schema_version,
+                    snapshot.state.to_string(),
+                    micros(snapshot.taken_at),
+                ])?;
+                Ok(())
+            })();
+            let _ = reply.send(result.map_err(unavailable));
+        }
+        Job::DeleteSnapshots(reply) => {
+            let result = conn.execute("DELETE FROM snapshots", []).map(|n| n as u64);
+            let _ = reply.send(result.map_err(unavailable));
+        }
+        Job::Append(_) => unreachable!("appends are grouped by the caller"),
     }
 }
 
@@ -284,12 +351,12 @@ impl EventStore for SqliteEventStore {
     ) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(AppendJob {
+            .send(Job::Append(AppendJob {
                 stream: stream.clone(),
                 expected,
                 events,
                 reply,
-            })
+            }))
             .map_err(|_| StoreError::Unavailable("the event store writer has stopped".into()))?;
         answer
             .await
@@ -370,22 +437,75 @@ impl EventStore for SqliteEventStore {
     }
 }
 
-#[cfg(test)]
-mod conformance {
-    ordo_es::event_store_conformance!(async {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store =
-            super::SqliteEventStore::open(dir.path().join("events.db")).expect("open store");
-        // Keep the directory for the life of the test process; it is removed at exit by
-        // the OS temp cleaner, and each case has its own.
-        std::mem::forget(dir);
-        store
-    });
+impl SqliteEventStore {
+    fn writer_gone() -> StoreError {
+        StoreError::Unavailable("the event store writer has stopped".into())
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for SqliteEventStore {
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        let key = stream.as_str().to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT stream_id, aggregate_type, version, schema_version, state, taken_at FROM snapshots WHERE stream_id = ?1",
+            )?
+            .query_row([key], |r| {
+                let state: String = r.get(4)?;
+                Ok(Snapshot {
+                    stream_id: StreamId::new(r.get::<_, String>(0)?),
+                    aggregate_type: r.get(1)?,
+                    version: r.get::<_, i64>(2)? as u64,
+                    schema_version: r.get(3)?,
+                    state: serde_json::from_str(&state).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+                    })?,
+                    taken_at: from_micros(r.get(5)?)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::SaveSnapshot(snapshot, reply))
+            .map_err(|_| Self::writer_gone())?;
+        answer.await.map_err(|_| Self::writer_gone())?
+    }
+
+    async fn delete_snapshots(&self) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::DeleteSnapshots(reply))
+            .map_err(|_| Self::writer_gone())?;
+        answer.await.map_err(|_| Self::writer_gone())?
+    }
 }
 
 #[cfg(test)]
-mod tests {
+mod snapshot_conformance {
+    ordo_es::snapshot_store_conformance!(guarded async { super::tests::temp_store() });
+}
+
+#[cfg(test)]
+mod conformance {
+    ordo_es::event_store_conformance!(guarded async { super::tests::temp_store() });
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
     use super::*;
+
+    /// A store in its own temporary directory, removed when the guard drops.
+    pub(crate) fn temp_store() -> (SqliteEventStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteEventStore::open(dir.path().join("events.db")).expect("open store");
+        (store, dir)
+    }
 
     fn event() -> NewEvent {
         NewEvent {

@@ -13,6 +13,8 @@
 //! - [`SqliteReadStore`] (`read.rs`): the order read models (views, summary counters,
 //!   top customers, an FTS5 trigram index for search) and projection checkpoints, each
 //!   projection batch in one transaction with its checkpoint.
+//! - [`SqliteReadStores`] (`generations.rs`): generations of the read store for
+//!   blue-green rebuilds, with a durable pointer to the active one.
 //! - `pool.rs`: the read-connection pool shared by both.
 //!
 //! ## Durability
@@ -24,8 +26,10 @@
 //! gaps for readers to skip.
 
 mod events;
+mod generations;
 mod pool;
 mod read;
 
 pub use events::SqliteEventStore;
+pub use generations::SqliteReadStores;
 pub use read::SqliteReadStore;

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use ordo_domain::read::{
-    ListQuery, OrderReadStore, ReadModelBatch, ReadStoreError, Sort, search_text,
+    ListQuery, OrderReadStore, ParkedEvent, ReadModelBatch, ReadStoreError, Sort, search_text,
 };
 use ordo_domain::{Money, OrderPage, OrderView, StatusCounts, Summary, TopCustomer, ViewState};
 use ordo_es::Checkpoint;
@@ -54,6 +54,18 @@ const SCHEMA: &[&str] = &[
     CREATE TABLE checkpoints (
         projection TEXT PRIMARY KEY,
         checkpoint TEXT NOT NULL
+    );",
+    // 2: poison events set aside by projections.
+    "CREATE TABLE parked_events (
+        projection TEXT NOT NULL,
+        position TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        stream_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        error TEXT NOT NULL,
+        parked_at INTEGER NOT NULL,
+        PRIMARY KEY (projection, event_id)
     );",
 ];
 
@@ -274,7 +286,7 @@ fn apply_summary(tx: &rusqlite::Transaction<'_>, batch: &ReadModelBatch) -> Resu
         *slot += delta;
     }
     let revenue = revenue + batch.revenue_delta;
-    let last = batch.last_event_at.map(micros).or(last);
+    let last = batch.last_event_at.map(micros).max(last);
     let counts_text = counts
         .0
         .iter()
@@ -302,6 +314,36 @@ fn stored_checkpoint(conn: &Connection, projection: &str) -> Result<Option<Check
         None => Ok(None),
         Some(t) => Ok(Some(Checkpoint::decode(&t).map_err(corrupt)?)),
     }
+}
+
+/// Compare-and-set: the stored checkpoint must be `from` (none stored counts as origin).
+fn check_checkpoint(
+    tx: &rusqlite::Transaction<'_>,
+    projection: &str,
+    from: &Checkpoint,
+) -> Result<(), JobError> {
+    let matches = match stored_checkpoint(tx, projection)? {
+        Some(s) => s == *from,
+        None => *from == Checkpoint::origin(from.partitions()),
+    };
+    if matches {
+        Ok(())
+    } else {
+        Err(ReadStoreError::CheckpointMoved.into())
+    }
+}
+
+fn store_checkpoint(
+    tx: &rusqlite::Transaction<'_>,
+    projection: &str,
+    to: &Checkpoint,
+) -> Result<(), JobError> {
+    tx.prepare_cached(
+        "INSERT INTO checkpoints (projection, checkpoint) VALUES (?1, ?2)
+         ON CONFLICT (projection) DO UPDATE SET checkpoint = excluded.checkpoint",
+    )?
+    .execute(params![projection, to.encode()])?;
+    Ok(())
 }
 
 /// Builds the WHERE clause and parameters of a list query.
@@ -400,14 +442,7 @@ impl OrderReadStore for SqliteReadStore {
         let to = to.clone();
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let stored = stored_checkpoint(&tx, &projection)?;
-            let matches = match &stored {
-                Some(s) => *s == from,
-                None => from == Checkpoint::origin(from.partitions()),
-            };
-            if !matches {
-                return Err(ReadStoreError::CheckpointMoved.into());
-            }
+            check_checkpoint(&tx, &projection, &from)?;
             for (id, state) in &batch.views {
                 apply_view(&tx, *id, state)?;
             }
@@ -415,11 +450,7 @@ impl OrderReadStore for SqliteReadStore {
                 recompute_customer(&tx, email)?;
             }
             apply_summary(&tx, &batch)?;
-            tx.prepare_cached(
-                "INSERT INTO checkpoints (projection, checkpoint) VALUES (?1, ?2)
-                 ON CONFLICT (projection) DO UPDATE SET checkpoint = excluded.checkpoint",
-            )?
-            .execute(params![projection, to.encode()])?;
+            store_checkpoint(&tx, &projection, &to)?;
             tx.commit()?;
             Ok(())
         })
@@ -509,10 +540,81 @@ impl OrderReadStore for SqliteReadStore {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute_batch(
                 "DELETE FROM orders; DELETE FROM orders_search; DELETE FROM customers;
-                 DELETE FROM summary; DELETE FROM checkpoints;",
+                 DELETE FROM summary; DELETE FROM checkpoints; DELETE FROM parked_events;",
             )?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn park(
+        &self,
+        projection: &str,
+        parked: ParkedEvent,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ReadStoreError> {
+        let projection = projection.to_string();
+        let from = from.clone();
+        let to = to.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            check_checkpoint(&tx, &projection, &from)?;
+            tx.prepare_cached(
+                "INSERT INTO parked_events (projection, position, event_id, stream_id, version, event_type, error, parked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                projection,
+                parked.position,
+                parked.event_id.to_string(),
+                parked.stream_id,
+                parked.version as i64,
+                parked.event_type,
+                parked.error,
+                micros(parked.parked_at)
+            ])?;
+            store_checkpoint(&tx, &projection, &to)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, ReadStoreError> {
+        let projection = projection.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT position, event_id, stream_id, version, event_type, error, parked_at
+                   FROM parked_events WHERE projection = ?1 ORDER BY parked_at, rowid",
+            )?;
+            let rows = stmt
+                .query_map([projection], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (position, event_id, stream_id, version, event_type, error, at) in rows {
+                out.push(ParkedEvent {
+                    position,
+                    event_id: Uuid::parse_str(&event_id).map_err(corrupt)?,
+                    stream_id,
+                    version: version as u64,
+                    event_type,
+                    error,
+                    parked_at: from_micros(at)?,
+                });
+            }
+            Ok(out)
         })
         .await
     }

@@ -22,6 +22,31 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print events as JSON lines, oldest first.
     Events(EventsArgs),
+    /// Rebuild read models from the events, with a progress bar. With no option, every
+    /// read model is rebuilt beside the live ones and switched over when complete.
+    Replay(ReplayArgs),
+    /// Take a snapshot of one order now.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Repair every order with an event at or after this RFC 3339 instant.
+    #[arg(long, value_name = "RFC3339", conflicts_with = "aggregate")]
+    pub from: Option<String>,
+    /// Repair one order.
+    #[arg(long, value_name = "ID")]
+    pub aggregate: Option<String>,
+    #[command(flatten)]
+    pub stores: StoreArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotArgs {
+    /// The order id.
+    pub id: String,
+    #[command(flatten)]
+    pub stores: StoreArgs,
 }
 
 /// Where the data lives. Shared by every subcommand.
@@ -38,6 +63,14 @@ pub struct StoreArgs {
     /// Read store URL: sqlite://PATH or postgres://... [default: embedded in the data dir]
     #[arg(long, env = "ORDO_READ_STORE", global = true)]
     pub read_store: Option<String>,
+    /// Snapshot an order every this many events (0: only on demand).
+    #[arg(
+        long,
+        env = "ORDO_SNAPSHOT_EVERY",
+        default_value_t = 100,
+        global = true
+    )]
+    pub snapshot_every: u64,
 }
 
 impl StoreArgs {
@@ -47,6 +80,7 @@ impl StoreArgs {
             data_dir: data_dir.into(),
             event_store: None,
             read_store: None,
+            snapshot_every: 100,
         }
     }
 

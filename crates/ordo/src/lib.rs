@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod events;
+pub mod tools;
 
 use std::future::Future;
 use std::path::Path;
@@ -14,28 +15,47 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use ordo_domain::{OrderProjection, OrderReadStore, OrderService};
-use ordo_es::{EventStore, ProjectionRunner, RunnerConfig};
+use ordo_domain::{OrderService, ReadSide, ReadStoreProvider, ReplayJobs};
+use ordo_es::{EventStore, RunnerConfig, SnapshotStore};
 use ordo_http::{AppState, Metrics};
 
 pub use config::StoreArgs;
 
-/// The two stores the service runs on.
+/// The stores the service runs on.
 #[derive(Clone, Debug)]
 pub struct Stores {
     pub events: Arc<dyn EventStore>,
-    pub reads: Arc<dyn OrderReadStore>,
+    /// Snapshots of aggregates (beside the events).
+    pub snapshots: Arc<dyn SnapshotStore>,
+    /// The read models, in generations for blue-green rebuilds.
+    pub reads: Arc<dyn ReadStoreProvider>,
+    /// Take a snapshot of an order every this many events (0: only on demand).
+    pub snapshot_every: u64,
 }
 
 impl Stores {
     /// Opens the event store and read store named by `args` (embedded by default).
     pub async fn open(args: &StoreArgs) -> anyhow::Result<Stores> {
-        let events = open_event_store(args).await?;
+        let (events, snapshots) = open_event_store(args).await?;
         let reads = open_read_store(args).await?;
-        Ok(Stores { events, reads })
+        Ok(Stores {
+            events,
+            snapshots,
+            reads,
+            snapshot_every: args.snapshot_every,
+        })
     }
+
+    /// The command side on these stores.
+    pub fn service(&self) -> OrderService {
+        OrderService::new(Arc::clone(&self.events))
+            .with_snapshots(Arc::clone(&self.snapshots), self.snapshot_every)
+    }
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
@@ -43,30 +63,91 @@ fn sqlite_path(url: &str) -> Option<&str> {
         .or_else(|| url.strip_prefix("sqlite:"))
 }
 
-async fn open_event_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
+async fn open_event_store(
+    args: &StoreArgs,
+) -> anyhow::Result<(Arc<dyn EventStore>, Arc<dyn SnapshotStore>)> {
     let url = args.event_store_url();
     if let Some(path) = sqlite_path(&url) {
-        let store = ordo_sqlite::SqliteEventStore::open(Path::new(path))
-            .with_context(|| format!("cannot open the embedded event store at {path}"))?;
-        return Ok(Arc::new(store));
+        let store = Arc::new(
+            ordo_sqlite::SqliteEventStore::open(Path::new(path))
+                .with_context(|| format!("cannot open the embedded event store at {path}"))?,
+        );
+        return Ok((store.clone(), store));
+    }
+    if is_postgres(&url) {
+        let store = Arc::new(
+            ordo_postgres::PgEventStore::connect(&url)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot open the PostgreSQL event store at {}",
+                        config::redact(&url)
+                    )
+                })?,
+        );
+        return Ok((store.clone(), store));
+    }
+    if url.starts_with("redis://") || url.starts_with("redis+cluster://") {
+        let store = Arc::new(
+            ordo_redis::RedisEventStore::connect(&url)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot open the Redis event store at {}",
+                        config::redact(&url)
+                    )
+                })?,
+        );
+        // `connect` has already warned about persistence settings that can lose writes.
+        return Ok((store.clone(), store));
     }
     bail!(
-        "unsupported --event-store {}: use sqlite://PATH (redis:// and postgres:// stores are built by separate crates)",
+        "unsupported --event-store {}: use sqlite://PATH, redis://HOST:PORT, redis+cluster://HOST:PORT[,HOST:PORT...] or postgres://...",
         config::redact(&url)
     )
 }
 
-async fn open_read_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn OrderReadStore>> {
+async fn open_read_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn ReadStoreProvider>> {
     let url = args.read_store_url();
     if let Some(path) = sqlite_path(&url) {
-        let store = ordo_sqlite::SqliteReadStore::open(Path::new(path))
-            .with_context(|| format!("cannot open the embedded read store at {path}"))?;
-        return Ok(Arc::new(store));
+        return Ok(Arc::new(ordo_sqlite::SqliteReadStores::new(path)));
+    }
+    if is_postgres(&url) {
+        let stores = ordo_postgres::PgReadStores::connect(&url)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the PostgreSQL read store at {}",
+                    config::redact(&url)
+                )
+            })?;
+        return Ok(Arc::new(stores));
+    }
+    if url.starts_with("redis://") || url.starts_with("redis+cluster://") {
+        bail!("Redis holds events only: put the read models in sqlite://PATH or postgres://...");
     }
     bail!(
-        "unsupported --read-store {}: use sqlite://PATH",
+        "unsupported --read-store {}: use sqlite://PATH or postgres://...",
         config::redact(&url)
     )
+}
+
+/// Service settings beyond the stores.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Enables the admin endpoints.
+    pub admin_token: Option<String>,
+}
+
+/// Starts the read side (the active read models and their projection).
+pub async fn start_read_side(stores: &Stores) -> anyhow::Result<Arc<ReadSide>> {
+    ReadSide::start(
+        Arc::clone(&stores.events),
+        Arc::clone(&stores.reads),
+        RunnerConfig::default(),
+    )
+    .await
+    .context("cannot open the read models")
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting, lets
@@ -75,47 +156,35 @@ async fn open_read_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn OrderReadSt
 pub async fn run(
     listener: TcpListener,
     stores: Stores,
+    settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let projection = Arc::new(OrderProjection::new(Arc::clone(&stores.reads)));
-    let runner = ProjectionRunner::new(
-        Arc::clone(&stores.events),
-        projection,
-        RunnerConfig::default(),
-    );
-    let handle = runner.handle();
-    let (stop_runner, runner_stopped) = watch::channel(false);
-    let runner_task = tokio::spawn(runner.run(async move {
-        let mut rx = runner_stopped;
-        let _ = rx.wait_for(|stop| *stop).await;
-    }));
-
+    let read_side = start_read_side(&stores).await?;
+    let service = stores.service();
     let state = AppState {
-        service: OrderService::new(Arc::clone(&stores.events)),
-        reads: Arc::clone(&stores.reads),
-        projection: handle,
+        jobs: ReplayJobs::new(Arc::clone(&read_side), service.clone()),
+        service,
+        read_side: Arc::clone(&read_side),
         metrics: Arc::new(Metrics::default()),
         partitions: stores.events.partitions(),
+        admin_token: settings.admin_token.map(Arc::from),
     };
     let app = ordo_http::router(state);
     tracing::info!(address = %listener.local_addr()?, "ordo is listening");
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    let _ = stop_runner.send(true);
-    runner_task
-        .await
-        .context("the projection runner panicked")?;
+    read_side.shutdown().await;
     tracing::info!("ordo stopped");
     served.context("the HTTP server failed")
 }
 
 /// Binds `addr` and runs until SIGINT or SIGTERM.
-pub async fn serve(addr: &str, stores: Stores) -> anyhow::Result<()> {
+pub async fn serve(addr: &str, stores: Stores, settings: Settings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    run(listener, stores, shutdown_signal()).await
+    run(listener, stores, settings, shutdown_signal()).await
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

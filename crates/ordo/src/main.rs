@@ -31,6 +31,8 @@ fn main() -> ExitCode {
             None => serve_with(cli.serve).await,
             Some(Command::Serve(args)) => serve_with(args).await,
             Some(Command::Events(args)) => print_events(args).await,
+            Some(Command::Replay(args)) => ordo::tools::replay(args).await,
+            Some(Command::Snapshot(args)) => ordo::tools::snapshot(args).await,
         }
     });
     match result {
@@ -44,7 +46,10 @@ fn main() -> ExitCode {
 
 async fn serve_with(args: ordo::config::ServeArgs) -> anyhow::Result<()> {
     let stores = Stores::open(&args.stores).await?;
-    serve(&args.listen, stores).await
+    let settings = ordo::Settings {
+        admin_token: args.admin_token.map(|t| t.expose().to_string()),
+    };
+    serve(&args.listen, stores, settings).await
 }
 
 async fn print_events(args: EventsArgs) -> anyhow::Result<()> {

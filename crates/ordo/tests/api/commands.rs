@@ -363,7 +363,10 @@ async fn commands_carry_metadata_into_the_events() {
     assert_eq!(event["metadata"]["causationId"], "req-123");
     assert_eq!(event["metadata"]["userAgent"], "ordo-tests/1");
     assert_eq!(event["eventType"], "OrderCreated");
-    assert_eq!(event["schemaVersion"], 1);
+    assert_eq!(
+        event["schemaVersion"], 2,
+        "OrderCreated is written in its current schema version"
+    );
     assert_eq!(event["version"], 1);
     assert!(
         event["position"].is_string()

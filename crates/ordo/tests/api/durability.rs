@@ -189,7 +189,7 @@ async fn a_kill_9_under_load_loses_no_acknowledged_write() {
         let address = address.clone();
         let stop = Arc::clone(&stop);
         writers.push(tokio::spawn(async move {
-            let mut acked: Vec<(String, u64)> = Vec::new();
+            let mut acked: Vec<(String, u64, String)> = Vec::new();
             for i in 0..10_000 {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -214,7 +214,14 @@ async fn a_kill_9_under_load_loses_no_acknowledged_write() {
                     break;
                 };
                 let id = answer["orderId"].as_str().expect("id").to_string();
-                acked.push((id.clone(), 1));
+                acked.push((
+                    id.clone(),
+                    1,
+                    answer["consistencyToken"]
+                        .as_str()
+                        .expect("token")
+                        .to_string(),
+                ));
                 let Ok(response) = client
                     .put(format!("{address}/api/v1/orders/order/{id}/status"))
                     .json(&json!({"status": "confirmed"}))
@@ -224,7 +231,17 @@ async fn a_kill_9_under_load_loses_no_acknowledged_write() {
                     break;
                 };
                 if response.status() == StatusCode::OK {
-                    acked.push((id, 2));
+                    let Ok(answer) = response.json::<Value>().await else {
+                        break;
+                    };
+                    acked.push((
+                        id,
+                        2,
+                        answer["consistencyToken"]
+                            .as_str()
+                            .expect("token")
+                            .to_string(),
+                    ));
                 }
             }
             acked
@@ -246,7 +263,7 @@ async fn a_kill_9_under_load_loses_no_acknowledged_write() {
 
     // Restart on the same data: every acknowledged write is there.
     let app = TestApp::spawn_with(args.clone()).await;
-    for (id, version) in &acknowledged {
+    for (id, version, _) in &acknowledged {
         let events = json_of(
             app.get(&format!("/api/v1/orders/order/{id}/events")).await,
             StatusCode::OK,
@@ -259,9 +276,14 @@ async fn a_kill_9_under_load_loses_no_acknowledged_write() {
         );
     }
     // The read models converge to exactly what a full replay gives.
+    // Every partition must be caught up: wait for each acknowledged write's own token.
     let probe = app.create_order(&ada()).await;
+    let mut tokens: Vec<String> = acknowledged.iter().map(|(_, _, t)| t.clone()).collect();
+    tokens.push(probe.token.clone());
+    wait_for_all(&app, &tokens).await;
     let live = snapshot_of_queries(&app, &probe.token).await;
     let replayed = TestApp::spawn_with(with_fresh_read_store(&args)).await;
+    wait_for_all(&replayed, &tokens).await;
     let rebuilt = snapshot_of_queries(&replayed, &probe.token).await;
     assert_eq!(
         live, rebuilt,

@@ -6,7 +6,7 @@ use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use ordo::{StoreArgs, Stores};
+use ordo::{Settings, StoreArgs, Stores};
 
 /// Which stores the API tests run on: `ORDO_TEST_EVENT_STORE` and `ORDO_TEST_READ_STORE`
 /// (`sqlite` by default; `postgres`, `redis`, `redis-cluster` where built in), each with
@@ -57,10 +57,15 @@ pub fn with_fresh_read_store(args: &StoreArgs) -> StoreArgs {
     fresh
 }
 
+/// The admin token of test apps.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub struct TestApp {
     pub address: String,
     pub client: Client,
     pub args: StoreArgs,
+    /// The stores the app runs on (for tests that write raw events).
+    pub stores: Stores,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -77,16 +82,27 @@ impl TestApp {
 
     /// Starts the service on the given stores (to restart on the same data).
     pub async fn spawn_with(args: StoreArgs) -> TestApp {
+        Self::spawn_with_settings(
+            args,
+            Settings {
+                admin_token: Some(ADMIN_TOKEN.into()),
+            },
+        )
+        .await
+    }
+
+    pub async fn spawn_with_settings(args: StoreArgs, settings: Settings) -> TestApp {
         let stores = Stores::open(&args).await.expect("open stores");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");
         let address = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ordo::run(listener, stores, async {
+        let task = tokio::spawn(ordo::run(listener, stores.clone(), settings, async {
             let _ = stopped.await;
         }));
         TestApp {
+            stores,
             address,
             client: Client::builder()
                 .timeout(Duration::from_secs(60))
@@ -118,6 +134,11 @@ impl TestApp {
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))
+    }
+
+    /// A request with the admin token.
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(ADMIN_TOKEN)
     }
 
     pub async fn get(&self, path: &str) -> Response {

@@ -2,6 +2,7 @@
 //!
 //! The same tests run on every store combination: see `helpers::store_args`.
 
+mod admin;
 mod commands;
 mod concurrency;
 mod durability;

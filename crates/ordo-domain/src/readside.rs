@@ -1,0 +1,256 @@
+//! The live read side: the active read-store generation and the projection runner that
+//! feeds it, with a blue-green switch to a rebuilt generation.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use ordo_es::{
+    Checkpoint, EventStore, Position, ProjectionHandle, ProjectionRunner, ProjectionStatus,
+    RunnerConfig,
+};
+
+use crate::read::{
+    OrderProjection, OrderReadStore, ReadGeneration, ReadStoreError, ReadStoreProvider,
+};
+
+/// One running projection into one generation.
+#[derive(Debug)]
+struct Running {
+    generation: ReadGeneration,
+    handle: ProjectionHandle,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+fn start_runner(
+    events: &Arc<dyn EventStore>,
+    generation: ReadGeneration,
+    config: &RunnerConfig,
+) -> Running {
+    let projection = Arc::new(OrderProjection::new(Arc::clone(&generation.store)));
+    let runner = ProjectionRunner::new(Arc::clone(events), projection, config.clone());
+    let handle = runner.handle();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(runner.run(async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    Running {
+        generation,
+        handle,
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(self) -> (ReadGeneration, ProjectionHandle) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "projection runner panicked");
+        }
+        (self.generation, self.handle)
+    }
+}
+
+/// Why a rebuild did not switch over.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Store(#[from] ReadStoreError),
+    #[error("the event store failed: {0}")]
+    Events(#[from] ordo_es::StoreError),
+    #[error("the rebuilt read models did not catch up with the live ones in time")]
+    CatchUpTimeout,
+    #[error("the read side is shutting down")]
+    ShuttingDown,
+}
+
+/// The read side of a running service.
+#[derive(Debug)]
+pub struct ReadSide {
+    events: Arc<dyn EventStore>,
+    provider: Arc<dyn ReadStoreProvider>,
+    config: RunnerConfig,
+    live: RwLock<(ReadGeneration, ProjectionHandle)>,
+    running: Mutex<Option<Running>>,
+    /// Held for the whole of a rebuild and of any generation clean-up.
+    rebuilding: Mutex<()>,
+}
+
+impl ReadSide {
+    /// Opens the active generation (dropping leftovers of interrupted rebuilds) and starts
+    /// projecting into it.
+    pub async fn start(
+        events: Arc<dyn EventStore>,
+        provider: Arc<dyn ReadStoreProvider>,
+        config: RunnerConfig,
+    ) -> Result<Arc<Self>, ReadStoreError> {
+        let dropped = provider.drop_inactive().await?;
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "removed read-store generations left by an interrupted rebuild"
+            );
+        }
+        let generation = provider.open_active().await?;
+        tracing::info!(generation = %generation.id, "read models");
+        let running = start_runner(&events, generation.clone(), &config);
+        let side = Arc::new(Self {
+            live: RwLock::new((generation, running.handle.clone())),
+            running: Mutex::new(Some(running)),
+            events,
+            provider,
+            config,
+            rebuilding: Mutex::new(()),
+        });
+        Ok(side)
+    }
+
+    fn live(&self) -> (ReadGeneration, ProjectionHandle) {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The read store queries are answered from.
+    pub fn store(&self) -> Arc<dyn OrderReadStore> {
+        self.live().0.store
+    }
+
+    /// The id of the active generation.
+    pub fn generation(&self) -> String {
+        self.live().0.id
+    }
+
+    pub fn status(&self) -> ProjectionStatus {
+        self.live().1.status()
+    }
+
+    pub fn events(&self) -> &Arc<dyn EventStore> {
+        &self.events
+    }
+
+    /// Waits until the live read models cover `position`, across a generation switch.
+    pub async fn wait_for(&self, position: &Position, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let handle = self.live().1;
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return handle
+                    .status()
+                    .checkpoint
+                    .is_some_and(|c| c.covers(position));
+            }
+            let slice = (deadline - now).min(Duration::from_millis(250));
+            if handle.wait_for(position, slice).await {
+                return true;
+            }
+        }
+    }
+
+    /// Stops the projection between two batches.
+    pub async fn shutdown(&self) {
+        if let Some(running) = self.running.lock().await.take() {
+            running.stop().await;
+        }
+    }
+
+    /// Rebuilds every read model from the event store into a new generation while the
+    /// live one keeps serving and projecting, then switches queries over in one step.
+    /// `progress(done, total)` is called as events are applied.
+    pub async fn rebuild(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<(), RebuildError> {
+        let _one_at_a_time = self.rebuilding.lock().await;
+        let generation = self.provider.create_generation().await?;
+        generation.store.reset().await?;
+        tracing::info!(generation = %generation.id, "rebuilding read models beside the live ones");
+        let origin = Checkpoint::origin(self.events.partitions());
+        let mut total = self.events.count_after(&origin).await?;
+        let building = start_runner(&self.events, generation.clone(), &self.config);
+        progress(0, total);
+
+        // Catch up while the live generation keeps serving.
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let status = building.handle.status();
+            let Some(checkpoint) = status.checkpoint.clone() else {
+                continue;
+            };
+            let remaining = self.events.count_after(&checkpoint).await?;
+            total = total.max(status.events_applied + status.events_parked + remaining);
+            progress(status.events_applied + status.events_parked, total);
+            let live = self
+                .live()
+                .1
+                .status()
+                .checkpoint
+                .unwrap_or_else(|| origin.clone());
+            if remaining < 100 && checkpoint.is_at_or_past(&live) {
+                break;
+            }
+        }
+
+        // Switch: stop the live runner, let the new one reach where it stopped (so no
+        // consistency token goes backwards), then serve from the new generation.
+        let mut running = self.running.lock().await;
+        let Some(old) = running.take() else {
+            let _ = building.stop().await;
+            return Err(RebuildError::ShuttingDown);
+        };
+        let (old_generation, old_handle) = old.stop().await;
+        let stopped_at = old_handle
+            .status()
+            .checkpoint
+            .unwrap_or_else(|| origin.clone());
+        let mut caught_up = false;
+        for _ in 0..600 {
+            if building
+                .handle
+                .status()
+                .checkpoint
+                .is_some_and(|c| c.is_at_or_past(&stopped_at))
+            {
+                caught_up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !caught_up {
+            let _ = building.stop().await;
+            *running = Some(start_runner(&self.events, old_generation, &self.config));
+            return Err(RebuildError::CatchUpTimeout);
+        }
+        if let Err(e) = self.provider.activate(&generation.id).await {
+            let _ = building.stop().await;
+            *running = Some(start_runner(&self.events, old_generation, &self.config));
+            return Err(e.into());
+        }
+        {
+            let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+            *live = (generation.clone(), building.handle.clone());
+        }
+        let status = building.handle.status();
+        progress(
+            status.events_applied + status.events_parked,
+            total.max(status.events_applied + status.events_parked),
+        );
+        *running = Some(building);
+        drop(running);
+        tracing::info!(from = %old_generation.id, to = %generation.id, "switched to the rebuilt read models");
+        drop(old_generation);
+        // Queries in flight may still read the old generation for a moment.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        match self.provider.drop_inactive().await {
+            Ok(n) => tracing::info!(dropped = n, "removed the previous read models"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove the previous read models; they are removed at the next start")
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,825 @@
+//! ordo-redis against real servers: the conformance suite twice (one Redis, a Redis
+//! Cluster of three masters), and the properties only this backend has.
+//!
+//! - One server: `ORDO_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`.
+//! - Cluster: `ORDO_TEST_REDIS_CLUSTER_URL`, default
+//!   `redis+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003`, which is what
+//!   `scripts/redis-cluster.sh start /tmp/ordo-redis-cluster 7000` starts.
+//!
+//! Every store gets its own prefix `t-<uuid>`, so runs never see each other's keys. A
+//! missing server fails the tests with what to start: a green run that tested nothing
+//! would be worse than a red one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ordo_es::{
+    Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, partition_of,
+};
+use ordo_redis::{RedisEventStore, key_slot, log_key, stream_key};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::{FromRedisValue, Value};
+use uuid::Uuid;
+
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    Single,
+    Cluster,
+}
+
+impl Target {
+    fn url(self) -> String {
+        let (var, default) = self.env();
+        std::env::var(var).unwrap_or_else(|_| default.to_owned())
+    }
+
+    fn env(self) -> (&'static str, &'static str) {
+        match self {
+            Target::Single => ("ORDO_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+            Target::Cluster => (
+                "ORDO_TEST_REDIS_CLUSTER_URL",
+                "redis+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003",
+            ),
+        }
+    }
+
+    fn how_to_start(self) -> &'static str {
+        match self {
+            Target::Single => {
+                "start one (`redis-server --port 6379 --save '' --appendonly no --daemonize yes`; \
+                 `apt-get install redis-server` if missing) or point ORDO_TEST_REDIS_URL at one"
+            }
+            Target::Cluster => {
+                "start one with `scripts/redis-cluster.sh start /tmp/ordo-redis-cluster 7000` \
+                 (needs redis-server: `apt-get install redis-server`) or point \
+                 ORDO_TEST_REDIS_CLUSTER_URL at one"
+            }
+        }
+    }
+}
+
+fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn unique_prefix() -> String {
+    format!("t-{}", Uuid::now_v7())
+}
+
+async fn connect_with(target: Target, params: &str) -> RedisEventStore {
+    let url = with_params(&target.url(), params);
+    match RedisEventStore::connect(&url).await {
+        Ok(store) => store,
+        Err(err) => {
+            let (var, _) = target.env();
+            panic!(
+                "cannot use the {target:?} Redis at {} ({var}): {}. This test needs a live \
+                 server: {}",
+                target.url(),
+                chain(&err),
+                target.how_to_start()
+            )
+        }
+    }
+}
+
+async fn fresh_store(target: Target) -> RedisEventStore {
+    connect_with(target, &format!("prefix={}", unique_prefix())).await
+}
+
+/// A plain connection for looking at the keys behind the store's back.
+#[derive(Clone)]
+enum Raw {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Raw {
+    async fn open(target: Target) -> Raw {
+        let url = target.url();
+        let base = url.split('?').next().unwrap_or(&url).to_owned();
+        let opened = match target {
+            Target::Single => match redis::Client::open(base.as_str()) {
+                Ok(client) => client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map(Raw::Single),
+                Err(e) => Err(e),
+            },
+            Target::Cluster => {
+                let nodes: Vec<String> = base
+                    .trim_start_matches("redis+cluster://")
+                    .split(',')
+                    .map(|n| format!("redis://{n}"))
+                    .collect();
+                match redis::cluster::ClusterClient::new(nodes) {
+                    Ok(client) => client.get_async_connection().await.map(Raw::Cluster),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        opened.unwrap_or_else(|e| {
+            panic!(
+                "cannot open a plain connection to {url}: {e}. {}",
+                target.how_to_start()
+            )
+        })
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let result = match self.clone() {
+            Raw::Single(mut c) => cmd.query_async(&mut c).await,
+            Raw::Cluster(mut c) => cmd.query_async(&mut c).await,
+        };
+        result.unwrap_or_else(|e| panic!("raw command failed: {e}"))
+    }
+
+    /// `CLIENT LIST` of every master (one server: just that one).
+    async fn client_lists(&self) -> Vec<String> {
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg("LIST");
+        match self.clone() {
+            Raw::Single(_) => vec![self.query::<String>(&cmd).await],
+            Raw::Cluster(mut c) => {
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let reply = c.route_command(cmd, routing).await.expect("CLIENT LIST");
+                let Value::Map(per_node) = reply else {
+                    panic!("CLIENT LIST on all masters answered {reply:?}")
+                };
+                per_node
+                    .into_iter()
+                    .map(|(_, list)| String::from_redis_value(list).expect("text"))
+                    .collect()
+            }
+        }
+    }
+
+    async fn xlen(&self, key: &str) -> u64 {
+        self.query(redis::cmd("XLEN").arg(key)).await
+    }
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        aggregate_type: "Thing".into(),
+        event_type: "ThingHappened".into(),
+        schema_version: 1,
+        occurred_at: time::OffsetDateTime::now_utc(),
+        data: serde_json::json!({ "n": n }),
+        metadata: Metadata::default(),
+    }
+}
+
+fn events(count: u64) -> Vec<NewEvent> {
+    (0..count).map(event).collect()
+}
+
+fn seq_key(prefix: &str, partition: u32) -> String {
+    // Documented layout: the counter sits beside the log, under the same hash tag.
+    log_key(prefix, partition).replace(":log", ":seq")
+}
+
+// ---------------------------------------------------------------------------------------
+// The conformance suite, twice.
+
+mod single_conformance {
+    use super::{Target, fresh_store};
+    ordo_es::event_store_conformance!(async { fresh_store(Target::Single).await });
+}
+
+mod cluster_conformance {
+    use super::{Target, fresh_store};
+    ordo_es::event_store_conformance!(async { fresh_store(Target::Cluster).await });
+}
+
+mod single_snapshot_conformance {
+    use super::{Target, fresh_store};
+    ordo_es::snapshot_store_conformance!(async { fresh_store(Target::Single).await });
+}
+
+mod cluster_snapshot_conformance {
+    use super::{Target, fresh_store};
+    ordo_es::snapshot_store_conformance!(async { fresh_store(Target::Cluster).await });
+}
+
+// ---------------------------------------------------------------------------------------
+// Properties of this backend, on both targets.
+
+async fn a_conflict_leaves_neither_the_stream_nor_the_log_changed(target: Target) {
+    let store = fresh_store(target).await;
+    let raw = Raw::open(target).await;
+    let stream = StreamId::new(format!("order-{}", Uuid::now_v7()));
+    let partition = partition_of(stream.as_str(), store.partitions());
+    store
+        .append(&stream, ExpectedVersion::NoStream, events(3))
+        .await
+        .expect("append");
+    let stream_key = store.stream_key(&stream);
+    let log_key = store.log_key(partition);
+    let counter = seq_key(store.prefix(), partition);
+    let before = (
+        raw.xlen(&stream_key).await,
+        raw.xlen(&log_key).await,
+        raw.query::<u64>(redis::cmd("GET").arg(&counter)).await,
+    );
+    assert_eq!(before, (3, 3, 3));
+
+    for expected in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(2),
+        ExpectedVersion::Exact(4),
+    ] {
+        let err = store
+            .append(&stream, expected, events(5))
+            .await
+            .expect_err("stale");
+        assert!(
+            matches!(
+                err,
+                StoreError::Conflict {
+                    actual: Some(3),
+                    ..
+                }
+            ),
+            "expected a conflict reporting version 3, got {err:?}"
+        );
+    }
+    let after = (
+        raw.xlen(&stream_key).await,
+        raw.xlen(&log_key).await,
+        raw.query::<u64>(redis::cmd("GET").arg(&counter)).await,
+    );
+    assert_eq!(after, before, "a conflicting append wrote something");
+}
+
+async fn every_key_of_a_partition_is_in_one_slot_by_the_servers_count(target: Target) {
+    let store = fresh_store(target).await;
+    let raw = Raw::open(target).await;
+    for id in ["order-1", "order-{braces}", "ünïcødé", "x}y{z"] {
+        let stream = StreamId::new(id);
+        let partition = partition_of(id, store.partitions());
+        let keys = [
+            stream_key(store.prefix(), store.partitions(), id),
+            store.stream_key(&stream),
+            log_key(store.prefix(), partition),
+            seq_key(store.prefix(), partition),
+        ];
+        for key in &keys {
+            let server_slot: u16 = raw
+                .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+                .await;
+            assert_eq!(
+                server_slot,
+                key_slot(&keys[0]),
+                "{key} is not in the slot of {}",
+                keys[0]
+            );
+            assert_eq!(
+                key_slot(key),
+                server_slot,
+                "key_slot disagrees with the server on {key}"
+            );
+        }
+    }
+}
+
+async fn expected_any_appends_at_the_next_version(target: Target) {
+    let store = fresh_store(target).await;
+    let stream = StreamId::new("any-1");
+    store
+        .append(&stream, ExpectedVersion::Any, events(2))
+        .await
+        .expect("first");
+    let appended = store
+        .append(&stream, ExpectedVersion::Any, events(1))
+        .await
+        .expect("second");
+    assert_eq!((appended.first_version, appended.last_version), (3, 3));
+    let read = store.read_stream(&stream, 1, 10).await.expect("read");
+    assert_eq!(
+        read.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+}
+
+async fn a_blocked_wait_uses_dedicated_connections_and_releases_them(target: Target) {
+    let store = Arc::new(fresh_store(target).await);
+    let raw = Raw::open(target).await;
+    let name = format!("name=ordo-wait:{}", store.prefix());
+    let blocked = |lists: Vec<String>| {
+        lists
+            .iter()
+            .flat_map(|list| list.lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|line| line.split(' ').any(|f| f == name))
+            .filter(|line| {
+                line.contains(" cmd=xread")
+                    && line
+                        .split(' ')
+                        .any(|f| f.starts_with("flags=") && f.contains('b'))
+            })
+            .count()
+    };
+
+    let waiter = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let origin = Checkpoint::origin(store.partitions());
+            store
+                .wait_for_events(&origin, Duration::from_secs(60))
+                .await
+        })
+    };
+    // Until the waiter has blocked: bounded, it only has to connect.
+    let expected = match target {
+        Target::Single => 1,
+        Target::Cluster => store.partitions() as usize,
+    };
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = blocked(raw.client_lists().await);
+        if seen >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, expected, "blocked XREADs named {name}");
+    // The command connection is not held up by the blocked reads.
+    store.ping().await.expect("ping while a wait is blocked");
+    assert!(!waiter.is_finished(), "the wait returned with nothing new");
+
+    // An append ends the wait, and the other partitions' reads are released.
+    store
+        .append(&StreamId::new("wake"), ExpectedVersion::NoStream, events(1))
+        .await
+        .expect("append");
+    tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the wait did not end after an append")
+        .expect("task")
+        .expect("wait");
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        left = blocked(raw.client_lists().await);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "blocked XREADs left behind after the wait ended");
+
+    // The released connections stay open for the next wait, which reuses them.
+    let named_ids = |lists: Vec<String>| {
+        let mut ids: Vec<String> = lists
+            .iter()
+            .flat_map(|list| list.lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|line| line.split(' ').any(|f| f == name))
+            .map(|line| {
+                // Client ids are per server: qualify them with the server's address.
+                let field = |key: &str| {
+                    line.split(' ')
+                        .find_map(|f| f.strip_prefix(key).map(str::to_owned))
+                        .unwrap_or_default()
+                };
+                format!("{}#{}", field("laddr="), field("id="))
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let pooled = named_ids(raw.client_lists().await);
+    // (More than one per partition on a cluster: the first wait guessed some nodes
+    // wrong and followed MOVED; those connections are kept too.)
+    assert!(
+        pooled.len() >= expected,
+        "connections kept for reuse: {pooled:?}"
+    );
+    let mut checkpoint = Checkpoint::origin(store.partitions());
+    for e in store
+        .read_all(&checkpoint.clone(), 100)
+        .await
+        .expect("read")
+    {
+        checkpoint.advance(&e.position);
+    }
+    let second = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .wait_for_events(&checkpoint, Duration::from_secs(60))
+                .await
+        })
+    };
+    for _ in 0..100 {
+        if blocked(raw.client_lists().await) >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store
+        .append(&StreamId::new("wake"), ExpectedVersion::Exact(1), events(1))
+        .await
+        .expect("append");
+    tokio::time::timeout(Duration::from_secs(20), second)
+        .await
+        .expect("the second wait did not end after an append")
+        .expect("task")
+        .expect("wait");
+    assert_eq!(
+        named_ids(raw.client_lists().await),
+        pooled,
+        "the second wait did not reuse the first one's connections"
+    );
+
+    // A wait that is dropped mid-way closes its connections too.
+    let origin_past = {
+        let mut cp = Checkpoint::origin(store.partitions());
+        for e in store.read_all(&cp.clone(), 100).await.expect("read") {
+            cp.advance(&e.position);
+        }
+        cp
+    };
+    let dropped = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .wait_for_events(&origin_past, Duration::from_secs(60))
+                .await
+        })
+    };
+    for _ in 0..100 {
+        if blocked(raw.client_lists().await) >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dropped.abort();
+    let _ = dropped.await;
+    for _ in 0..100 {
+        left = blocked(raw.client_lists().await);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "a dropped wait left blocked XREADs on the server");
+}
+
+async fn a_store_refuses_another_partition_count(target: Target) {
+    let prefix = unique_prefix();
+    let first = connect_with(target, &format!("prefix={prefix}&partitions=4")).await;
+    assert_eq!(first.partitions(), 4);
+    let again = connect_with(target, &format!("prefix={prefix}&partitions=4")).await;
+    assert_eq!(again.partitions(), 4);
+    let url = with_params(&target.url(), &format!("prefix={prefix}&partitions=8"));
+    let err = RedisEventStore::connect(&url)
+        .await
+        .expect_err("8 partitions over 4");
+    assert!(
+        matches!(&err, StoreError::Invalid(m) if m.contains("4 partitions")),
+        "{err:?}"
+    );
+}
+
+/// EVAL's script cache does not survive a restart or a failover; the store loads the
+/// script again on NOSCRIPT.
+async fn appends_survive_a_flushed_script_cache(target: Target) {
+    let store = fresh_store(target).await;
+    let raw = Raw::open(target).await;
+    let stream = StreamId::new("noscript");
+    store
+        .append(&stream, ExpectedVersion::NoStream, events(1))
+        .await
+        .expect("first");
+    let mut flush = redis::cmd("SCRIPT");
+    flush.arg("FLUSH");
+    match raw.clone() {
+        Raw::Single(_) => raw.query::<()>(&flush).await,
+        Raw::Cluster(mut c) => {
+            let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+            c.route_command(flush, routing)
+                .await
+                .expect("SCRIPT FLUSH on every master");
+        }
+    }
+    let appended = store
+        .append(&stream, ExpectedVersion::Exact(1), events(1))
+        .await
+        .expect("append after SCRIPT FLUSH");
+    assert_eq!(appended.last_version, 2);
+}
+
+/// A retried append (same events, same expected version; the first reply was lost) gets
+/// the first one's outcome instead of a conflict, and stores nothing twice.
+async fn repeating_an_append_with_the_same_events_returns_the_first_outcome(target: Target) {
+    let store = fresh_store(target).await;
+    let stream = StreamId::new("retried");
+    store
+        .append(&stream, ExpectedVersion::NoStream, events(2))
+        .await
+        .expect("first");
+    let batch = events(3);
+    let first = store
+        .append(&stream, ExpectedVersion::Exact(2), batch.clone())
+        .await
+        .expect("append");
+    store
+        .append(&stream, ExpectedVersion::Exact(5), events(1))
+        .await
+        .expect("a later append");
+    let again = store
+        .append(&stream, ExpectedVersion::Exact(2), batch.clone())
+        .await
+        .expect("the same append again");
+    assert_eq!(again, first);
+    assert_eq!(
+        store
+            .read_stream(&stream, 1, 100)
+            .await
+            .expect("read")
+            .len(),
+        6
+    );
+
+    // Not the same append: a conflict, as always.
+    let mut other = batch.clone();
+    other[2].event_id = Uuid::now_v7();
+    let err = store
+        .append(&stream, ExpectedVersion::Exact(2), other)
+        .await
+        .expect_err("different events");
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                actual: Some(6),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The events at those versions are these events: stored already, whichever
+    // append they came with.
+    let part = store
+        .append(&stream, ExpectedVersion::Exact(2), batch[..2].to_vec())
+        .await
+        .expect("events already stored at those versions");
+    assert_eq!(part.positions, first.positions[..2].to_vec());
+    let logged = store
+        .read_all(&Checkpoint::origin(store.partitions()), 100)
+        .await
+        .expect("read_all");
+    assert_eq!(logged.iter().filter(|e| e.stream_id == stream).count(), 6);
+}
+
+/// Events already stored that came from more than one append: their positions are the
+/// ones they were stored at, not a made-up contiguous run.
+async fn a_retry_reports_the_positions_the_events_were_stored_at(target: Target) {
+    let store = connect_with(target, &format!("prefix={}&partitions=1", unique_prefix())).await;
+    let stream = StreamId::new("split");
+    let first = events(2);
+    let second = events(1);
+    store
+        .append(&stream, ExpectedVersion::NoStream, first.clone())
+        .await
+        .expect("first");
+    store
+        .append(
+            &StreamId::new("between"),
+            ExpectedVersion::NoStream,
+            events(1),
+        )
+        .await
+        .expect("another stream, same partition");
+    store
+        .append(&stream, ExpectedVersion::Exact(2), second.clone())
+        .await
+        .expect("second");
+    let stored = store.read_stream(&stream, 2, 10).await.expect("read");
+    let again = store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(1),
+            vec![first[1].clone(), second[0].clone()],
+        )
+        .await
+        .expect("these events are stored at versions 2 and 3");
+    assert_eq!(
+        again.positions,
+        stored.iter().map(|e| e.position).collect::<Vec<_>>()
+    );
+    assert_ne!(
+        again.positions[0].cursor.major + 1,
+        again.positions[1].cursor.major
+    );
+}
+
+macro_rules! on_both_targets {
+    ($($case:ident),+ $(,)?) => {
+        mod single {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Target::Single).await;
+                }
+            )+
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Target::Cluster).await;
+                }
+            )+
+        }
+    };
+}
+
+on_both_targets!(
+    a_conflict_leaves_neither_the_stream_nor_the_log_changed,
+    expected_any_appends_at_the_next_version,
+    a_blocked_wait_uses_dedicated_connections_and_releases_them,
+    a_store_refuses_another_partition_count,
+    appends_survive_a_flushed_script_cache,
+    repeating_an_append_with_the_same_events_returns_the_first_outcome,
+    a_retry_reports_the_positions_the_events_were_stored_at,
+);
+
+// ---------------------------------------------------------------------------------------
+// One target only.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_every_key_of_a_partition_is_in_one_slot_by_the_servers_count() {
+    every_key_of_a_partition_is_in_one_slot_by_the_servers_count(Target::Cluster).await;
+}
+
+/// The dual write is one script: no reader, and so no crash, can ever find the stream and
+/// the log apart. Each snapshot is a MULTI/EXEC on keys of one slot, so it is atomic; a
+/// crash can only freeze the keyspace between two commands, which is what a snapshot sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn single_no_snapshot_ever_sees_the_stream_and_the_log_apart() {
+    let store = Arc::new(
+        connect_with(
+            Target::Single,
+            &format!("prefix={}&partitions=1", unique_prefix()),
+        )
+        .await,
+    );
+    let raw = Raw::open(Target::Single).await;
+    let stream = StreamId::new("contended");
+    let keys = (
+        store.stream_key(&stream),
+        store.log_key(0),
+        seq_key(store.prefix(), 0),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+
+    let mut writers = Vec::new();
+    for _ in 0..4 {
+        let store = Arc::clone(&store);
+        let stream = stream.clone();
+        writers.push(tokio::spawn(async move {
+            for _ in 0..40 {
+                store
+                    .append(&stream, ExpectedVersion::Any, events(3))
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    let checker = {
+        let done = Arc::clone(&done);
+        let keys = keys.clone();
+        tokio::spawn(async move {
+            let mut snapshots = 0u64;
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .cmd("XLEN")
+                    .arg(&keys.0)
+                    .cmd("XLEN")
+                    .arg(&keys.1)
+                    .cmd("GET")
+                    .arg(&keys.2);
+                let (stream_len, log_len, counter): (u64, u64, Option<u64>) = match raw.clone() {
+                    Raw::Single(mut c) => pipe.query_async(&mut c).await.expect("snapshot"),
+                    Raw::Cluster(_) => unreachable!(),
+                };
+                let counter = counter.unwrap_or(0);
+                assert!(
+                    stream_len == log_len && log_len == counter && stream_len % 3 == 0,
+                    "torn append: stream {stream_len}, log {log_len}, counter {counter}"
+                );
+                snapshots += 1;
+                if finished {
+                    return (snapshots, stream_len);
+                }
+            }
+        })
+    };
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    done.store(true, Ordering::SeqCst);
+    let (snapshots, final_len) = checker.await.expect("checker");
+    assert_eq!(final_len, 4 * 40 * 3);
+    assert!(snapshots > 1);
+}
+
+/// Lua has no rollback, so the script checks everything before its first write: a
+/// keyspace that breaks an invariant is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_a_broken_invariant_is_refused_before_any_write() {
+    let store = fresh_store(Target::Single).await;
+    let raw = Raw::open(Target::Single).await;
+    let stream = StreamId::new("tampered");
+    let partition = partition_of(stream.as_str(), store.partitions());
+    store
+        .append(&stream, ExpectedVersion::NoStream, events(2))
+        .await
+        .expect("append");
+    let _: () = raw
+        .query(
+            redis::cmd("SET")
+                .arg(seq_key(store.prefix(), partition))
+                .arg(99),
+        )
+        .await;
+    let err = store
+        .append(&stream, ExpectedVersion::Exact(2), events(3))
+        .await
+        .expect_err("the counter disagrees with the log");
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert_eq!(raw.xlen(&store.stream_key(&stream)).await, 2);
+    assert_eq!(raw.xlen(&store.log_key(partition)).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_the_durability_check_matches_the_servers_settings() {
+    let store = fresh_store(Target::Single).await;
+    let raw = Raw::open(Target::Single).await;
+    let config: Vec<String> = raw
+        .query(redis::cmd("CONFIG").arg("GET").arg("append*"))
+        .await;
+    let get = |name: &str| {
+        config
+            .chunks_exact(2)
+            .find(|kv| kv[0] == name)
+            .map(|kv| kv[1].clone())
+            .expect("setting")
+    };
+    let warnings = store.durability_warnings().await;
+    match (get("appendonly").as_str(), get("appendfsync").as_str()) {
+        ("yes", "always") => assert!(warnings.is_empty(), "{warnings:?}"),
+        ("no", _) => assert!(
+            warnings.iter().any(|w| w.contains("appendonly yes")),
+            "{warnings:?}"
+        ),
+        _ => assert!(
+            warnings.iter().any(|w| w.contains("appendfsync always")),
+            "{warnings:?}"
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_the_durability_check_reaches_every_master() {
+    let store = fresh_store(Target::Cluster).await;
+    let warnings = store.durability_warnings().await;
+    assert!(
+        !warnings.iter().any(|w| w.contains("could not check")),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_unavailable() {
+    // Port 1 on the loopback: nothing listens there.
+    let err = RedisEventStore::connect("redis://127.0.0.1:1?prefix=nobody")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(chain(&err).contains("127.0.0.1:1"), "{}", chain(&err));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_url_is_invalid() {
+    let err = RedisEventStore::connect("redis://127.0.0.1:6379?partitions=0")
+        .await
+        .expect_err("zero partitions");
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+}

@@ -1,0 +1,241 @@
+//! Generations of the embedded read store, for blue-green rebuilds.
+//!
+//! The configured path (say `data/read.db`) names the first generation. A rebuild creates
+//! `data/read.g<id>.db` beside it; activating it writes its file name to
+//! `data/read.db.active` (atomically: temporary file, fsync, rename, fsync of the
+//! directory), which is what every later start opens.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use ordo_domain::{ReadGeneration, ReadStoreError, ReadStoreProvider};
+
+use crate::SqliteReadStore;
+
+/// The generations of one embedded read store. Holds an exclusive lock on
+/// `<path>.lock` from [`open_active`](ReadStoreProvider::open_active) until dropped, so two
+/// processes never run projections (or a rebuild) on the same read models.
+#[derive(Debug)]
+pub struct SqliteReadStores {
+    base: PathBuf,
+    lock: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+fn io_error(e: std::io::Error) -> ReadStoreError {
+    ReadStoreError::Unavailable(Box::new(e))
+}
+
+impl SqliteReadStores {
+    /// `base` is the configured read-store path.
+    pub fn new(base: impl Into<PathBuf>) -> Self {
+        Self {
+            base: base.into(),
+            lock: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Takes the exclusive lock of these read models, or says who holds it.
+    fn lock(&self) -> Result<(), ReadStoreError> {
+        let mut held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_some() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(self.dir()).map_err(io_error)?;
+        let path = self.dir().join(format!("{}.lock", self.base_name()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => {
+                *held = Some(file);
+                Ok(())
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(ReadStoreError::Unavailable(
+                format!(
+                    "another ordo process is using the read models at {} (it holds {}); stop it, or ask it \
+                     through its admin endpoints (POST /api/v1/admin/replay)",
+                    self.base.display(),
+                    path.display()
+                )
+                .into(),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error(e)),
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        match self.base.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    fn base_name(&self) -> String {
+        self.base.file_name().map_or_else(
+            || "read.db".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+
+    fn pointer(&self) -> PathBuf {
+        self.dir().join(format!("{}.active", self.base_name()))
+    }
+
+    /// `read.db` → (`read`, `.db`): generations are `read.g<id>.db`.
+    fn stem_and_ext(&self) -> (String, String) {
+        let name = self.base_name();
+        match name.rfind('.') {
+            Some(i) if i > 0 => (name[..i].to_string(), name[i..].to_string()),
+            _ => (name, String::new()),
+        }
+    }
+
+    fn is_generation(&self, file: &str) -> bool {
+        let (stem, ext) = self.stem_and_ext();
+        file == self.base_name()
+            || (file.starts_with(&format!("{stem}.g"))
+                && file.ends_with(&ext)
+                && !file.contains('/'))
+    }
+
+    /// The file name of the active generation.
+    fn active_name(&self) -> Result<String, ReadStoreError> {
+        match std::fs::read_to_string(self.pointer()) {
+            Ok(text) => {
+                let name = text.trim().to_string();
+                if self.is_generation(&name) {
+                    Ok(name)
+                } else {
+                    Err(ReadStoreError::Corrupt(format!(
+                        "{} names {name:?}, which is not a generation of {}",
+                        self.pointer().display(),
+                        self.base.display()
+                    )))
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(self.base_name()),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    fn open(&self, name: &str) -> Result<ReadGeneration, ReadStoreError> {
+        let store = SqliteReadStore::open(self.dir().join(name))?;
+        Ok(ReadGeneration {
+            id: name.to_string(),
+            store: Arc::new(store),
+        })
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl ReadStoreProvider for SqliteReadStores {
+    async fn open_active(&self) -> Result<ReadGeneration, ReadStoreError> {
+        self.lock()?;
+        let name = self.active_name()?;
+        self.open(&name)
+    }
+
+    async fn create_generation(&self) -> Result<ReadGeneration, ReadStoreError> {
+        let (stem, ext) = self.stem_and_ext();
+        let name = format!("{stem}.g{}{ext}", Uuid::now_v7().simple());
+        self.open(&name)
+    }
+
+    async fn activate(&self, id: &str) -> Result<(), ReadStoreError> {
+        if !self.is_generation(id) || !self.dir().join(id).exists() {
+            return Err(ReadStoreError::Corrupt(format!(
+                "no read-store generation {id:?}"
+            )));
+        }
+        let pointer = self.pointer();
+        let temporary = pointer.with_extension("active.tmp");
+        let mut file = std::fs::File::create(&temporary).map_err(io_error)?;
+        file.write_all(id.as_bytes()).map_err(io_error)?;
+        file.sync_all().map_err(io_error)?;
+        std::fs::rename(&temporary, &pointer).map_err(io_error)?;
+        sync_dir(&self.dir()).map_err(io_error)
+    }
+
+    async fn drop_inactive(&self) -> Result<u32, ReadStoreError> {
+        self.lock()?;
+        let active = self.active_name()?;
+        let mut dropped = 0;
+        for entry in std::fs::read_dir(self.dir()).map_err(io_error)? {
+            let entry = entry.map_err(io_error)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != active && self.is_generation(&name) {
+                for suffix in ["", "-wal", "-shm"] {
+                    match std::fs::remove_file(self.dir().join(format!("{name}{suffix}"))) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_error(e)),
+                    }
+                }
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_generation_becomes_active_durably_and_the_old_one_is_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let provider = SqliteReadStores::new(dir.path().join("read.db"));
+        let first = provider.open_active().await.expect("open");
+        assert_eq!(first.id, "read.db");
+        let second = provider.create_generation().await.expect("create");
+        assert!(
+            second.id.starts_with("read.g") && second.id.ends_with(".db"),
+            "{}",
+            second.id
+        );
+        assert_eq!(
+            provider.open_active().await.expect("still first").id,
+            "read.db"
+        );
+        provider.activate(&second.id).await.expect("activate");
+        drop(first);
+        assert_eq!(
+            SqliteReadStores::new(dir.path().join("read.db"))
+                .active_name()
+                .expect("pointer"),
+            second.id
+        );
+        assert_eq!(provider.drop_inactive().await.expect("drop"), 1);
+        assert!(!dir.path().join("read.db").exists());
+        assert!(dir.path().join(&second.id).exists());
+        assert!(provider.activate("../elsewhere.db").await.is_err());
+        assert!(provider.activate("read.gmissing.db").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_the_same_read_models() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = SqliteReadStores::new(dir.path().join("read.db"));
+        first.open_active().await.expect("first");
+        let second = SqliteReadStores::new(dir.path().join("read.db"));
+        let err = second.open_active().await.expect_err("locked");
+        assert!(
+            err.to_string().contains("unavailable")
+                || matches!(err, ReadStoreError::Unavailable(_))
+        );
+        drop(first);
+        second.open_active().await.expect("free again");
+    }
+}

@@ -1,0 +1,81 @@
+//! `ordo replay` and `ordo snapshot`: operator tools that run on the stores directly.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use ordo_domain::{JobState, ReplayJobs, ReplayRequest};
+
+use crate::config::{ReplayArgs, SnapshotArgs};
+use crate::{Stores, start_read_side};
+
+/// Runs one replay job in this process, drawing a progress bar on standard error.
+pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let request = match (&args.from, &args.aggregate) {
+        (Some(from), _) => ReplayRequest::From(
+            OffsetDateTime::parse(from, &Rfc3339)
+                .with_context(|| format!("--from {from:?} is not an RFC 3339 instant"))?,
+        ),
+        (None, Some(id)) => ReplayRequest::Order(
+            uuid::Uuid::try_parse(id)
+                .with_context(|| format!("--aggregate {id:?} is not an order id"))?,
+        ),
+        (None, None) => ReplayRequest::Full,
+    };
+    let stores = Stores::open(&args.stores).await?;
+    let read_side = start_read_side(&stores).await?;
+    let jobs = ReplayJobs::new(read_side.clone(), stores.service());
+    let job = jobs.start(request)?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events  {per_sec}  eta {eta}",
+        )
+        .context("progress template")?,
+    );
+    let outcome = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(status) = jobs.status(job) else {
+            bail!("the replay job vanished")
+        };
+        bar.set_length(status.events_total);
+        bar.set_position(status.events_done);
+        match status.state {
+            JobState::Running => {}
+            JobState::Done => break Ok(status),
+            JobState::Failed => break Err(status.error.unwrap_or_else(|| "unknown error".into())),
+        }
+    };
+    bar.finish();
+    read_side.shutdown().await;
+    match outcome {
+        Ok(status) => {
+            eprintln!(
+                "replayed {} events; read models: {}",
+                status.events_done,
+                read_side.generation()
+            );
+            Ok(())
+        }
+        Err(e) => bail!("replay failed: {e}"),
+    }
+}
+
+/// Takes a snapshot of one order and prints `{"orderId", "version"}`.
+pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
+    let id = uuid::Uuid::try_parse(&args.id)
+        .with_context(|| format!("{:?} is not an order id", args.id))?;
+    let stores = Stores::open(&args.stores).await?;
+    match stores.service().snapshot(id).await? {
+        Some(version) => {
+            println!(
+                "{}",
+                serde_json::json!({ "orderId": id, "version": version })
+            );
+            Ok(())
+        }
+        None => bail!("no order {id}"),
+    }
+}
