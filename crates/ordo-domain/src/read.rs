@@ -77,6 +77,17 @@ impl Default for ListQuery {
 }
 
 impl ListQuery {
+    /// True when nothing but (optionally) the status narrows the list: its total is then
+    /// a summary counter.
+    pub fn only_status_filter(&self) -> bool {
+        self.customer_email.is_none()
+            && self.min_total.is_none()
+            && self.max_total.is_none()
+            && self.created_from.is_none()
+            && self.created_to.is_none()
+            && self.search.is_none()
+    }
+
     pub fn offset(&self) -> u64 {
         u64::from(self.page.saturating_sub(1)) * u64::from(self.limit)
     }
@@ -204,8 +215,32 @@ pub trait ReadStoreProvider: Send + Sync + fmt::Debug + 'static {
     async fn create_generation(&self) -> Result<ReadGeneration, ReadStoreError>;
     /// Makes generation `id` the active one, durably.
     async fn activate(&self, id: &str) -> Result<(), ReadStoreError>;
-    /// Removes every generation except the active one; returns how many.
+    /// Removes every generation except the active one; returns how many. Call it only
+    /// while holding the [`RebuildLock`].
     async fn drop_inactive(&self) -> Result<u32, ReadStoreError>;
+    /// The id of the active generation as stored now: another process may have switched.
+    async fn active_id(&self) -> Result<String, ReadStoreError>;
+    /// The right, across every process on these read models, to create and drop
+    /// generations, held while the returned lock lives; `None` when another holds it.
+    async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError>;
+}
+
+/// Held by whoever may create and drop read-store generations; released when dropped.
+pub struct RebuildLock(
+    #[allow(dead_code, reason = "held for its Drop")] Box<dyn std::any::Any + Send + Sync>,
+);
+
+impl RebuildLock {
+    /// Wraps whatever releases the lock when dropped.
+    pub fn new(guard: impl std::any::Any + Send + Sync) -> Self {
+        Self(Box::new(guard))
+    }
+}
+
+impl fmt::Debug for RebuildLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RebuildLock")
+    }
 }
 
 /// The projection that keeps every order read model current: order view, summary, top

@@ -67,7 +67,15 @@ pub enum RebuildError {
     CatchUpTimeout,
     #[error("the read side is shutting down")]
     ShuttingDown,
+    #[error("another process is rebuilding these read models")]
+    Busy,
 }
+
+/// How often a process checks whether another one switched the active generation.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// How long the previous generation is kept after a switch: longer than [`FOLLOW_EVERY`],
+/// so other processes have moved off it, and than any query in flight.
+const DROP_AFTER: Duration = Duration::from_secs(10);
 
 /// The read side of a running service.
 #[derive(Debug)]
@@ -78,7 +86,9 @@ pub struct ReadSide {
     live: RwLock<(ReadGeneration, ProjectionHandle)>,
     running: Mutex<Option<Running>>,
     /// Held for the whole of a rebuild and of any generation clean-up.
-    rebuilding: Mutex<()>,
+    rebuilding: Arc<Mutex<()>>,
+    /// Stops the task that follows switches made by other processes.
+    stop_following: watch::Sender<bool>,
 }
 
 impl ReadSide {
@@ -89,25 +99,60 @@ impl ReadSide {
         provider: Arc<dyn ReadStoreProvider>,
         config: RunnerConfig,
     ) -> Result<Arc<Self>, ReadStoreError> {
-        let dropped = provider.drop_inactive().await?;
-        if dropped > 0 {
-            tracing::info!(
-                dropped,
-                "removed read-store generations left by an interrupted rebuild"
-            );
+        match provider.try_lock_rebuild().await? {
+            Some(_lock) => {
+                let dropped = provider.drop_inactive().await?;
+                if dropped > 0 {
+                    tracing::info!(
+                        dropped,
+                        "removed read-store generations left by an interrupted rebuild"
+                    );
+                }
+            }
+            None => tracing::info!(
+                "another process is rebuilding the read models; leaving its generation alone"
+            ),
         }
         let generation = provider.open_active().await?;
         tracing::info!(generation = %generation.id, "read models");
         let running = start_runner(&events, generation.clone(), &config);
+        let (stop_following, following) = watch::channel(false);
         let side = Arc::new(Self {
             live: RwLock::new((generation, running.handle.clone())),
             running: Mutex::new(Some(running)),
             events,
             provider,
             config,
-            rebuilding: Mutex::new(()),
+            rebuilding: Arc::new(Mutex::new(())),
+            stop_following,
         });
+        tokio::spawn(follow_switches(Arc::downgrade(&side), following));
         Ok(side)
+    }
+
+    /// When another process made another generation active, serve and project into it.
+    async fn follow_active(&self) -> Result<(), ReadStoreError> {
+        let Ok(_no_local_rebuild) = self.rebuilding.try_lock() else {
+            return Ok(());
+        };
+        let active = self.provider.active_id().await?;
+        if active == self.generation() {
+            return Ok(());
+        }
+        let generation = self.provider.open_active().await?;
+        let mut running = self.running.lock().await;
+        let Some(old) = running.take() else {
+            return Ok(()); // shutting down
+        };
+        old.stop().await;
+        let new = start_runner(&self.events, generation.clone(), &self.config);
+        {
+            let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+            *live = (generation.clone(), new.handle.clone());
+        }
+        *running = Some(new);
+        tracing::info!(generation = %generation.id, "followed a switch to rebuilt read models made by another process");
+        Ok(())
     }
 
     fn live(&self) -> (ReadGeneration, ProjectionHandle) {
@@ -153,6 +198,7 @@ impl ReadSide {
 
     /// Stops the projection between two batches.
     pub async fn shutdown(&self) {
+        let _ = self.stop_following.send(true);
         if let Some(running) = self.running.lock().await.take() {
             running.stop().await;
         }
@@ -165,7 +211,12 @@ impl ReadSide {
         &self,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(), RebuildError> {
-        let _one_at_a_time = self.rebuilding.lock().await;
+        let one_at_a_time = Arc::clone(&self.rebuilding).lock_owned().await;
+        let across_processes = self
+            .provider
+            .try_lock_rebuild()
+            .await?
+            .ok_or(RebuildError::Busy)?;
         let generation = self.provider.create_generation().await?;
         generation.store.reset().await?;
         tracing::info!(generation = %generation.id, "rebuilding read models beside the live ones");
@@ -243,14 +294,34 @@ impl ReadSide {
         drop(running);
         tracing::info!(from = %old_generation.id, to = %generation.id, "switched to the rebuilt read models");
         drop(old_generation);
-        // Queries in flight may still read the old generation for a moment.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        match self.provider.drop_inactive().await {
-            Ok(n) => tracing::info!(dropped = n, "removed the previous read models"),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not remove the previous read models; they are removed at the next start")
+        // Queries in flight, and other processes until they follow, may still read the
+        // old generation for a moment: drop it later, still holding both locks so that no
+        // other rebuild starts meanwhile.
+        let provider = Arc::clone(&self.provider);
+        tokio::spawn(async move {
+            tokio::time::sleep(DROP_AFTER).await;
+            match provider.drop_inactive().await {
+                Ok(n) => tracing::info!(dropped = n, "removed the previous read models"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not remove the previous read models; they are removed at the next start")
+                }
             }
-        }
+            drop(across_processes);
+            drop(one_at_a_time);
+        });
         Ok(())
+    }
+}
+
+async fn follow_switches(side: std::sync::Weak<ReadSide>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
+        }
+        let Some(side) = side.upgrade() else { return };
+        if let Err(e) = side.follow_active().await {
+            tracing::warn!(error = %e, "cannot check which read-store generation is active");
+        }
     }
 }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 use uuid::Uuid;
 
-use ordo_domain::{ReadGeneration, ReadStoreError, ReadStoreProvider};
+use ordo_domain::{ReadGeneration, ReadStoreError, ReadStoreProvider, RebuildLock};
 
 use crate::PgReadStore;
 use crate::db::{ConnectOptions, DbError, Migration, migrate};
@@ -22,6 +22,10 @@ use crate::read;
 /// `activate` and `drop_inactive`, so a generation is never dropped while it is being
 /// made active. "ordg" in ASCII.
 const GENERATION_LOCK: i32 = 0x6f72_6467;
+/// Key (with the schema's hash) of the session-level advisory lock a rebuild holds from
+/// start to end, across processes. "ordr" in ASCII. Distinct from `GENERATION_LOCK`, which
+/// the rebuilding process itself takes inside `activate`.
+const REBUILD_LOCK: i32 = 0x6f72_6472;
 /// Hex digits after `_g`: the random end of a UUID v7.
 const SUFFIX_DIGITS: usize = 12;
 /// PostgreSQL truncates identifiers longer than this (bytes).
@@ -160,8 +164,58 @@ impl PgReadStores {
     }
 }
 
+/// A session holding the rebuild advisory lock; dropping it closes the session, which
+/// releases the lock on the server (also when the process dies).
+struct RebuildSession {
+    _client: tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RebuildSession {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
 #[async_trait]
 impl ReadStoreProvider for PgReadStores {
+    async fn active_id(&self) -> Result<String, ReadStoreError> {
+        let client = self.pool.get().await.map_err(DbError::from)?;
+        PgReadStores::active_id(self, &client).await
+    }
+
+    async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError> {
+        // A dedicated session: a session-level lock on a pooled connection would outlive
+        // the rebuild.
+        let (client, connection) = self
+            .options
+            .pg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(DbError::from)?;
+        let connection = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "rebuild-lock session ended");
+            }
+        });
+        let row = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&REBUILD_LOCK, &self.options.schema],
+            )
+            .await
+            .map_err(DbError::from)?;
+        let session = RebuildSession {
+            _client: client,
+            connection,
+        };
+        if row.get::<_, bool>(0) {
+            Ok(Some(RebuildLock::new(session)))
+        } else {
+            Ok(None)
+        }
+    }
+
     async fn open_active(&self) -> Result<ReadGeneration, ReadStoreError> {
         let client = self.pool.get().await.map_err(DbError::from)?;
         let id = self.active_id(&client).await?;

@@ -571,8 +571,20 @@ impl OrderReadStore for PgReadStore {
         let offset_n = params.len();
         let s = &self.sql.s;
         let conditions = conditions.join(" AND ");
+        // With no filter but status, the summary's counters already hold the total: no
+        // query counts every order.
+        let total = if query.only_status_filter() {
+            match query.status {
+                Some(status) => format!("(SELECT {} FROM {s}.order_summary)", status.as_str()),
+                None => format!(
+                    "(SELECT pending + confirmed + processing + shipped + delivered + cancelled FROM {s}.order_summary)"
+                ),
+            }
+        } else {
+            format!("(SELECT count(*) FROM {s}.orders o WHERE {conditions})")
+        };
         let sql = format!(
-            "SELECT (SELECT count(*) FROM {s}.orders o WHERE {conditions}) AS total, p.doc
+            "SELECT {total} AS total, p.doc
              FROM (SELECT 1) AS one
              LEFT JOIN LATERAL (
                  SELECT o.doc::text AS doc, o.created_at, o.total_cents, o.order_id FROM {s}.orders o

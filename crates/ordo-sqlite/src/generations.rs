@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use ordo_domain::{ReadGeneration, ReadStoreError, ReadStoreProvider};
+use ordo_domain::{ReadGeneration, ReadStoreError, ReadStoreProvider, RebuildLock};
 
 use crate::SqliteReadStore;
 
@@ -165,6 +165,16 @@ impl ReadStoreProvider for SqliteReadStores {
         file.sync_all().map_err(io_error)?;
         std::fs::rename(&temporary, &pointer).map_err(io_error)?;
         sync_dir(&self.dir()).map_err(io_error)
+    }
+
+    async fn active_id(&self) -> Result<String, ReadStoreError> {
+        self.active_name()
+    }
+
+    /// The process lock taken at open already keeps every other process out.
+    async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError> {
+        self.lock()?;
+        Ok(Some(RebuildLock::new(())))
     }
 
     async fn drop_inactive(&self) -> Result<u32, ReadStoreError> {

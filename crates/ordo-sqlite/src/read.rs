@@ -346,8 +346,34 @@ fn store_checkpoint(
     Ok(())
 }
 
+/// The SQL of one page of a list, with its parameters (limit and offset bound too, so
+/// that the statement cache serves every page).
+fn page_sql(query: &ListQuery) -> (String, Vec<SqlValue>) {
+    let (from, filter, mut params) = list_filter(query);
+    let order = match query.sort {
+        Sort::CreatedAtDesc => "o.created_at DESC, o.order_id DESC",
+        Sort::CreatedAt => "o.created_at ASC, o.order_id ASC",
+        Sort::TotalAmount => "o.total_cents ASC, o.order_id ASC",
+        Sort::TotalAmountDesc => "o.total_cents DESC, o.order_id DESC",
+    };
+    params.push(SqlValue::Integer(i64::from(query.limit)));
+    params.push(SqlValue::Integer(
+        i64::try_from(query.offset()).unwrap_or(i64::MAX),
+    ));
+    let n = params.len();
+    let sql = format!(
+        "SELECT o.doc FROM {from} WHERE {filter} ORDER BY {order} LIMIT ?{} OFFSET ?{n}",
+        n - 1
+    );
+    (sql, params)
+}
+
 /// Builds the WHERE clause and parameters of a list query.
-fn list_filter(query: &ListQuery) -> (String, Vec<SqlValue>) {
+/// The FROM clause and the WHERE clause of a list query, with their parameters. A search
+/// of three or more characters starts from the trigram index (`CROSS JOIN` keeps SQLite
+/// from walking every order in sort order instead), and the small result is sorted after.
+fn list_filter(query: &ListQuery) -> (String, String, Vec<SqlValue>) {
+    let mut from = "orders o".to_string();
     let mut clauses = vec!["o.deleted = 0".to_string()];
     let mut params: Vec<SqlValue> = Vec::new();
     let mut push = |clause: &str, value: SqlValue| {
@@ -382,14 +408,12 @@ fn list_filter(query: &ListQuery) -> (String, Vec<SqlValue>) {
         // Terms of 3+ characters use the trigram index; shorter ones fall back to a scan.
         if term.chars().count() >= 3 {
             let phrase = format!("\"{}\"", term.replace('"', "\"\""));
-            push(
-                "o.rowid IN (SELECT rowid FROM orders_search WHERE orders_search MATCH ?)",
-                SqlValue::Text(phrase),
-            );
+            from = "orders_search s CROSS JOIN orders o ON o.rowid = s.rowid".to_string();
+            push("s.orders_search MATCH ?", SqlValue::Text(phrase));
         }
         push("instr(o.search_text, ?) > 0", SqlValue::Text(term.clone()));
     }
-    (clauses.join(" AND "), params)
+    (from, clauses.join(" AND "), params)
 }
 
 #[async_trait]
@@ -472,24 +496,25 @@ impl OrderReadStore for SqliteReadStore {
     async fn list(&self, query: &ListQuery) -> Result<OrderPage, ReadStoreError> {
         let query = query.clone();
         self.read(move |conn| {
-            let (filter, params) = list_filter(&query);
-            let order = match query.sort {
-                Sort::CreatedAtDesc => "o.created_at DESC, o.order_id DESC",
-                Sort::CreatedAt => "o.created_at ASC, o.order_id ASC",
-                Sort::TotalAmount => "o.total_cents ASC, o.order_id ASC",
-                Sort::TotalAmountDesc => "o.total_cents DESC, o.order_id DESC",
+            let (from, filter, params) = list_filter(&query);
+            // With no filter but status, the summary's counters already hold the total:
+            // no query counts every order.
+            let total: i64 = if query.only_status_filter() {
+                let (counts, _, _) = read_counters(conn)?;
+                match query.status {
+                    Some(status) => counts.get(status),
+                    None => counts.total(),
+                }
+            } else {
+                conn.prepare_cached(&format!("SELECT COUNT(*) FROM {from} WHERE {filter}"))?
+                    .query_row(params_from_iter(params.iter()), |r| r.get(0))?
             };
-            let total: i64 = conn
-                .prepare_cached(&format!("SELECT COUNT(*) FROM orders o WHERE {filter}"))?
-                .query_row(params_from_iter(params.iter()), |r| r.get(0))?;
-            let sql = format!(
-                "SELECT o.doc FROM orders o WHERE {filter} ORDER BY {order} LIMIT {} OFFSET {}",
-                query.limit,
-                query.offset()
-            );
+            let (sql, page_params) = page_sql(&query);
             let mut stmt = conn.prepare_cached(&sql)?;
             let docs = stmt
-                .query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(0))?
+                .query_map(params_from_iter(page_params.iter()), |r| {
+                    r.get::<_, String>(0)
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let orders = docs
                 .iter()
@@ -622,5 +647,84 @@ impl OrderReadStore for SqliteReadStore {
     async fn ping(&self) -> Result<(), ReadStoreError> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every list query's plan, as SQLite reports it.
+    fn plan(conn: &Connection, query: &ListQuery) -> String {
+        let (sql, params) = page_sql(query);
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let rows = stmt
+            .query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(3))
+            .expect("plan rows")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("plan");
+        rows.join("\n")
+    }
+
+    #[test]
+    fn list_queries_are_served_from_indexes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("read.db");
+        let mut conn = open_writer(&path, "NORMAL").expect("open");
+        migrate(&mut conn, SCHEMA).expect("schema");
+        conn.execute_batch("ANALYZE").expect("analyze");
+        let status = Some(ordo_domain::Status::Confirmed);
+        let cases = [
+            ListQuery::default(),
+            ListQuery {
+                sort: Sort::CreatedAt,
+                ..ListQuery::default()
+            },
+            ListQuery {
+                sort: Sort::TotalAmount,
+                ..ListQuery::default()
+            },
+            ListQuery {
+                sort: Sort::TotalAmountDesc,
+                ..ListQuery::default()
+            },
+            ListQuery {
+                status,
+                ..ListQuery::default()
+            },
+            ListQuery {
+                customer_email: Some("ada@example.com".into()),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                min_total: Some(Money::from_cents(100)),
+                sort: Sort::TotalAmount,
+                ..ListQuery::default()
+            },
+            ListQuery {
+                search: Some("engine".into()),
+                ..ListQuery::default()
+            },
+        ];
+        for query in cases {
+            let plan = plan(&conn, &query);
+            let first = plan.lines().next().unwrap_or("");
+            // A full scan of orders is "SCAN o" with no index; an index walked in sort
+            // order stops after one page.
+            assert!(
+                !plan
+                    .lines()
+                    .any(|l| l == "SCAN o" || (l.starts_with("SCAN o ") && !l.contains("USING"))),
+                "{query:?} scans every order:\n{plan}"
+            );
+            if query.search.is_some() {
+                assert!(
+                    first.starts_with("SCAN s VIRTUAL TABLE"),
+                    "search must start from the trigram index:\n{plan}"
+                );
+            }
+        }
     }
 }

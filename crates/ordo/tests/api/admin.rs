@@ -493,3 +493,65 @@ async fn the_old_format_fixture_projects_into_the_same_read_models_as_its_modern
         "stored events are never rewritten"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_process_on_the_same_read_models_follows_a_rebuild_or_is_refused() {
+    let first = TestApp::spawn().await;
+    let answer = first.create_order(&ada()).await;
+    // The first process has its read side running once it has answered a read.
+    assert_eq!(
+        first
+            .get_after("/api/v1/orders/summary", &answer.token)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let shared_reads = std::env::var("ORDO_TEST_READ_STORE").is_ok_and(|k| k == "postgres");
+    if !shared_reads {
+        // The embedded read models belong to one process: a second one is refused.
+        let stores = ordo::Stores::open(&first.args).await.expect("open stores");
+        let err = ordo::start_read_side(&stores)
+            .await
+            .expect_err("the read models are locked");
+        assert!(
+            format!("{err:#}").contains("another ordo process"),
+            "{err:#}"
+        );
+        return;
+    }
+    let second = TestApp::spawn_with(first.args.clone()).await;
+    let generation = |app: &TestApp| {
+        let request = app.admin(Method::GET, "/api/v1/admin/projections");
+        async move {
+            json_of(request.send().await.expect("request"), StatusCode::OK).await["projections"][0]
+                ["generation"]
+                .clone()
+        }
+    };
+    assert_eq!(generation(&first).await, generation(&second).await);
+    let job = start_job(&first, None).await;
+    assert_eq!(wait_for_job(&first, &job).await["state"], "done");
+    let rebuilt = generation(&first).await;
+    let mut followed = false;
+    for _ in 0..200 {
+        if generation(&second).await == rebuilt {
+            followed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        followed,
+        "the second process did not follow the switch to {rebuilt}"
+    );
+    // Both answer from the rebuilt read models, and both keep projecting.
+    let later = second.create_order(&ada()).await;
+    for app in [&first, &second] {
+        for token in [&answer.token, &later.token] {
+            let view = app.get_after("/api/v1/orders/summary", token).await;
+            assert_eq!(view.status(), StatusCode::OK);
+        }
+        let summary = json_of(app.get("/api/v1/orders/summary").await, StatusCode::OK).await;
+        assert_eq!(summary["totalOrders"], 2);
+    }
+}
