@@ -16,7 +16,7 @@ cargo test --workspace --all-features --locked
 
 # The same API tests on each store combination (the default run above used the embedded
 # stores): events x read models.
-for combination in postgres:postgres redis:sqlite redis-cluster:postgres sqlite:postgres; do
+for combination in postgres:postgres postgres:sqlite redis:sqlite redis-cluster:postgres sqlite:postgres; do
     events="${combination%%:*}"
     reads="${combination##*:}"
     echo "== API tests with events in $events, read models in $reads"

@@ -254,10 +254,23 @@ impl ReadSide {
             return Err(RebuildError::ShuttingDown);
         };
         let (old_generation, old_handle) = old.stop().await;
-        let stopped_at = old_handle
-            .status()
-            .checkpoint
-            .unwrap_or_else(|| origin.clone());
+        // What the old generation has committed, not what its runner last published: a
+        // runner stopped between a commit and its publication has committed more.
+        let stopped_at = match old_generation
+            .store
+            .load_checkpoint(OrderProjection::NAME)
+            .await
+        {
+            Ok(Some(stored)) => stored,
+            Ok(None) => origin.clone(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the live checkpoint; using the last published one");
+                old_handle
+                    .status()
+                    .checkpoint
+                    .unwrap_or_else(|| origin.clone())
+            }
+        };
         let mut caught_up = false;
         for _ in 0..600 {
             if building

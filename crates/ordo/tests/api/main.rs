@@ -3,6 +3,7 @@
 //! The same tests run on every store combination: see `helpers::store_args`.
 
 mod admin;
+mod cli;
 mod commands;
 mod concurrency;
 mod durability;
