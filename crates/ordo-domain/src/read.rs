@@ -117,10 +117,45 @@ pub struct ReadModelBatch {
     pub status_delta: [i64; 6],
     /// Change in revenue (live, not cancelled).
     pub revenue_delta: Money,
-    /// Customers whose top-customer row must be recomputed (lower-cased e-mails).
+    /// Customers whose top-customer row changes (lower-cased e-mails).
     pub customers: BTreeSet<String>,
+    /// Per customer: the change in counted orders (neither cancelled nor deleted) and in
+    /// their spend. The name (of the most recent counted order) is looked up by the store.
+    pub customer_deltas: std::collections::BTreeMap<String, (i64, Money)>,
     /// The latest occurredAt among the batch's events (the summary keeps the maximum).
     pub last_event_at: Option<OffsetDateTime>,
+}
+
+impl ReadModelBatch {
+    /// Accounts for one order going from `before` to `after`: summary counters and the
+    /// top-customer deltas.
+    pub fn record_change(&mut self, before: &ViewState, after: &ViewState) {
+        for (state, sign) in [(before, -1i64), (after, 1i64)] {
+            if let Some((status, revenue)) = summary_contribution(state) {
+                self.status_delta[status.index()] += sign;
+                self.revenue_delta = if sign > 0 {
+                    self.revenue_delta + revenue
+                } else {
+                    self.revenue_delta - revenue
+                };
+            }
+            if let Some(view) = state.live() {
+                self.customers.insert(view.customer_email.clone());
+                if view.counts_as_revenue() {
+                    let entry = self
+                        .customer_deltas
+                        .entry(view.customer_email.clone())
+                        .or_insert((0, Money::ZERO));
+                    entry.0 += sign;
+                    entry.1 = if sign > 0 {
+                        entry.1 + view.total_amount
+                    } else {
+                        entry.1 - view.total_amount
+                    };
+                }
+            }
+        }
+    }
 }
 
 /// Read-store failures.
@@ -291,23 +326,9 @@ impl OrderProjection {
                 &envelope.data,
             )
             .map_err(|e| ProjectionError::Failed(Box::new(e)))?;
-            let before = summary_contribution(&state);
-            if let Some(view) = state.live() {
-                batch.customers.insert(view.customer_email.clone());
-            }
+            let state_before_customer = state.clone();
             let after_state = state.evolve(envelope, order_id, &event);
-            let after = summary_contribution(&after_state);
-            if let Some(view) = after_state.live() {
-                batch.customers.insert(view.customer_email.clone());
-            }
-            if let Some((status, revenue)) = before {
-                batch.status_delta[status.index()] -= 1;
-                batch.revenue_delta = batch.revenue_delta - revenue;
-            }
-            if let Some((status, revenue)) = after {
-                batch.status_delta[status.index()] += 1;
-                batch.revenue_delta = batch.revenue_delta + revenue;
-            }
+            batch.record_change(&state_before_customer, &after_state);
             // The latest time seen, not the last applied: partitions are read in no fixed
             // order, and a replay must give the same answer as the live projection.
             batch.last_event_at = batch.last_event_at.max(Some(envelope.occurred_at));
@@ -338,19 +359,7 @@ impl OrderProjection {
             if before.version() > target.version() || before == target {
                 continue;
             }
-            for state in [&before, &target] {
-                if let Some(view) = state.live() {
-                    batch.customers.insert(view.customer_email.clone());
-                }
-            }
-            if let Some((status, revenue)) = summary_contribution(&before) {
-                batch.status_delta[status.index()] -= 1;
-                batch.revenue_delta = batch.revenue_delta - revenue;
-            }
-            if let Some((status, revenue)) = summary_contribution(&target) {
-                batch.status_delta[status.index()] += 1;
-                batch.revenue_delta = batch.revenue_delta + revenue;
-            }
+            batch.record_change(&before, &target);
             batch.views.push((id, target));
         }
         batch

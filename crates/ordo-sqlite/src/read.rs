@@ -240,18 +240,31 @@ fn apply_view(tx: &rusqlite::Transaction<'_>, id: Uuid, state: &ViewState) -> Re
     Ok(())
 }
 
-fn recompute_customer(tx: &rusqlite::Transaction<'_>, email: &str) -> Result<(), JobError> {
-    tx.prepare_cached("DELETE FROM customers WHERE customer_email = ?1")?
+/// Moves a customer's top-customer row by the batch's delta (O(1), whatever their number
+/// of orders) and refreshes its name from their most recent counted order (an index seek).
+fn apply_customer(
+    tx: &rusqlite::Transaction<'_>,
+    email: &str,
+    delta: Option<&(i64, Money)>,
+) -> Result<(), JobError> {
+    if let Some((count, spent)) = delta
+        && (*count != 0 || *spent != Money::ZERO)
+    {
+        tx.prepare_cached(
+            "INSERT INTO customers (customer_email, customer_name, order_count, total_cents) VALUES (?1, '', ?2, ?3)
+             ON CONFLICT (customer_email) DO UPDATE SET order_count = order_count + excluded.order_count,
+               total_cents = total_cents + excluded.total_cents",
+        )?
+        .execute(params![email, count, cents_i64(*spent)?])?;
+    }
+    tx.prepare_cached("DELETE FROM customers WHERE customer_email = ?1 AND order_count <= 0")?
         .execute([email])?;
     tx.prepare_cached(
-        "INSERT INTO customers (customer_email, customer_name, order_count, total_cents)
-         SELECT ?1,
-                (SELECT customer_name FROM orders
-                  WHERE customer_email = ?1 AND deleted = 0 AND status <> 'cancelled'
-                  ORDER BY created_at DESC, order_id DESC LIMIT 1),
-                COUNT(*), SUM(total_cents)
-           FROM orders WHERE customer_email = ?1 AND deleted = 0 AND status <> 'cancelled'
-         HAVING COUNT(*) > 0",
+        "UPDATE customers SET customer_name =
+           (SELECT customer_name FROM orders
+             WHERE customer_email = ?1 AND deleted = 0 AND status <> 'cancelled'
+             ORDER BY created_at DESC, order_id DESC LIMIT 1)
+         WHERE customer_email = ?1",
     )?
     .execute([email])?;
     Ok(())
@@ -471,7 +484,7 @@ impl OrderReadStore for SqliteReadStore {
                 apply_view(&tx, *id, state)?;
             }
             for email in &batch.customers {
-                recompute_customer(&tx, email)?;
+                apply_customer(&tx, email, batch.customer_deltas.get(email))?;
             }
             apply_summary(&tx, &batch)?;
             store_checkpoint(&tx, &projection, &to)?;
