@@ -90,6 +90,28 @@ fn outcome_label(result: &Result<CommandOutcome, CommandError>) -> &'static str 
     }
 }
 
+/// Runs a command, records its outcome and latency, and answers with `status`.
+async fn run(
+    state: &AppState,
+    name: &str,
+    status: StatusCode,
+    command: impl std::future::Future<Output = Result<CommandOutcome, CommandError>>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let result = command.await;
+    state
+        .metrics
+        .command(name, outcome_label(&result), started.elapsed());
+    Ok(answer(status, &result?))
+}
+
+/// A required JSON body.
+async fn required_json(headers: &HeaderMap, body: Body) -> Result<serde_json::Value, ApiError> {
+    json_body(headers, body, false)
+        .await?
+        .ok_or_else(|| ApiError::BadRequest("the request needs a JSON body".into()))
+}
+
 async fn create_order(
     State(state): State<AppState>,
     request_id: axum::Extension<RequestId>,
@@ -106,17 +128,16 @@ async fn create_order(
         }
     };
     let ctx = context(&headers, &request_id)?;
-    let value = json_body(&headers, body, false)
-        .await?
-        .ok_or_else(|| ApiError::BadRequest("the request needs a JSON body".into()))?;
+    let value = required_json(&headers, body).await?;
     let command = CreateOrder::parse(&value).map_err(|e| ApiError::Validation(e.0))?;
     let idempotency = key.map(|k| IdempotencyKey::new(k, &value));
-    let started = Instant::now();
-    let result = state.service.create(command, idempotency, ctx).await;
-    state
-        .metrics
-        .command("CreateOrder", outcome_label(&result), started.elapsed());
-    Ok(answer(StatusCode::CREATED, &result?))
+    run(
+        &state,
+        "CreateOrder",
+        StatusCode::CREATED,
+        state.service.create(command, idempotency, ctx),
+    )
+    .await
 }
 
 async fn update_status(
@@ -128,18 +149,15 @@ async fn update_status(
 ) -> Result<Response, ApiError> {
     let id = parse_order_id(&id)?;
     let ctx = context(&headers, &request_id)?;
-    let value = json_body(&headers, body, false)
-        .await?
-        .ok_or_else(|| ApiError::BadRequest("the request needs a JSON body".into()))?;
+    let value = required_json(&headers, body).await?;
     let status = parse_status_request(&value).map_err(|e| ApiError::Validation(e.0))?;
-    let started = Instant::now();
-    let result = state.service.update_status(id, status, ctx).await;
-    state.metrics.command(
+    run(
+        &state,
         "UpdateOrderStatus",
-        outcome_label(&result),
-        started.elapsed(),
-    );
-    Ok(answer(StatusCode::OK, &result?))
+        StatusCode::OK,
+        state.service.update_status(id, status, ctx),
+    )
+    .await
 }
 
 async fn cancel_order(
@@ -153,12 +171,13 @@ async fn cancel_order(
     let ctx = context(&headers, &request_id)?;
     let value = json_body(&headers, body, true).await?;
     let request = parse_cancel_request(value.as_ref()).map_err(|e| ApiError::Validation(e.0))?;
-    let started = Instant::now();
-    let result = state.service.cancel(id, request.reason, ctx).await;
-    state
-        .metrics
-        .command("CancelOrder", outcome_label(&result), started.elapsed());
-    Ok(answer(StatusCode::OK, &result?))
+    run(
+        &state,
+        "CancelOrder",
+        StatusCode::OK,
+        state.service.cancel(id, request.reason, ctx),
+    )
+    .await
 }
 
 async fn delete_order(
@@ -169,10 +188,11 @@ async fn delete_order(
 ) -> Result<Response, ApiError> {
     let id = parse_order_id(&id)?;
     let ctx = context(&headers, &request_id)?;
-    let started = Instant::now();
-    let result = state.service.delete(id, ctx).await;
-    state
-        .metrics
-        .command("DeleteOrder", outcome_label(&result), started.elapsed());
-    Ok(answer(StatusCode::OK, &result?))
+    run(
+        &state,
+        "DeleteOrder",
+        StatusCode::OK,
+        state.service.delete(id, ctx),
+    )
+    .await
 }

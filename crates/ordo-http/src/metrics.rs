@@ -83,76 +83,71 @@ impl Metrics {
     pub fn render(&self, projections: &[ProjectionGauges], replayed: u64) -> String {
         let inner = self.lock().clone_for_render();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP ordo_commands_total Commands handled, by command and outcome."
+        let commands = inner.commands.iter().map(|((command, outcome), n)| {
+            (
+                format!("command=\"{command}\",outcome=\"{outcome}\""),
+                n.to_string(),
+            )
+        });
+        family(
+            &mut out,
+            "ordo_commands_total",
+            "counter",
+            "Commands handled, by command and outcome.",
+            commands,
         );
-        let _ = writeln!(out, "# TYPE ordo_commands_total counter");
-        for ((command, outcome), n) in &inner.commands {
-            let _ = writeln!(
-                out,
-                "ordo_commands_total{{command=\"{command}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
         histogram(
             &mut out,
             "ordo_event_append_seconds",
             "Time to decide and durably append a command's events.",
             &inner.append,
         );
-        let _ = writeln!(
-            out,
-            "# HELP ordo_projection_position Events the projection has applied, per projection (sum of partition cursors)."
+        let per_projection = |value: fn(&ProjectionGauges) -> String| {
+            projections
+                .iter()
+                .map(move |p| (format!("projection=\"{}\"", p.name), value(p)))
+        };
+        family(
+            &mut out,
+            "ordo_projection_position",
+            "gauge",
+            "Events the projection has applied, per projection (sum of partition cursors).",
+            per_projection(|p| p.position.to_string()),
         );
-        let _ = writeln!(out, "# TYPE ordo_projection_position gauge");
-        for p in projections {
-            let _ = writeln!(
-                out,
-                "ordo_projection_position{{projection=\"{}\"}} {}",
-                p.name, p.position
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP ordo_projection_lag_seconds Age of the oldest event not yet projected (0 when caught up)."
+        family(
+            &mut out,
+            "ordo_projection_lag_seconds",
+            "gauge",
+            "Age of the oldest event not yet projected (0 when caught up).",
+            per_projection(|p| p.lag_seconds.to_string()),
         );
-        let _ = writeln!(out, "# TYPE ordo_projection_lag_seconds gauge");
-        for p in projections {
-            let _ = writeln!(
-                out,
-                "ordo_projection_lag_seconds{{projection=\"{}\"}} {}",
-                p.name, p.lag_seconds
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP ordo_projection_parked_events Poison events parked by this process, per projection."
+        family(
+            &mut out,
+            "ordo_projection_parked_events",
+            "gauge",
+            "Poison events parked by this process, per projection.",
+            per_projection(|p| p.parked.to_string()),
         );
-        let _ = writeln!(out, "# TYPE ordo_projection_parked_events gauge");
-        for p in projections {
-            let _ = writeln!(
-                out,
-                "ordo_projection_parked_events{{projection=\"{}\"}} {}",
-                p.name, p.parked
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP ordo_replay_events_total Events applied by replays."
+        family(
+            &mut out,
+            "ordo_replay_events_total",
+            "counter",
+            "Events applied by replays.",
+            std::iter::once((String::new(), replayed.to_string())),
         );
-        let _ = writeln!(out, "# TYPE ordo_replay_events_total counter");
-        let _ = writeln!(out, "ordo_replay_events_total {replayed}");
-        let _ = writeln!(
-            out,
-            "# HELP ordo_http_requests_total HTTP requests, by method, route and status."
+        let http = inner.http.iter().map(|((method, route, status), n)| {
+            (
+                format!("method=\"{method}\",route=\"{route}\",status=\"{status}\""),
+                n.to_string(),
+            )
+        });
+        family(
+            &mut out,
+            "ordo_http_requests_total",
+            "counter",
+            "HTTP requests, by method, route and status.",
+            http,
         );
-        let _ = writeln!(out, "# TYPE ordo_http_requests_total counter");
-        for ((method, route, status), n) in &inner.http {
-            let _ = writeln!(
-                out,
-                "ordo_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-            );
-        }
         histogram(
             &mut out,
             "ordo_http_request_seconds",
@@ -170,6 +165,25 @@ impl Inner {
             http: self.http.clone(),
             append: self.append.clone(),
             http_seconds: self.http_seconds.clone(),
+        }
+    }
+}
+
+/// One metric family: its HELP and TYPE lines, then a sample per (labels, value).
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl Iterator<Item = (String, String)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
         }
     }
 }
