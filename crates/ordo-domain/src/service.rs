@@ -206,9 +206,11 @@ impl OrderService {
             metadata.request_hash = Some(k.fingerprint.clone());
         }
         let stream = StreamId::new(order_id.to_string());
+        // A new id cannot exist yet: append without reading first (a repeated
+        // idempotency key conflicts and goes down the reading path).
         let result = self
             .executor
-            .execute(&stream, &metadata, |order: &Order, _version| {
+            .execute_new(&stream, &metadata, |order: &Order, _version| {
                 order
                     .handle(OrderCommand::Create(command.clone()))
                     .map_err(CommandError::Rule)

@@ -285,6 +285,56 @@ impl<A: Aggregate> CommandExecutor<A> {
         })
     }
 
+    /// Like [`execute`](Self::execute) for a stream that is expected not to exist yet
+    /// (a new id): decides on the empty state and appends with
+    /// [`ExpectedVersion::NoStream`] without reading anything first. If the stream does
+    /// exist, the conflict sends it down the normal path, which loads and decides again,
+    /// so the outcome is the same as `execute`'s, one read cheaper in the common case.
+    pub async fn execute_new<E, F>(
+        &self,
+        stream: &StreamId,
+        metadata: &Metadata,
+        mut decide: F,
+    ) -> Result<Committed, ExecuteError<E>>
+    where
+        E: std::error::Error + 'static,
+        F: FnMut(&A, u64) -> Result<Vec<A::Event>, E>,
+    {
+        let events = decide(&A::default(), 0).map_err(ExecuteError::Rejected)?;
+        match self
+            .store
+            .append(
+                stream,
+                ExpectedVersion::NoStream,
+                Self::new_events(&events, metadata),
+            )
+            .await
+        {
+            Ok(appended) => Ok(Committed {
+                version: appended.last_version,
+                position: appended.last_position(),
+            }),
+            Err(StoreError::Conflict { .. }) => self.execute(stream, metadata, decide).await,
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    fn new_events(events: &[A::Event], metadata: &Metadata) -> Vec<NewEvent> {
+        let now = now_micros();
+        events
+            .iter()
+            .map(|e| NewEvent {
+                event_id: Uuid::now_v7(),
+                aggregate_type: A::TYPE.to_string(),
+                event_type: e.event_type().to_string(),
+                schema_version: e.schema_version(),
+                occurred_at: now,
+                data: e.encode(),
+                metadata: metadata.clone(),
+            })
+            .collect()
+    }
+
     /// Runs `decide` on the current state and version and appends what it returns,
     /// expecting the version it was given. When another writer appended first, it loads
     /// again and calls `decide` again, so a decision is always made on the state it is
@@ -302,19 +352,7 @@ impl<A: Aggregate> CommandExecutor<A> {
         for attempt in 1..=self.max_attempts {
             let mut loaded = self.load(stream).await?;
             let events = decide(&loaded.state, loaded.version).map_err(ExecuteError::Rejected)?;
-            let now = now_micros();
-            let new_events = events
-                .iter()
-                .map(|e| NewEvent {
-                    event_id: Uuid::now_v7(),
-                    aggregate_type: A::TYPE.to_string(),
-                    event_type: e.event_type().to_string(),
-                    schema_version: e.schema_version(),
-                    occurred_at: now,
-                    data: e.encode(),
-                    metadata: metadata.clone(),
-                })
-                .collect();
+            let new_events = Self::new_events(&events, metadata);
             match self
                 .store
                 .append(stream, ExpectedVersion::Exact(loaded.version), new_events)
@@ -443,6 +481,41 @@ mod tests {
             .expect("save");
         let loaded = executor.load(&stream).await.expect("load");
         assert_eq!((loaded.state.0, loaded.version), (1004, 25));
+    }
+
+    #[tokio::test]
+    async fn execute_new_on_an_existing_stream_decides_on_its_real_state() {
+        let store = Arc::new(InMemoryStore::new());
+        let executor = CommandExecutor::<Counter>::new(store.clone());
+        let stream = StreamId::new("counter-new");
+        let seen = std::sync::Mutex::new(Vec::new());
+        let decide = |c: &Counter, v: u64| {
+            seen.lock().expect("lock").push((c.0, v));
+            c.handle(())
+        };
+        assert_eq!(
+            executor
+                .execute_new(&stream, &Metadata::default(), decide)
+                .await
+                .expect("new")
+                .version,
+            1
+        );
+        let decide = |c: &Counter, v: u64| {
+            seen.lock().expect("lock").push((c.0, v));
+            c.handle(())
+        };
+        assert_eq!(
+            executor
+                .execute_new(&stream, &Metadata::default(), decide)
+                .await
+                .expect("falls back")
+                .version,
+            2
+        );
+        // First call: one optimistic decision. Second: the optimistic one, then one on
+        // the real state after the conflict.
+        assert_eq!(*seen.lock().expect("lock"), vec![(0, 0), (0, 0), (1, 1)]);
     }
 
     #[tokio::test]
