@@ -136,7 +136,9 @@ impl Statements {
 /// returns the version found together with each inserted row. A failed guard inserts
 /// nothing and returns one row with NULL position; a concurrent append at the same
 /// version fails on UNIQUE (stream_id, version).
-pub(crate) fn append_sql(s: &str) -> String {
+/// ordo's append statement for schema `s` (quoted), exported so that benchmarks drive
+/// exactly what the store runs.
+pub fn append_sql(s: &str) -> String {
     format!(
         "WITH cur AS (
              SELECT coalesce(max(version), 0) AS v FROM {s}.events WHERE stream_id = $1::text

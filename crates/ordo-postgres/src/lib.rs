@@ -121,6 +121,6 @@ mod read;
 mod testdb;
 
 pub use db::DEFAULT_SCHEMA;
-pub use events::PgEventStore;
+pub use events::{PgEventStore, append_sql};
 pub use generations::PgReadStores;
 pub use read::PgReadStore;

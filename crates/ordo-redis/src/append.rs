@@ -25,6 +25,9 @@
 
 use redis::Script;
 
+/// The append script, exported so that benchmarks drive exactly what the store runs.
+pub const APPEND_SCRIPT: &str = SCRIPT;
+
 pub(crate) const SCRIPT: &str = r#"#!lua
 -- ordo-redis append.
 -- KEYS[1] aggregate stream, KEYS[2] partition log, KEYS[3] partition sequence counter.

@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 mod append;
+pub use append::APPEND_SCRIPT;
 mod codec;
 mod durability;
 mod keys;

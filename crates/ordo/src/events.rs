@@ -27,7 +27,10 @@ pub async fn print(
         // One order, no follow: its own stream, without scanning the log.
         let mut from = 1;
         loop {
-            let page = store.read_stream(stream, from, 1_000).await.context("reading the stream")?;
+            let page = store
+                .read_stream(stream, from, 1_000)
+                .await
+                .context("reading the stream")?;
             for event in &page {
                 print_one(&mut out, event)?;
             }

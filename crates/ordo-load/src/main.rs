@@ -1,0 +1,531 @@
+//! # ordo-load: the benchmark load tool
+//!
+//! Drives the real `ordo` binary over HTTP, per store, and compares each result with
+//! the physical floor measured in the same run on the same machine. `ordo-load all`
+//! runs everything and prints markdown tables for BENCHMARKS.md.
+//!
+//! ## Layout
+//!
+//! - [`env`]: per-store environments (data dir, PostgreSQL schema, Redis prefix, the
+//!   private durable Redis, the Redis Cluster) and the `ordo serve` flags for them.
+//! - [`server`]: the server under test as a child process (ready check, VmHWM, SIGTERM).
+//! - [`driver`]: the HTTP load: N keep-alive clients, the operation mix, lag probes.
+//! - [`mix`]: the weighted operation mix and a small RNG.
+//! - [`floors`]: the parse-only HTTP server, the fsync loop, the Redis and PostgreSQL
+//!   append loops.
+//! - [`replay`]: seeding N events and timing a full rebuild of the read models.
+//! - [`stats`] and [`report`]: percentiles and the markdown tables.
+
+mod driver;
+mod env;
+mod floors;
+mod mix;
+mod replay;
+mod report;
+mod server;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::driver::{LoadResult, LoadSpec};
+use crate::env::{Backends, StoreEnv, StoreKind};
+use crate::floors::FloorResult;
+use crate::mix::{CREATE_ONLY, DEFAULT_MIX, Mix};
+use crate::report::{BackendFloor, FloorRow, ReplayRow, Row};
+use crate::server::Server;
+
+/// ordo-load: benchmark ordo over its HTTP API against the physical floors.
+#[derive(Debug, Parser)]
+#[command(name = "ordo-load", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Every floor and every store, one table (the command BENCHMARKS.md names).
+    All(AllArgs),
+    /// One store: create-only, mixed, and mixed at half rate, with the HTTP and backend floors.
+    Run(RunArgs),
+    /// The parse-only HTTP floor alone.
+    FloorHttp(LoadArgs),
+    /// Seed N events through a store's API, then time a full rebuild of the read models.
+    Replay(ReplayArgs),
+    /// Internal: the parse-only HTTP server (`floor-http` starts it as a child process).
+    #[command(hide = true)]
+    ServeFloor {
+        #[arg(long)]
+        listen: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+struct LoadArgs {
+    /// Concurrent clients (each one request at a time, own keep-alive connection).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Measured seconds per load row.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Unmeasured seconds before each row.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Probe the projection lag after every n-th command of each client (0: never).
+    #[arg(long, default_value_t = 10)]
+    lag_every: u64,
+    /// The server binary (build it first: cargo build --release -p ordo).
+    #[arg(long, default_value = "target/release/ordo")]
+    ordo_bin: PathBuf,
+    #[command(flatten)]
+    backends: Backends,
+}
+
+#[derive(Debug, Clone, Args)]
+struct RunArgs {
+    #[arg(long, value_enum)]
+    store: StoreKind,
+    /// The mix of the "mixed" rows: NAME=WEIGHT,... of create, status, cancel, get, list,
+    /// summary, customer, search.
+    #[arg(long, default_value = DEFAULT_MIX)]
+    mix: String,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+struct AllArgs {
+    /// The stores to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = StoreKind::ALL)]
+    stores: Vec<StoreKind>,
+    #[arg(long, default_value = DEFAULT_MIX)]
+    mix: String,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ReplayArgs {
+    #[arg(long, value_enum)]
+    store: StoreKind,
+    /// Events to seed.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Then start the server on the seeded stores and run the mixed load for this many
+    /// seconds, reporting its peak RSS (0: skip).
+    #[arg(long, default_value_t = 0)]
+    then_load: u64,
+    /// Time limit of catch-up (past it, the rate so far is reported and the rebuild is
+    /// skipped) and of the rebuild, seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ordo-load: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Cmd::ServeFloor { listen } => floors::serve_floor(&listen).await.map(|()| true),
+            Cmd::All(args) => all(args).await,
+            Cmd::Run(args) => {
+                let mix = Mix::parse(&args.mix).map_err(anyhow::Error::msg)?;
+                all(AllArgs {
+                    stores: vec![args.store],
+                    mix: mix.to_string(),
+                    load: args.load,
+                })
+                .await
+            }
+            Cmd::FloorHttp(args) => {
+                let mut rows = vec![http_floor(&args).await?];
+                println!("{}", report::floor_table(&mut rows));
+                Ok(rows[0].result.errors == 0)
+            }
+            Cmd::Replay(args) => replay_cmd(args).await,
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("ordo-load: errors occurred (see the errors column)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("ordo-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn spec(args: &LoadArgs, base: &str, mix: &str, rate: Option<f64>) -> anyhow::Result<LoadSpec> {
+    Ok(LoadSpec {
+        base: base.to_string(),
+        concurrency: args.concurrency,
+        duration: Duration::from_secs(args.duration),
+        warmup: Duration::from_secs(args.warmup),
+        mix: Mix::parse(mix).map_err(anyhow::Error::msg)?,
+        lag_every: args.lag_every,
+        rate,
+        seed: 1,
+    })
+}
+
+fn load_to_floor(r: LoadResult) -> FloorResult {
+    FloorResult {
+        ops: r.commands,
+        elapsed: r.elapsed,
+        latency: r.command_latency,
+        errors: r.errors,
+        first_error: r.error_samples.into_iter().next(),
+    }
+}
+
+/// The parse-only HTTP floor: this binary's `serve-floor` as a child process, driven
+/// with creates only, by the same client code.
+async fn http_floor(args: &LoadArgs) -> anyhow::Result<FloorRow> {
+    let exe = std::env::current_exe().context("find this binary")?;
+    let log = std::env::temp_dir().join(format!("ordo-load-floor-{}.log", std::process::id()));
+    let server = Server::start(
+        &exe,
+        &["serve-floor".to_string()],
+        log.clone(),
+        Duration::from_secs(10),
+    )
+    .await?;
+    eprintln!(
+        "ordo-load: floor http (parse-only), {} clients",
+        args.concurrency
+    );
+    let mut spec = spec(args, &server.base, CREATE_ONLY, None)?;
+    spec.lag_every = 0;
+    let result = driver::drive(spec).await?;
+    server.stop().await?;
+    let _ = std::fs::remove_file(log);
+    for e in &result.error_samples {
+        eprintln!("ordo-load: floor http error: {e}");
+    }
+    Ok(FloorRow {
+        name: "HTTP parse-only (POST create)".into(),
+        concurrency: args.concurrency,
+        result: load_to_floor(result),
+    })
+}
+
+/// The backend floor of a store's environment.
+async fn backend_floor(
+    env: &StoreEnv,
+    args: &LoadArgs,
+) -> anyhow::Result<(FloorRow, BackendFloor)> {
+    let duration = Duration::from_secs(args.duration);
+    let c = args.concurrency;
+    let (name, result, conc) = match env.kind {
+        StoreKind::Sqlite => {
+            let dir = env.data_dir().to_path_buf();
+            let r =
+                tokio::task::spawn_blocking(move || floors::fsync_floor(&dir, duration)).await??;
+            (
+                "fsync: write 256 B + fdatasync, 1 writer, data dir".to_string(),
+                r,
+                1,
+            )
+        }
+        StoreKind::Postgres => {
+            let schema = format!("{}_floor", env.pg_prefix());
+            let r = floors::pg_floor(env.pg_base(), &schema, c, duration).await?;
+            (
+                "PostgreSQL: ordo's append statement, 1 event, new stream".to_string(),
+                r,
+                c,
+            )
+        }
+        StoreKind::Redis | StoreKind::RedisAof | StoreKind::RedisCluster => {
+            let prefix = format!("{}-floor", env.unique);
+            let r = floors::redis_floor(
+                &env.redis_floor_url(),
+                env.is_cluster(),
+                &prefix,
+                c,
+                duration,
+            )
+            .await?;
+            if env.kind != StoreKind::RedisAof
+                && let Err(e) = floors::redis_cleanup(env.redis_nodes(), &prefix).await
+            {
+                eprintln!("ordo-load: could not delete the floor's keys: {e:#}");
+            }
+            (
+                format!(
+                    "{}: EVALSHA ordo's append script, 1 event, new stream",
+                    env.kind.name()
+                ),
+                r,
+                c,
+            )
+        }
+    };
+    if let Some(e) = &result.first_error {
+        eprintln!(
+            "ordo-load: floor {name}: {} errors, first: {e}",
+            result.errors
+        );
+    }
+    let floor = match env.kind {
+        StoreKind::Sqlite => BackendFloor::Fsync(result.per_sec()),
+        _ => BackendFloor::Append(result.per_sec()),
+    };
+    Ok((
+        FloorRow {
+            name,
+            concurrency: conc,
+            result,
+        },
+        floor,
+    ))
+}
+
+fn print_errors(store: &str, load: &str, r: &LoadResult) {
+    if r.errors > 0 {
+        eprintln!(
+            "ordo-load: {store} {load}: {} errors; the first ones:",
+            r.errors
+        );
+        for e in &r.error_samples {
+            eprintln!("  {e}");
+        }
+    }
+}
+
+/// The three rows of one store, on one server process.
+async fn run_store(
+    kind: StoreKind,
+    mix: &str,
+    args: &LoadArgs,
+    http: Option<f64>,
+    floor_rows: &mut Vec<FloorRow>,
+) -> anyhow::Result<Vec<Row>> {
+    let env = StoreEnv::create(kind, &args.backends).await?;
+    let result = run_store_in(&env, mix, args, http, floor_rows).await;
+    env.cleanup().await;
+    result
+}
+
+async fn run_store_in(
+    env: &StoreEnv,
+    mix: &str,
+    args: &LoadArgs,
+    http: Option<f64>,
+    floor_rows: &mut Vec<FloorRow>,
+) -> anyhow::Result<Vec<Row>> {
+    let kind = env.kind;
+    let store = format!("{} (reads: {})", kind.name(), env.read_store_name());
+    eprintln!("ordo-load: {store}: backend floor");
+    let (floor_row, floor) = backend_floor(env, args).await?;
+    floor_rows.push(floor_row);
+
+    let server = Server::start(
+        &args.ordo_bin,
+        &env.server_args(),
+        env.data_dir().join("ordo.log"),
+        Duration::from_secs(60),
+    )
+    .await
+    .with_context(|| format!("start {} on {}", args.ordo_bin.display(), kind.name()))?;
+    let mut rows = Vec::new();
+    let run = async |load: &str, mix: &str, rate: Option<f64>| -> anyhow::Result<Row> {
+        eprintln!("ordo-load: {store}: {load}");
+        let result = driver::drive(spec(args, &server.base, mix, rate)?).await?;
+        print_errors(&store, load, &result);
+        eprintln!(
+            "ordo-load: {store}: {load}: {:.0} commands/s, {:.0} queries/s, {} lag samples, {} errors",
+            result.commands_per_sec(),
+            result.queries_per_sec(),
+            result.lag.len(),
+            result.errors
+        );
+        let create_only = Mix::parse(mix)
+            .map_err(anyhow::Error::msg)?
+            .is_create_only();
+        Ok(Row {
+            store: store.clone(),
+            load: load.to_string(),
+            concurrency: args.concurrency,
+            peak_rss: server.peak_rss(),
+            http_floor: if create_only { http } else { None },
+            backend_floor: create_only.then(|| floor.clone()),
+            result,
+        })
+    };
+    let outcome = async {
+        rows.push(run("create", CREATE_ONLY, None).await?);
+        let mixed = run("mixed", mix, None).await?;
+        let half = 0.5 * (mixed.result.commands + mixed.result.queries) as f64
+            / mixed.result.elapsed.as_secs_f64().max(1e-9);
+        rows.push(mixed);
+        rows.push(run("mixed @ 50% rate", mix, Some(half)).await?);
+        anyhow::Ok(())
+    }
+    .await;
+    let stopped = server.stop().await;
+    outcome?;
+    stopped?;
+    Ok(rows)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let source = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    format!(
+        "{cores} cores, {cpu}, Linux {}; git describe at run time: {source}",
+        kernel.trim()
+    )
+}
+
+/// The 1-minute load average: other work on the machine shows here.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+async fn all(args: AllArgs) -> anyhow::Result<bool> {
+    Mix::parse(&args.mix).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        args.load.ordo_bin.exists(),
+        "{} not found: build it first (cargo build --release -p ordo) or pass --ordo-bin",
+        args.load.ordo_bin.display()
+    );
+    let started = Instant::now();
+    let load_before = loadavg();
+    let mut floor_rows = vec![http_floor(&args.load).await?];
+    let http = Some(floor_rows[0].result.per_sec());
+    let mut rows = Vec::new();
+    for kind in &args.stores {
+        rows.extend(run_store(*kind, &args.mix, &args.load, http, &mut floor_rows).await?);
+    }
+    let ok = rows.iter().all(|r| r.result.errors == 0)
+        && floor_rows.iter().all(|f| f.result.errors == 0);
+    println!(
+        "\nordo-load: {}; {} clients, {} s measured per row after {} s warm-up; mixed = {}; lag probed every {} commands per client; {:.0} s in all; load average (1 min) {} before, {} after\n",
+        machine(),
+        args.load.concurrency,
+        args.load.duration,
+        args.load.warmup,
+        args.mix,
+        args.load.lag_every,
+        started.elapsed().as_secs_f64(),
+        load_before,
+        loadavg()
+    );
+    println!("{}", report::floor_table(&mut floor_rows));
+    println!("{}", report::load_table(&mut rows));
+    Ok(ok)
+}
+
+async fn replay_cmd(args: ReplayArgs) -> anyhow::Result<bool> {
+    let env = StoreEnv::create(args.store, &args.load.backends).await?;
+    let result = replay_in(&env, &args).await;
+    env.cleanup().await;
+    let row = result?;
+    let ok = row.loaded_rss.is_none_or(|(_, _, errors)| errors == 0);
+    println!("\nordo-load: {}\n", machine());
+    println!("{}", report::replay_table(&[row]));
+    Ok(ok)
+}
+
+async fn replay_in(env: &StoreEnv, args: &ReplayArgs) -> anyhow::Result<ReplayRow> {
+    let (events, reads) = env.open().await?;
+    eprintln!(
+        "ordo-load: seeding {} events into {}",
+        args.events,
+        env.kind.name()
+    );
+    let t = Instant::now();
+    let seeded = replay::seed(std::sync::Arc::clone(&events), args.events, 7).await?;
+    let seed_time = t.elapsed();
+    eprintln!(
+        "ordo-load: seeded {seeded} events in {:.1} s",
+        seed_time.as_secs_f64()
+    );
+    let measured =
+        replay::measure(events, reads, seeded, Duration::from_secs(args.timeout)).await?;
+    let mut loaded_rss = None;
+    if args.then_load > 0 {
+        eprintln!(
+            "ordo-load: catch-up {:.0} events/s, rebuild {:?}",
+            measured.catch_up.0 as f64 / measured.catch_up.1.as_secs_f64().max(1e-9),
+            measured.rebuild
+        );
+        // The read side above has been shut down, but its clean-up task keeps the embedded
+        // read models locked for a few seconds more: retry the start a few times.
+        let mut attempt = 0;
+        let server = loop {
+            attempt += 1;
+            match Server::start(
+                &args.load.ordo_bin,
+                &env.server_args(),
+                env.data_dir().join("ordo.log"),
+                Duration::from_secs(300),
+            )
+            .await
+            {
+                Ok(server) => break server,
+                Err(e) if attempt < 10 => {
+                    eprintln!("ordo-load: the server did not start yet ({e:#}); retrying in 3 s");
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut load = args.load.clone();
+        load.duration = args.then_load;
+        eprintln!("ordo-load: mixed load on {} stored events", seeded);
+        let r = driver::drive(spec(&load, &server.base, DEFAULT_MIX, None)?).await?;
+        print_errors(env.kind.name(), "mixed after replay", &r);
+        let rss = server.peak_rss().unwrap_or(0);
+        server.stop().await?;
+        loaded_rss = Some((rss, r.commands_per_sec(), r.errors));
+    }
+    Ok(ReplayRow {
+        store: env.kind.name().to_string(),
+        read_store: env.read_store_name().to_string(),
+        events: measured.events,
+        seed_time,
+        catch_up: measured.catch_up,
+        rebuild: measured.rebuild,
+        loaded_rss,
+    })
+}

@@ -1,0 +1,274 @@
+//! The results as markdown tables, ready to paste into BENCHMARKS.md.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::driver::LoadResult;
+use crate::floors::FloorResult;
+use crate::stats::{fmt_ms, fmt_rate, fmt_ratio};
+
+/// One load run against the real server.
+#[derive(Debug)]
+pub struct Row {
+    pub store: String,
+    pub load: String,
+    pub concurrency: usize,
+    pub result: LoadResult,
+    /// VmHWM of the server after this row (bytes).
+    pub peak_rss: Option<u64>,
+    /// The HTTP floor's creates/s, for create-only rows.
+    pub http_floor: Option<f64>,
+    /// The backend floor, for create-only rows.
+    pub backend_floor: Option<BackendFloor>,
+}
+
+/// What a create-only row is compared with on its store's side.
+#[derive(Clone, Debug)]
+pub enum BackendFloor {
+    /// Single-writer write+fdatasync rounds per second: the row shows creates per fsync.
+    Fsync(f64),
+    /// The backend's own append at full speed (ops/s): the row shows a percentage.
+    Append(f64),
+}
+
+impl BackendFloor {
+    pub fn describe(&self, creates_per_sec: f64) -> String {
+        match self {
+            BackendFloor::Fsync(f) if *f > 0.0 => format!("{:.1}x fsync/s", creates_per_sec / f),
+            BackendFloor::Fsync(_) => "-".into(),
+            BackendFloor::Append(a) => fmt_ratio(creates_per_sec, Some(*a)),
+        }
+    }
+}
+
+/// One floor measurement.
+#[derive(Debug)]
+pub struct FloorRow {
+    pub name: String,
+    pub concurrency: usize,
+    pub result: FloorResult,
+}
+
+/// A replay measurement.
+#[derive(Debug)]
+pub struct ReplayRow {
+    pub store: String,
+    pub read_store: String,
+    pub events: u64,
+    pub seed_time: Duration,
+    /// Events applied and the time taken (fewer than `events`: the time limit hit).
+    pub catch_up: (u64, Duration),
+    pub rebuild: Option<Duration>,
+    /// Peak RSS of a server on these stores after a full-speed mixed load (bytes), and
+    /// its command rate.
+    pub loaded_rss: Option<(u64, f64, u64)>,
+}
+
+fn mb(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| {
+        format!("{:.0}", b as f64 / (1024.0 * 1024.0))
+    })
+}
+
+fn per_sec(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+pub fn load_table(rows: &mut [Row]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| store | load | conc | commands/s | queries/s | cmd p50 / p99 / p99.9 ms | query p50 / p99 / p99.9 ms | lag p50 / p99 ms | peak RSS MB | errors | vs HTTP floor | vs backend floor |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in rows.iter_mut() {
+        let r = &mut row.result;
+        let cps = r.commands_per_sec();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} | {} / {} | {} | {} | {} | {} |",
+            row.store,
+            row.load,
+            row.concurrency,
+            fmt_rate(cps),
+            fmt_rate(r.queries_per_sec()),
+            fmt_ms(r.command_latency.percentile(50.0)),
+            fmt_ms(r.command_latency.percentile(99.0)),
+            fmt_ms(r.command_latency.percentile(99.9)),
+            fmt_ms(r.query_latency.percentile(50.0)),
+            fmt_ms(r.query_latency.percentile(99.0)),
+            fmt_ms(r.query_latency.percentile(99.9)),
+            fmt_ms(r.lag.percentile(50.0)),
+            fmt_ms(r.lag.percentile(99.0)),
+            mb(row.peak_rss),
+            r.errors,
+            fmt_ratio(cps, row.http_floor),
+            row.backend_floor
+                .as_ref()
+                .map_or("-".into(), |f| f.describe(cps)),
+        );
+    }
+    out
+}
+
+pub fn floor_table(rows: &mut [FloorRow]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| floor | conc | ops/s | p50 / p99 / p99.9 ms | errors |\n|---|---:|---:|---:|---:|\n",
+    );
+    for row in rows.iter_mut() {
+        let r = &mut row.result;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} / {} / {} | {} |",
+            row.name,
+            row.concurrency,
+            fmt_rate(r.per_sec()),
+            fmt_ms(r.latency.percentile(50.0)),
+            fmt_ms(r.latency.percentile(99.0)),
+            fmt_ms(r.latency.percentile(99.9)),
+            r.errors,
+        );
+    }
+    out
+}
+
+pub fn replay_table(rows: &[ReplayRow]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| events store | read store | events | seeding events/s | catch-up events/s | rebuild events/s | server peak RSS MB after mixed load (cmd/s, errors) |\n\
+         |---|---|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let loaded = r.loaded_rss.map_or("-".into(), |(rss, cps, errors)| {
+            format!(
+                "{} ({} cmd/s, {errors} errors)",
+                mb(Some(rss)),
+                fmt_rate(cps)
+            )
+        });
+        let (applied, took) = r.catch_up;
+        let catch_up = if applied >= r.events {
+            fmt_rate(per_sec(applied, took))
+        } else {
+            format!(
+                "{} (time limit: {} of {} applied in {:.0} s)",
+                fmt_rate(per_sec(applied, took)),
+                fmt_rate(applied as f64),
+                fmt_rate(r.events as f64),
+                took.as_secs_f64()
+            )
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.store,
+            r.read_store,
+            fmt_rate(r.events as f64),
+            fmt_rate(per_sec(r.events, r.seed_time)),
+            catch_up,
+            r.rebuild
+                .map_or("- (skipped)".into(), |d| fmt_rate(per_sec(r.events, d))),
+            loaded,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(commands: u64, queries: u64, secs: u64) -> LoadResult {
+        let mut r = LoadResult {
+            elapsed: Duration::from_secs(secs),
+            commands,
+            queries,
+            ..LoadResult::default()
+        };
+        for ms in 1..=100 {
+            r.command_latency.record(Duration::from_millis(ms));
+            r.lag.record(Duration::from_micros(ms * 100));
+        }
+        r
+    }
+
+    #[test]
+    fn a_create_row_shows_rates_percentiles_and_both_ratios() {
+        let mut rows = vec![Row {
+            store: "sqlite".into(),
+            load: "create".into(),
+            concurrency: 16,
+            result: result(20_000, 0, 10),
+            peak_rss: Some(50 * 1024 * 1024),
+            http_floor: Some(8000.0),
+            backend_floor: Some(BackendFloor::Fsync(400.0)),
+        }];
+        let table = load_table(&mut rows);
+        let line = table.lines().nth(2).expect("one row");
+        assert_eq!(
+            line,
+            "| sqlite | create | 16 | 2,000 | 0.0 | 50.0 / 99.0 / 100 | - / - / - | 5.00 / 9.90 | 50 | 0 | 25% | 5.0x fsync/s |"
+        );
+        // Header and separator have as many columns as the row.
+        let cols = |l: &str| l.matches('|').count();
+        for l in table.lines() {
+            assert_eq!(cols(l), cols(line), "{l}");
+        }
+    }
+
+    #[test]
+    fn an_append_floor_is_a_percentage() {
+        assert_eq!(BackendFloor::Append(1000.0).describe(700.0), "70%");
+        assert_eq!(BackendFloor::Fsync(0.0).describe(700.0), "-");
+    }
+
+    #[test]
+    fn floor_and_replay_tables() {
+        let mut f = FloorResult {
+            ops: 1000,
+            elapsed: Duration::from_secs(2),
+            ..FloorResult::default()
+        };
+        f.latency.record(Duration::from_millis(2));
+        let mut rows = vec![FloorRow {
+            name: "http parse-only".into(),
+            concurrency: 16,
+            result: f,
+        }];
+        let t = floor_table(&mut rows);
+        assert!(
+            t.contains("| http parse-only | 16 | 500 | 2.00 / 2.00 / 2.00 | 0 |"),
+            "{t}"
+        );
+
+        let t = replay_table(&[ReplayRow {
+            store: "sqlite".into(),
+            read_store: "sqlite".into(),
+            events: 1_000_000,
+            seed_time: Duration::from_secs(50),
+            catch_up: (1_000_000, Duration::from_secs(5)),
+            rebuild: Some(Duration::from_secs(4)),
+            loaded_rss: Some((60 * 1024 * 1024, 1234.0, 0)),
+        }]);
+        assert!(
+            t.contains("| sqlite | sqlite | 1,000,000 | 20,000 | 200,000 | 250,000 | 60 (1,234 cmd/s, 0 errors) |"),
+            "{t}"
+        );
+
+        let t = replay_table(&[ReplayRow {
+            store: "postgres".into(),
+            read_store: "postgres".into(),
+            events: 1_000_000,
+            seed_time: Duration::from_secs(50),
+            catch_up: (300_000, Duration::from_secs(100)),
+            rebuild: None,
+            loaded_rss: None,
+        }]);
+        assert!(
+            t.contains(
+                "| 3,000 (time limit: 300,000 of 1,000,000 applied in 100 s) | - (skipped) | - |"
+            ),
+            "{t}"
+        );
+    }
+}
