@@ -225,23 +225,29 @@ impl ReadSide {
         let building = start_runner(&self.events, generation.clone(), &self.config);
         progress(0, total);
 
-        // Catch up while the live generation keeps serving.
+        // Catch up while the live generation keeps serving. Counting what remains can
+        // be costly on some stores, so the total is refreshed every couple of seconds;
+        // catching up is judged against the live projection's checkpoint.
+        let mut polls: u64 = 0;
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
+            polls += 1;
             let status = building.handle.status();
             let Some(checkpoint) = status.checkpoint.clone() else {
                 continue;
             };
-            let remaining = self.events.count_after(&checkpoint).await?;
-            total = total.max(status.events_applied + status.events_parked + remaining);
-            progress(status.events_applied + status.events_parked, total);
+            let done = status.events_applied + status.events_parked;
+            if polls.is_multiple_of(20) {
+                total = total.max(done + self.events.count_after(&checkpoint).await?);
+            }
+            progress(done, total.max(done));
             let live = self
                 .live()
                 .1
                 .status()
                 .checkpoint
                 .unwrap_or_else(|| origin.clone());
-            if remaining < 100 && checkpoint.is_at_or_past(&live) {
+            if checkpoint.is_at_or_past(&live) {
                 break;
             }
         }

@@ -116,7 +116,7 @@ pub struct RunnerConfig {
 impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
-            batch_size: 500,
+            batch_size: 1_000,
             idle_wait: Duration::from_secs(1),
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(10),

@@ -119,7 +119,9 @@ struct Statements {
     load_views: String,
     upsert_orders: String,
     update_summary: String,
-    recompute_customers: String,
+    move_customers: String,
+    drop_customers: String,
+    name_customers: String,
     get: String,
     summary: String,
     top_customers: String,
@@ -162,25 +164,26 @@ impl Statements {
                      cancelled = cancelled + $6, revenue_cents = revenue_cents + $7::text::numeric,
                      last_updated = greatest($8::timestamptz, last_updated)"
             ),
-            // Count and sum over each customer's live, non-cancelled orders; the name
-            // comes from the most recent of them (created_at, then order id). A customer
-            // left with none loses its row.
-            recompute_customers: format!(
-                "WITH agg AS (
-                     SELECT o.customer_email AS email, count(*) AS n, sum(o.total_cents) AS spent,
-                            (array_agg(o.customer_name ORDER BY o.created_at DESC, o.order_id DESC))[1] AS name
-                     FROM {s}.orders o
-                     WHERE o.customer_email = ANY($1::text[]) AND NOT o.deleted AND o.status <> 'cancelled'
-                     GROUP BY o.customer_email
-                 ), gone AS (
-                     DELETE FROM {s}.top_customers t
-                     WHERE t.customer_email = ANY($1::text[])
-                       AND NOT EXISTS (SELECT 1 FROM agg WHERE agg.email = t.customer_email)
-                 )
-                 INSERT INTO {s}.top_customers (customer_email, customer_name, order_count, total_spent_cents)
-                 SELECT email, name, n, spent FROM agg
-                 ON CONFLICT (customer_email) DO UPDATE SET customer_name = excluded.customer_name,
-                     order_count = excluded.order_count, total_spent_cents = excluded.total_spent_cents"
+            // Each batch moves a customer's count and spend by its deltas (O(1), whatever
+            // their number of orders), drops customers left with none, and refreshes the
+            // name from their most recent counted order (an index seek).
+            move_customers: format!(
+                "INSERT INTO {s}.top_customers AS t (customer_email, customer_name, order_count, total_spent_cents)
+                 SELECT d.email, '', d.n, d.spent::numeric
+                 FROM unnest($1::text[], $2::int8[], $3::text[]) AS d(email, n, spent)
+                 WHERE d.n <> 0 OR d.spent::numeric <> 0
+                 ON CONFLICT (customer_email) DO UPDATE SET order_count = t.order_count + excluded.order_count,
+                     total_spent_cents = t.total_spent_cents + excluded.total_spent_cents"
+            ),
+            drop_customers: format!(
+                "DELETE FROM {s}.top_customers WHERE customer_email = ANY($1::text[]) AND order_count <= 0"
+            ),
+            name_customers: format!(
+                "UPDATE {s}.top_customers t SET customer_name = (
+                     SELECT o.customer_name FROM {s}.orders o
+                     WHERE o.customer_email = t.customer_email AND NOT o.deleted AND o.status <> 'cancelled'
+                     ORDER BY o.created_at DESC, o.order_id DESC LIMIT 1)
+                 WHERE t.customer_email = ANY($1::text[])"
             ),
             get: format!("SELECT doc::text FROM {s}.orders WHERE order_id = $1 AND NOT deleted"),
             summary: format!(
@@ -462,6 +465,14 @@ impl OrderReadStore for PgReadStore {
             }
         }
         let customers: Vec<&str> = batch.customers.iter().map(String::as_str).collect();
+        let (counts, spent): (Vec<i64>, Vec<String>) = batch
+            .customers
+            .iter()
+            .map(|email| match batch.customer_deltas.get(email) {
+                Some((n, money)) => (*n, money.cents().to_string()),
+                None => (0, "0".to_string()),
+            })
+            .unzip();
 
         let mut client = self.pool.get().await.map_err(DbError::from)?;
         let tx = client.transaction().await.map_err(DbError::from)?;
@@ -510,7 +521,9 @@ impl OrderReadStore for PgReadStore {
             .await?;
         }
         if !customers.is_empty() {
-            run(&tx, &sql.recompute_customers, &[&customers]).await?;
+            run(&tx, &sql.move_customers, &[&customers, &counts, &spent]).await?;
+            run(&tx, &sql.drop_customers, &[&customers]).await?;
+            run(&tx, &sql.name_customers, &[&customers]).await?;
         }
         tx.commit().await.map_err(DbError::from)?;
         Ok(())

@@ -53,7 +53,12 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// Opens the read-write connection with WAL and the given `synchronous` level.
-pub(crate) fn open_writer(path: &Path, synchronous: &str) -> rusqlite::Result<Connection> {
+/// The page cache is `cache_mib` MiB: the default 2 MiB makes large batches re-read pages.
+pub(crate) fn open_writer(
+    path: &Path,
+    synchronous: &str,
+    cache_mib: i64,
+) -> rusqlite::Result<Connection> {
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
@@ -69,5 +74,7 @@ pub(crate) fn open_writer(path: &Path, synchronous: &str) -> rusqlite::Result<Co
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "cache_size", -cache_mib * 1024)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }

@@ -128,7 +128,7 @@ impl SqliteReadStore {
     /// Opens (creating if needed) the read store in the file at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ReadStoreError> {
         let path = path.as_ref().to_path_buf();
-        let mut conn = open_writer(&path, "NORMAL").map_err(unavailable)?;
+        let mut conn = open_writer(&path, "NORMAL", 32).map_err(unavailable)?;
         migrate(&mut conn, SCHEMA).map_err(unavailable)?;
         Ok(Self {
             readers: Arc::new(ReadPool::new(&path)),
@@ -685,7 +685,7 @@ mod tests {
     fn list_queries_are_served_from_indexes() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("read.db");
-        let mut conn = open_writer(&path, "NORMAL").expect("open");
+        let mut conn = open_writer(&path, "NORMAL", 32).expect("open");
         migrate(&mut conn, SCHEMA).expect("schema");
         conn.execute_batch("ANALYZE").expect("analyze");
         let status = Some(ordo_domain::Status::Confirmed);
