@@ -108,8 +108,10 @@ ordo_redis_cluster() {
         return 0
     fi
     command -v redis-server >/dev/null 2>&1 || _apt_install redis-server || return 1
-    # Cluster bus ports are the data ports + 10000, so data ports must stay below 55536.
-    local base=47000
+    # Cluster bus ports are the data ports + 10000. Keep both below the kernel's
+    # ephemeral range (32768-60999 on Linux), where an outgoing connection may already
+    # hold the port: data ports 20001-20003, bus ports 30001-30003.
+    local base=20000
     "$_ordo_root/scripts/redis-cluster.sh" start "$_ordo_servers/redis-cluster" "$base" >&2 \
         || _die "could not start the test Redis Cluster (scripts/redis-cluster.sh)" || return 1
     export ORDO_TEST_REDIS_CLUSTER_URL="redis+cluster://127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"

@@ -71,7 +71,7 @@ pub struct Backends {
     pub cluster_script: PathBuf,
     #[arg(long, default_value = "/tmp/ordo-bench-cluster")]
     pub cluster_dir: PathBuf,
-    #[arg(long, default_value_t = 48000)]
+    #[arg(long, default_value_t = 21000)]
     pub cluster_base_port: u16,
     /// Parent of the temporary data dirs (must be on the disk to measure, not tmpfs).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
