@@ -11,6 +11,24 @@ ordo_redis
 ordo_redis_cluster
 
 export RUST_BACKTRACE=1
+
+# Every schema and key prefix the API tests create is named t_<run>_<uuid>; remove this
+# run's when it ends, whatever the outcome, so the shared servers do not fill up.
+ORDO_TEST_RUN="r$(od -An -N4 -tx1 /dev/urandom | tr -d " \n")"
+export ORDO_TEST_RUN
+cleanup() {
+    local schemas
+    schemas=$(psql "$ORDO_TEST_POSTGRES_URL" -qAtc \
+        "select nspname from pg_namespace where nspname like 't\\_${ORDO_TEST_RUN}\\_%'" 2>/dev/null || true)
+    for schema in $schemas; do
+        psql "$ORDO_TEST_POSTGRES_URL" -qAtc "drop schema if exists \"$schema\" cascade" >/dev/null 2>&1 || true
+    done
+    for pattern in "t_${ORDO_TEST_RUN}_*" "t-${ORDO_TEST_RUN}-*"; do
+        redis-cli -u "$ORDO_TEST_REDIS_URL" --scan --pattern "$pattern" 2>/dev/null \
+            | xargs -r -n 500 redis-cli -u "$ORDO_TEST_REDIS_URL" del >/dev/null 2>&1 || true
+    done
+}
+trap cleanup EXIT
 echo "== all crates (embedded store, conformance suites, PostgreSQL and Redis stores)"
 cargo test --workspace --all-features --locked
 

@@ -75,8 +75,14 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// `t-<run>-<uuid>`: the run id (`ORDO_TEST_RUN`, set by scripts/test.sh) lets the test
+/// command delete exactly this run's keys when it ends.
 fn unique_prefix() -> String {
-    format!("t-{}", Uuid::now_v7())
+    let run = std::env::var("ORDO_TEST_RUN")
+        .ok()
+        .filter(|r| !r.is_empty() && r.len() <= 12 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| "x".into());
+    format!("t-{run}-{}", Uuid::now_v7())
 }
 
 async fn connect_with(target: Target, params: &str) -> RedisEventStore {

@@ -13,10 +13,21 @@ use ordo::{Settings, StoreArgs, Stores};
 /// its own isolated namespace per test.
 pub fn store_args(dir: &std::path::Path) -> StoreArgs {
     let mut args = StoreArgs::embedded(dir);
-    let isolation = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let isolation = isolation_name();
     args.event_store = backend_url("ORDO_TEST_EVENT_STORE", &isolation);
     args.read_store = backend_url("ORDO_TEST_READ_STORE", &isolation);
     args
+}
+
+/// A schema name / key prefix of its own for one test: `t_<run>_<uuid>`, where the run id
+/// (`ORDO_TEST_RUN`, set by scripts/test.sh) lets the script remove exactly this run's
+/// schemas and keys when it ends.
+fn isolation_name() -> String {
+    let run = std::env::var("ORDO_TEST_RUN")
+        .ok()
+        .filter(|r| !r.is_empty() && r.len() <= 12 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| "x".into());
+    format!("t_{run}_{}", uuid::Uuid::now_v7().simple())
 }
 
 pub fn backend_url(var: &str, isolation: &str) -> Option<String> {
@@ -47,7 +58,7 @@ pub fn backend_url(var: &str, isolation: &str) -> Option<String> {
 /// The same event store as `args`, with a new, empty read store.
 pub fn with_fresh_read_store(args: &StoreArgs) -> StoreArgs {
     let mut fresh = args.clone();
-    let isolation = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let isolation = isolation_name();
     fresh.read_store = backend_url("ORDO_TEST_READ_STORE", &isolation).or_else(|| {
         Some(format!(
             "sqlite://{}",
