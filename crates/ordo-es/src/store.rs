@@ -91,6 +91,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The contract's answer to an append of no events.
+    pub fn empty_append() -> Self {
+        StoreError::Invalid("an append needs at least one event".into())
+    }
+
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::Conflict { .. })
     }

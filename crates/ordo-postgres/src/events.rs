@@ -313,9 +313,7 @@ impl EventStore for PgEventStore {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         if events.is_empty() {
-            return Err(StoreError::Invalid(
-                "an append needs at least one event".into(),
-            ));
+            return Err(StoreError::empty_append());
         }
         let expected_param =
             match expected.as_number() {

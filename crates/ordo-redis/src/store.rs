@@ -169,9 +169,7 @@ impl EventStore for RedisEventStore {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         if events.is_empty() {
-            return Err(StoreError::Invalid(
-                "an append needs at least one event".into(),
-            ));
+            return Err(StoreError::empty_append());
         }
         let partition = partition_of(stream.as_str(), self.url.partitions);
         let prefix = &self.url.prefix;

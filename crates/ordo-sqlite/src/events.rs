@@ -258,9 +258,7 @@ fn append_one(
     job: &AppendJob,
 ) -> rusqlite::Result<Result<Appended, StoreError>> {
     if job.events.is_empty() {
-        return Ok(Err(StoreError::Invalid(
-            "an append needs at least one event".into(),
-        )));
+        return Ok(Err(StoreError::empty_append()));
     }
     let current: u64 = conn
         .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")?
