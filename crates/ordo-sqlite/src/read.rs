@@ -162,6 +162,30 @@ impl SqliteReadStore {
         .map_err(|e| ReadStoreError::Other(Box::new(e)))?
     }
 
+    /// Runs `change` in one transaction that also moves the checkpoint of `projection`
+    /// from `from` to `to`, with compare-and-set: nothing changes when the stored
+    /// checkpoint is not `from` ([`ReadStoreError::CheckpointMoved`]).
+    async fn moving_checkpoint(
+        &self,
+        projection: &str,
+        from: &Checkpoint,
+        to: &Checkpoint,
+        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), JobError> + Send + 'static,
+    ) -> Result<(), ReadStoreError> {
+        let projection = projection.to_string();
+        let from = from.clone();
+        let to = to.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            check_checkpoint(&tx, &projection, &from)?;
+            change(&tx)?;
+            store_checkpoint(&tx, &projection, &to)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, JobError> + Send + 'static,
@@ -474,22 +498,14 @@ impl OrderReadStore for SqliteReadStore {
         from: &Checkpoint,
         to: &Checkpoint,
     ) -> Result<(), ReadStoreError> {
-        let projection = projection.to_string();
-        let from = from.clone();
-        let to = to.clone();
-        self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            check_checkpoint(&tx, &projection, &from)?;
+        self.moving_checkpoint(projection, from, to, move |tx| {
             for (id, state) in &batch.views {
-                apply_view(&tx, *id, state)?;
+                apply_view(tx, *id, state)?;
             }
             for email in &batch.customers {
-                apply_customer(&tx, email, batch.customer_deltas.get(email))?;
+                apply_customer(tx, email, batch.customer_deltas.get(email))?;
             }
-            apply_summary(&tx, &batch)?;
-            store_checkpoint(&tx, &projection, &to)?;
-            tx.commit()?;
-            Ok(())
+            apply_summary(tx, &batch)
         })
         .await
     }
@@ -593,18 +609,14 @@ impl OrderReadStore for SqliteReadStore {
         from: &Checkpoint,
         to: &Checkpoint,
     ) -> Result<(), ReadStoreError> {
-        let projection = projection.to_string();
-        let from = from.clone();
-        let to = to.clone();
-        self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            check_checkpoint(&tx, &projection, &from)?;
+        let name = projection.to_string();
+        self.moving_checkpoint(projection, from, to, move |tx| {
             tx.prepare_cached(
                 "INSERT INTO parked_events (projection, position, event_id, stream_id, version, event_type, error, parked_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
-                projection,
+                name,
                 parked.position,
                 parked.event_id.to_string(),
                 parked.stream_id,
@@ -613,8 +625,6 @@ impl OrderReadStore for SqliteReadStore {
                 parked.error,
                 micros(parked.parked_at)
             ])?;
-            store_checkpoint(&tx, &projection, &to)?;
-            tx.commit()?;
             Ok(())
         })
         .await
