@@ -1,7 +1,7 @@
 //! The read side: the read-store contract, query shapes, and the projection that keeps
 //! the read models current.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -200,6 +200,22 @@ pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
     /// Drops every read model and checkpoint (before a full rebuild).
     async fn reset(&self) -> Result<(), ReadStoreError>;
 
+    /// Prepares an empty store that serves no queries (a generation being rebuilt) to be
+    /// filled by its projection in large batches: the store may defer what only queries
+    /// need (the search index) and per-commit durability until
+    /// [`finish_bulk`](OrderReadStore::finish_bulk). Stores without such shortcuts do
+    /// nothing.
+    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
+        Ok(())
+    }
+
+    /// Builds what [`begin_bulk`](OrderReadStore::begin_bulk) deferred and makes every
+    /// committed batch durable, in one step between two batches; afterwards the store
+    /// takes batches as usual and can serve queries. Does nothing when not in bulk mode.
+    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
+        Ok(())
+    }
+
     /// Records `parked` (an event the projection cannot apply) and moves the checkpoint
     /// of `projection` from `from` to `to` past it, in one transaction, with the same
     /// compare-and-set as [`commit`](OrderReadStore::commit).
@@ -300,6 +316,7 @@ impl OrderProjection {
     ) -> Result<ReadModelBatch, ProjectionError> {
         let mut batch = ReadModelBatch::default();
         let mut touched = Vec::new();
+        let mut seen = HashSet::new();
         for envelope in events {
             if envelope.aggregate_type != <Order as ordo_es::Aggregate>::TYPE {
                 continue;
@@ -332,7 +349,7 @@ impl OrderProjection {
             // The latest time seen, not the last applied: partitions are read in no fixed
             // order, and a replay must give the same answer as the live projection.
             batch.last_event_at = batch.last_event_at.max(Some(envelope.occurred_at));
-            if !touched.contains(&order_id) {
+            if seen.insert(order_id) {
                 touched.push(order_id);
             }
             states.insert(order_id, after_state);
@@ -405,10 +422,11 @@ impl Projection for OrderProjection {
         to: &Checkpoint,
     ) -> Result<(), ProjectionError> {
         let mut ids: Vec<Uuid> = Vec::new();
+        let mut seen = HashSet::new();
         for envelope in events {
             if envelope.aggregate_type == <Order as ordo_es::Aggregate>::TYPE {
                 let id = parse_order_id(envelope)?;
-                if !ids.contains(&id) {
+                if seen.insert(id) {
                     ids.push(id);
                 }
             }

@@ -219,6 +219,8 @@ impl ReadSide {
             .ok_or(RebuildError::Busy)?;
         let generation = self.provider.create_generation().await?;
         generation.store.reset().await?;
+        // Nothing queries the new generation until the switch: let it load in bulk.
+        generation.store.begin_bulk().await?;
         tracing::info!(generation = %generation.id, "rebuilding read models beside the live ones");
         let origin = Checkpoint::origin(self.events.partitions());
         let mut total = self.events.count_after(&origin).await?;
@@ -251,6 +253,13 @@ impl ReadSide {
                 break;
             }
         }
+        // Caught up: build what the bulk load deferred before anything queries it.
+        let finishing = std::time::Instant::now();
+        if let Err(e) = generation.store.finish_bulk().await {
+            let _ = building.stop().await;
+            return Err(e.into());
+        }
+        tracing::info!(generation = %generation.id, elapsed_ms = finishing.elapsed().as_millis() as u64, "finished the bulk load");
 
         // Switch: stop the live runner, let the new one reach where it stopped (so no
         // consistency token goes backwards), then serve from the new generation.

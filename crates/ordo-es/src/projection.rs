@@ -101,8 +101,13 @@ pub struct ProjectionStatus {
 /// Tuning knobs of the runner.
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
-    /// Events per batch (one read-model transaction each).
+    /// Events per batch (one read-model transaction each) when following the log.
     pub batch_size: usize,
+    /// Events per batch while catching up: once a read comes back full (the projection
+    /// is behind), batches grow to this size, so that an order with several events in the
+    /// backlog is written once instead of once per event, and each transaction's fixed
+    /// cost is shared by many more events. Back to `batch_size` once caught up.
+    pub catch_up_batch_size: usize,
     /// The longest wait for new events before re-checking (also the poll interval that
     /// picks up checkpoints moved by other processes).
     pub idle_wait: Duration,
@@ -117,6 +122,7 @@ impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
             batch_size: 1_000,
+            catch_up_batch_size: 10_000,
             idle_wait: Duration::from_secs(1),
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(10),
@@ -241,12 +247,35 @@ impl ProjectionRunner {
             .await?
             .unwrap_or_else(|| Checkpoint::origin(partitions));
         self.publish(&checkpoint, None, 0);
+        let mut size = self.config.batch_size;
+        // The next batch, read while the current one was being applied.
+        let mut read_ahead: Option<Vec<RecordedEvent>> = None;
         loop {
-            let batch = self
-                .store
-                .read_all(&checkpoint, self.config.batch_size)
-                .await
-                .map_err(|e| ProjectionError::Unavailable(Box::new(e)))?;
+            let batch = match read_ahead.take() {
+                Some(batch) => batch,
+                None => self.read(&checkpoint, size).await?,
+            };
+            // A full batch means the projection is behind: catch up in larger batches,
+            // reading the next one while this one is applied (the read and the write run
+            // on different threads and, for servers, different machines).
+            let behind = batch.len() >= size;
+            size = if behind {
+                self.config.catch_up_batch_size.max(self.config.batch_size)
+            } else {
+                self.config.batch_size
+            };
+            if behind {
+                let to = advanced(&checkpoint, &batch);
+                let (applied, next) =
+                    tokio::join!(self.apply_or_park(&batch, checkpoint), self.read(&to, size));
+                checkpoint = applied?;
+                // Applying always ends past the whole batch (events that fail are parked);
+                // the read-ahead is used only when it starts exactly there.
+                if checkpoint == to {
+                    read_ahead = Some(next?);
+                }
+                continue;
+            }
             if batch.is_empty() {
                 self.store
                     .wait_for_events(&checkpoint, self.config.idle_wait)
@@ -265,6 +294,17 @@ impl ProjectionRunner {
             }
             checkpoint = self.apply_or_park(&batch, checkpoint).await?;
         }
+    }
+
+    async fn read(
+        &self,
+        after: &Checkpoint,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, ProjectionError> {
+        self.store
+            .read_all(after, limit)
+            .await
+            .map_err(|e| ProjectionError::Unavailable(Box::new(e)))
     }
 
     /// Applies `batch`, retrying failures with backoff. When it keeps failing, applies its
@@ -504,6 +544,8 @@ mod tests {
     fn config() -> RunnerConfig {
         RunnerConfig {
             batch_size: 7,
+            // Catch-up batches (with read-ahead) of another size than live ones.
+            catch_up_batch_size: 11,
             idle_wait: Duration::from_millis(20),
             min_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(5),

@@ -295,6 +295,32 @@ impl StoreEnv {
         Ok((events, reads))
     }
 
+    /// An event store of this environment's kind, on the same servers, in a namespace of
+    /// its own (a file, a schema, a key prefix), for measuring ordo's append without the
+    /// server: nothing the server later reads. The Redis key prefix comes back for
+    /// clean-up.
+    pub async fn open_scratch_events(&self) -> anyhow::Result<(Arc<dyn EventStore>, String)> {
+        let prefix = format!("{}-append", self.unique);
+        let store: Arc<dyn EventStore> = match self.kind {
+            StoreKind::Sqlite => Arc::new(ordo_sqlite::SqliteEventStore::open(
+                self.dir.path().join("append-bench.db"),
+            )?),
+            StoreKind::Postgres => {
+                let url = with_param(
+                    &self.pg_base,
+                    "schema",
+                    &format!("{}_append", self.pg_prefix()),
+                );
+                Arc::new(ordo_postgres::PgEventStore::connect(&url).await?)
+            }
+            StoreKind::Redis | StoreKind::RedisAof | StoreKind::RedisCluster => {
+                let url = with_param(&self.redis_floor_url(), "prefix", &prefix);
+                Arc::new(ordo_redis::RedisEventStore::connect(&url).await?)
+            }
+        };
+        Ok((store, prefix))
+    }
+
     /// Removes what the environment created outside its data dir.
     pub async fn cleanup(&self) {
         if matches!(self.kind, StoreKind::Postgres | StoreKind::RedisCluster)

@@ -6,12 +6,16 @@
 //!   without storing anything, driven by the same client code at the same concurrency.
 //! - fsync: one writer appending 256 bytes to a file in the data dir and calling
 //!   fdatasync, in a loop: what one fsync per command would allow.
-//! - Redis: EVALSHA of ordo's append script (copied from crates/ordo-redis/src/append.rs)
+//! - Redis: EVALSHA of ordo's append script (`ordo_redis::APPEND_SCRIPT`, the very text)
 //!   with the arguments ordo sends (8 field pairs per event, a new stream each time), from
 //!   N tasks sharing one multiplexed connection (as ordo does), at full speed.
-//! - PostgreSQL: ordo's single-statement append (copied from
-//!   crates/ordo-postgres/src/events.rs) in a tight loop on N connections, each with a
+//! - PostgreSQL: ordo's single-statement append (`ordo_postgres::append_sql`, the very
+//!   statement) in a tight loop on N connections, each with a
 //!   new stream, in a scratch schema.
+//!
+//! Beside each backend floor, [`store_append`] measures ordo's own append through the
+//! store crate (in this process, no HTTP, no projection) at the same concurrency: what
+//! the store itself adds to the backend's append.
 
 use std::io::Write;
 use std::path::Path;
@@ -180,6 +184,60 @@ fn seq_key(prefix: &str, partition: u32) -> String {
 
 /// EVALSHA of the append script at full speed from `concurrency` tasks over one
 /// multiplexed connection (a cluster connection for `redis+cluster://` seeds).
+/// ordo's own append through the store crate, in this process, without HTTP: N tasks
+/// each appending one OrderCreated (as the command side decides it) to a new stream with
+/// `NoStream`, as `OrderService` creates an order. The figure the backend floors are for:
+/// what the store adds to the backend's own append.
+pub async fn store_append(
+    store: Arc<dyn ordo_es::EventStore>,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<FloorResult> {
+    let mut rng = Rng::new(11);
+    let created: Arc<Vec<ordo_domain::OrderEvent>> = Arc::new(
+        (0..1000)
+            .filter_map(|_| crate::replay::order_history(&mut rng).into_iter().next())
+            .collect(),
+    );
+    let start = Instant::now();
+    let end = start + duration;
+    let mut handles = Vec::new();
+    for t in 0..concurrency {
+        let store = Arc::clone(&store);
+        let created = Arc::clone(&created);
+        handles.push(tokio::spawn(async move {
+            let mut out = FloorResult::default();
+            let mut i = t;
+            while Instant::now() < end && out.ops < 10_000_000 {
+                let event = crate::replay::new_event(&created[i % created.len()]);
+                i += concurrency;
+                let stream = ordo_es::StreamId::new(Uuid::now_v7().to_string());
+                let t0 = Instant::now();
+                match store
+                    .append(&stream, ordo_es::ExpectedVersion::NoStream, vec![event])
+                    .await
+                {
+                    Ok(_) => {
+                        out.latency.record(t0.elapsed());
+                        out.ops += 1;
+                    }
+                    Err(e) => {
+                        out.errors += 1;
+                        out.first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            out
+        }));
+    }
+    let mut result = FloorResult::default();
+    for h in handles {
+        result.merge(h.await?);
+    }
+    result.elapsed = start.elapsed();
+    Ok(result)
+}
+
 pub async fn redis_floor(
     url: &str,
     cluster: bool,

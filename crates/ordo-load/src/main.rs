@@ -36,7 +36,7 @@ use crate::driver::{LoadResult, LoadSpec};
 use crate::env::{Backends, StoreEnv, StoreKind};
 use crate::floors::FloorResult;
 use crate::mix::{CREATE_ONLY, DEFAULT_MIX, Mix};
-use crate::report::{BackendFloor, FloorRow, ReplayRow, Row};
+use crate::report::{AppendRow, BackendFloor, FloorRow, ReplayRow, Row};
 use crate::server::Server;
 
 /// ordo-load: benchmark ordo over its HTTP API against the physical floors.
@@ -130,6 +130,14 @@ struct ReplayArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The store crates' own logs (warnings; set RUST_LOG=info for the rebuild's steps).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -228,6 +236,36 @@ async fn http_floor(args: &LoadArgs) -> anyhow::Result<FloorRow> {
     })
 }
 
+/// ordo's append through the store crate in this process, beside the backend floor.
+async fn store_append(
+    env: &StoreEnv,
+    args: &LoadArgs,
+    floor: BackendFloor,
+) -> anyhow::Result<AppendRow> {
+    let (events, prefix) = env.open_scratch_events().await?;
+    let result =
+        floors::store_append(events, args.concurrency, Duration::from_secs(args.duration)).await;
+    if matches!(env.kind, StoreKind::Redis | StoreKind::RedisCluster)
+        && let Err(e) = floors::redis_cleanup(env.redis_nodes(), &prefix).await
+    {
+        eprintln!("ordo-load: could not delete the store append's keys: {e:#}");
+    }
+    let result = result?;
+    if let Some(e) = &result.first_error {
+        eprintln!(
+            "ordo-load: {} store append: {} errors, first: {e}",
+            env.kind.name(),
+            result.errors
+        );
+    }
+    Ok(AppendRow {
+        store: env.kind.name().to_string(),
+        concurrency: args.concurrency,
+        result,
+        floor,
+    })
+}
+
 /// The backend floor of a store's environment.
 async fn backend_floor(
     env: &StoreEnv,
@@ -319,9 +357,10 @@ async fn run_store(
     args: &LoadArgs,
     http: Option<f64>,
     floor_rows: &mut Vec<FloorRow>,
+    append_rows: &mut Vec<AppendRow>,
 ) -> anyhow::Result<Vec<Row>> {
     let env = StoreEnv::create(kind, &args.backends).await?;
-    let result = run_store_in(&env, mix, args, http, floor_rows).await;
+    let result = run_store_in(&env, mix, args, http, floor_rows, append_rows).await;
     env.cleanup().await;
     result
 }
@@ -332,12 +371,15 @@ async fn run_store_in(
     args: &LoadArgs,
     http: Option<f64>,
     floor_rows: &mut Vec<FloorRow>,
+    append_rows: &mut Vec<AppendRow>,
 ) -> anyhow::Result<Vec<Row>> {
     let kind = env.kind;
     let store = format!("{} (reads: {})", kind.name(), env.read_store_name());
     eprintln!("ordo-load: {store}: backend floor");
     let (floor_row, floor) = backend_floor(env, args).await?;
     floor_rows.push(floor_row);
+    eprintln!("ordo-load: {store}: store append");
+    append_rows.push(store_append(env, args, floor.clone()).await?);
 
     let server = Server::start(
         &args.ordo_bin,
@@ -433,11 +475,23 @@ async fn all(args: AllArgs) -> anyhow::Result<bool> {
     let mut floor_rows = vec![http_floor(&args.load).await?];
     let http = Some(floor_rows[0].result.per_sec());
     let mut rows = Vec::new();
+    let mut append_rows = Vec::new();
     for kind in &args.stores {
-        rows.extend(run_store(*kind, &args.mix, &args.load, http, &mut floor_rows).await?);
+        rows.extend(
+            run_store(
+                *kind,
+                &args.mix,
+                &args.load,
+                http,
+                &mut floor_rows,
+                &mut append_rows,
+            )
+            .await?,
+        );
     }
     let ok = rows.iter().all(|r| r.result.errors == 0)
-        && floor_rows.iter().all(|f| f.result.errors == 0);
+        && floor_rows.iter().all(|f| f.result.errors == 0)
+        && append_rows.iter().all(|a| a.result.errors == 0);
     println!(
         "\nordo-load: {}; {} clients, {} s measured per row after {} s warm-up; mixed = {}; lag probed every {} commands per client; {:.0} s in all; load average (1 min) {} before, {} after\n",
         machine(),
@@ -451,6 +505,7 @@ async fn all(args: AllArgs) -> anyhow::Result<bool> {
         loadavg()
     );
     println!("{}", report::floor_table(&mut floor_rows));
+    println!("{}", report::append_table(&mut append_rows));
     println!("{}", report::load_table(&mut rows));
     Ok(ok)
 }

@@ -64,7 +64,7 @@ pub fn order_history(rng: &mut Rng) -> Vec<OrderEvent> {
     events
 }
 
-fn new_event(e: &OrderEvent) -> NewEvent {
+pub fn new_event(e: &OrderEvent) -> NewEvent {
     NewEvent {
         event_id: Uuid::now_v7(),
         aggregate_type: Order::TYPE.to_string(),

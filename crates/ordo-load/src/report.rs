@@ -132,6 +132,39 @@ pub fn floor_table(rows: &mut [FloorRow]) -> String {
     out
 }
 
+/// ordo's store append measured in-process, with its ratio to the backend floor.
+#[derive(Debug)]
+pub struct AppendRow {
+    pub store: String,
+    pub concurrency: usize,
+    pub result: FloorResult,
+    pub floor: BackendFloor,
+}
+
+pub fn append_table(rows: &mut [AppendRow]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| store append (in-process, no HTTP) | conc | appends/s | p50 / p99 / p99.9 ms | errors | vs backend floor |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for row in rows.iter_mut() {
+        let r = &mut row.result;
+        let rate = r.per_sec();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} / {} / {} | {} | {} |",
+            row.store,
+            row.concurrency,
+            fmt_rate(rate),
+            fmt_ms(r.latency.percentile(50.0)),
+            fmt_ms(r.latency.percentile(99.0)),
+            fmt_ms(r.latency.percentile(99.9)),
+            r.errors,
+            row.floor.describe(rate),
+        );
+    }
+    out
+}
+
 pub fn replay_table(rows: &[ReplayRow]) -> String {
     let mut out = String::new();
     out.push_str(

@@ -3,6 +3,7 @@
 //! transaction together with its checkpoint (compare-and-set).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
@@ -225,6 +226,17 @@ pub struct PgReadStore {
     pool: Pool,
     schema: String,
     sql: Statements,
+    /// `Some` in bulk mode (see [`OrderReadStore::begin_bulk`]): the definitions of the
+    /// secondary indexes dropped for the load. Commits then skip the top-customer names
+    /// and do not wait for their WAL flush; `finish_bulk` recreates the indexes, names
+    /// every customer and commits synchronously.
+    bulk: Arc<std::sync::Mutex<Option<Vec<String>>>>,
+}
+
+fn bulk_state(
+    m: &std::sync::Mutex<Option<Vec<String>>>,
+) -> std::sync::MutexGuard<'_, Option<Vec<String>>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl PgReadStore {
@@ -246,6 +258,7 @@ impl PgReadStore {
             pool,
             sql: Statements::new(&options.qualified()),
             schema: options.schema,
+            bulk: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -474,9 +487,17 @@ impl OrderReadStore for PgReadStore {
             })
             .unzip();
 
+        let in_bulk = bulk_state(&self.bulk).is_some();
         let mut client = self.pool.get().await.map_err(DbError::from)?;
         let tx = client.transaction().await.map_err(DbError::from)?;
         let sql = &self.sql;
+        if in_bulk {
+            // Nothing depends on a generation being loaded until finish_bulk, whose own
+            // commit waits for the WAL to be flushed past every batch before it.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(DbError::from)?;
+        }
         self.move_checkpoint(&tx, projection, from, to).await?;
 
         if !rows.ids.is_empty() {
@@ -523,7 +544,9 @@ impl OrderReadStore for PgReadStore {
         if !customers.is_empty() {
             run(&tx, &sql.move_customers, &[&customers, &counts, &spent]).await?;
             run(&tx, &sql.drop_customers, &[&customers]).await?;
-            run(&tx, &sql.name_customers, &[&customers]).await?;
+            if !in_bulk {
+                run(&tx, &sql.name_customers, &[&customers]).await?;
+            }
         }
         tx.commit().await.map_err(DbError::from)?;
         Ok(())
@@ -666,6 +689,78 @@ impl OrderReadStore for PgReadStore {
             .await
             .map_err(DbError::from)?;
         tx.commit().await.map_err(DbError::from)?;
+        Ok(())
+    }
+
+    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
+        if bulk_state(&self.bulk).is_some() {
+            return Ok(());
+        }
+        let s = &self.sql.s;
+        let mut client = self.pool.get().await.map_err(DbError::from)?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        let empty: bool = tx
+            .query_one(
+                &format!(
+                    "SELECT NOT EXISTS (SELECT 1 FROM {s}.orders) AND NOT EXISTS (SELECT 1 FROM {s}.checkpoints)"
+                ),
+                &[],
+            )
+            .await
+            .map_err(DbError::from)?
+            .get(0);
+        if !empty {
+            return Err(ReadStoreError::Other(
+                "bulk mode is for an empty read store".into(),
+            ));
+        }
+        // The secondary indexes as the migrations made them (not those behind a primary
+        // key or unique constraint): rebuilt once at the end instead of row by row.
+        let indexes: Vec<(String, String)> = tx
+            .query(
+                "SELECT i.indexname::text, i.indexdef FROM pg_indexes i
+                 WHERE i.schemaname = $1 AND i.tablename IN ('orders', 'top_customers')
+                   AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                                   WHERE c.conindid = format('%I.%I', i.schemaname, i.indexname)::regclass)",
+                &[&self.schema],
+            )
+            .await
+            .map_err(DbError::from)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for (name, _) in &indexes {
+            tx.batch_execute(&format!("DROP INDEX {s}.\"{}\"", name.replace('"', "\"\"")))
+                .await
+                .map_err(DbError::from)?;
+        }
+        tx.commit().await.map_err(DbError::from)?;
+        *bulk_state(&self.bulk) = Some(indexes.into_iter().map(|(_, def)| def).collect());
+        Ok(())
+    }
+
+    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
+        let Some(indexes) = bulk_state(&self.bulk).clone() else {
+            return Ok(());
+        };
+        let s = &self.sql.s;
+        let mut client = self.pool.get().await.map_err(DbError::from)?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        for def in &indexes {
+            tx.batch_execute(def).await.map_err(DbError::from)?;
+        }
+        tx.batch_execute(&format!(
+            "UPDATE {s}.top_customers t SET customer_name = (
+                 SELECT o.customer_name FROM {s}.orders o
+                 WHERE o.customer_email = t.customer_email AND NOT o.deleted AND o.status <> 'cancelled'
+                 ORDER BY o.created_at DESC, o.order_id DESC LIMIT 1);
+             ANALYZE {s}.orders;
+             ANALYZE {s}.top_customers;"
+        ))
+        .await
+        .map_err(DbError::from)?;
+        tx.commit().await.map_err(DbError::from)?;
+        *bulk_state(&self.bulk) = None;
         Ok(())
     }
 
@@ -838,6 +933,92 @@ mod tests {
 
     fn query() -> ListQuery {
         ListQuery::default()
+    }
+
+    /// The index definitions of the fixture's schema, sorted.
+    async fn index_defs(f: &Fixture) -> Vec<String> {
+        let client = f.store.pool.get().await.expect("client");
+        let mut defs: Vec<String> = client
+            .query(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = $1",
+                &[&f.schema],
+            )
+            .await
+            .expect("indexes")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        defs.sort();
+        defs
+    }
+
+    #[tokio::test]
+    async fn a_bulk_load_defers_the_indexes_and_names_and_then_answers_as_usual() {
+        let mut f = Fixture::new().await;
+        let before = index_defs(&f).await;
+        f.store
+            .begin_bulk()
+            .await
+            .expect("bulk mode on an empty store");
+        let during = index_defs(&f).await;
+        assert!(
+            during.len() < before.len(),
+            "secondary indexes dropped: {during:?}"
+        );
+        let on = |table: &str| format!(".{table} USING");
+        assert!(
+            during
+                .iter()
+                .filter(|d| d.contains(&on("orders")) || d.contains(&on("top_customers")))
+                .all(|d| d.contains("_pkey ON")),
+            "only the primary keys of orders and top customers stay: {during:?}"
+        );
+        let at = datetime!(2026-01-02 03:04:05 UTC);
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        f.project(vec![
+            (
+                a,
+                1,
+                created("Ada", "ada@example.com", "Analytical Engine", 12_000),
+                at,
+            ),
+            (
+                b,
+                1,
+                created("Ada L.", "ada@example.com", "Difference Engine", 5_000),
+                at + time::Duration::SECOND,
+            ),
+            (c, 1, created("Bob", "bob@example.com", "Loom", 700), at),
+        ])
+        .await;
+        f.project(vec![(b, 2, cancelled(), at + time::Duration::MINUTE)])
+            .await;
+        f.store.finish_bulk().await.expect("finish");
+        f.store
+            .finish_bulk()
+            .await
+            .expect("finishing twice is harmless");
+        assert_eq!(
+            index_defs(&f).await,
+            before,
+            "every index is back as the migrations made it"
+        );
+
+        let search = ListQuery {
+            search: Some("engine".into()),
+            ..query()
+        };
+        assert_eq!(f.store.list(&search).await.expect("search").total, 2);
+        let top = f.store.top_customers(10).await.expect("top");
+        assert_eq!(top[0].customer_email, "ada@example.com");
+        // Ada's newest order is cancelled: the name comes from the one still counted.
+        assert_eq!(top[0].customer_name, "Ada");
+        assert_eq!(top[0].order_count, 1);
+        assert!(
+            f.store.begin_bulk().await.is_err(),
+            "only an empty store loads in bulk"
+        );
+        f.done().await;
     }
 
     #[tokio::test]

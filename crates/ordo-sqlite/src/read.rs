@@ -17,7 +17,7 @@ use ordo_domain::{Money, OrderPage, OrderView, StatusCounts, Summary, TopCustome
 use ordo_es::Checkpoint;
 
 use crate::events::migrate;
-use crate::pool::{ReadPool, open_writer};
+use crate::pool::{Checkpointer, ReadPool, open_writer, start_checkpointer};
 
 const SCHEMA: &[&str] = &[
     // 1: read models.
@@ -75,6 +75,13 @@ pub struct SqliteReadStore {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<ReadPool>,
+    /// `Some` in bulk mode (a generation being rebuilt, see
+    /// [`OrderReadStore::begin_bulk`]), holding the `CREATE INDEX` statements of the
+    /// secondary indexes dropped for the load. Commits then leave the search index, the
+    /// secondary indexes and top-customer names alone and do not sync; `finish_bulk`
+    /// builds all of them at once and syncs. Used under the writer lock only.
+    bulk: Arc<Mutex<Option<Vec<String>>>>,
+    _checkpointer: Arc<Checkpointer>,
 }
 
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> ReadStoreError {
@@ -130,10 +137,13 @@ impl SqliteReadStore {
         let path = path.as_ref().to_path_buf();
         let mut conn = open_writer(&path, "NORMAL", 32).map_err(unavailable)?;
         migrate(&mut conn, SCHEMA).map_err(unavailable)?;
+        let checkpointer = start_checkpointer(&path, &conn, "NORMAL").map_err(unavailable)?;
         Ok(Self {
+            _checkpointer: Arc::new(checkpointer),
             readers: Arc::new(ReadPool::new(&path)),
             writer: Arc::new(Mutex::new(conn)),
             path,
+            bulk: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -200,16 +210,30 @@ impl SqliteReadStore {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn parse_doc(doc: &str) -> Result<OrderView, ReadStoreError> {
     serde_json::from_str(doc).map_err(corrupt)
 }
 
-fn apply_view(tx: &rusqlite::Transaction<'_>, id: Uuid, state: &ViewState) -> Result<(), JobError> {
+/// Stores one order's state. `search_index`: keep the search index in step (off in bulk
+/// mode, where `finish_bulk` builds it at once).
+fn apply_view(
+    tx: &rusqlite::Transaction<'_>,
+    id: Uuid,
+    state: &ViewState,
+    search_index: bool,
+) -> Result<(), JobError> {
     let key = id.to_string();
-    let existing: Option<(i64, bool)> = tx
-        .prepare_cached("SELECT rowid, deleted FROM orders WHERE order_id = ?1")?
-        .query_row([&key], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))
-        .optional()?;
+    let existing: Option<(i64, bool)> = if search_index {
+        tx.prepare_cached("SELECT rowid, deleted FROM orders WHERE order_id = ?1")?
+            .query_row([&key], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))
+            .optional()?
+    } else {
+        None
+    };
     match state {
         ViewState::Absent => {}
         ViewState::Live(view) => {
@@ -235,12 +259,10 @@ fn apply_view(tx: &rusqlite::Transaction<'_>, id: Uuid, state: &ViewState) -> Re
                 text,
                 doc
             ])?;
-            if existing.is_none_or(|(_, deleted)| deleted) {
-                let rowid: i64 = tx.query_row(
-                    "SELECT rowid FROM orders WHERE order_id = ?1",
-                    [&key],
-                    |r| r.get(0),
-                )?;
+            if search_index && existing.is_none_or(|(_, deleted)| deleted) {
+                let rowid: i64 = tx
+                    .prepare_cached("SELECT rowid FROM orders WHERE order_id = ?1")?
+                    .query_row([&key], |r| r.get(0))?;
                 tx.prepare_cached(
                     "INSERT INTO orders_search (rowid, search_text) VALUES (?1, ?2)",
                 )?
@@ -270,6 +292,7 @@ fn apply_customer(
     tx: &rusqlite::Transaction<'_>,
     email: &str,
     delta: Option<&(i64, Money)>,
+    refresh_name: bool,
 ) -> Result<(), JobError> {
     if let Some((count, spent)) = delta
         && (*count != 0 || *spent != Money::ZERO)
@@ -283,6 +306,9 @@ fn apply_customer(
     }
     tx.prepare_cached("DELETE FROM customers WHERE customer_email = ?1 AND order_count <= 0")?
         .execute([email])?;
+    if !refresh_name {
+        return Ok(());
+    }
     tx.prepare_cached(
         "UPDATE customers SET customer_name =
            (SELECT customer_name FROM orders
@@ -296,11 +322,10 @@ fn apply_customer(
 
 fn read_counters(conn: &Connection) -> Result<(StatusCounts, Money, Option<i64>), JobError> {
     let row: Option<(String, String, Option<i64>)> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT status_counts, revenue_cents, last_updated FROM summary WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let Some((counts, revenue, last)) = row else {
         return Ok((StatusCounts::default(), Money::ZERO, None));
@@ -341,11 +366,8 @@ fn apply_summary(tx: &rusqlite::Transaction<'_>, batch: &ReadModelBatch) -> Resu
 
 fn stored_checkpoint(conn: &Connection, projection: &str) -> Result<Option<Checkpoint>, JobError> {
     let text: Option<String> = conn
-        .query_row(
-            "SELECT checkpoint FROM checkpoints WHERE projection = ?1",
-            [projection],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT checkpoint FROM checkpoints WHERE projection = ?1")?
+        .query_row([projection], |r| r.get(0))
         .optional()?;
     match text {
         None => Ok(None),
@@ -498,12 +520,14 @@ impl OrderReadStore for SqliteReadStore {
         from: &Checkpoint,
         to: &Checkpoint,
     ) -> Result<(), ReadStoreError> {
+        let bulk = Arc::clone(&self.bulk);
         self.moving_checkpoint(projection, from, to, move |tx| {
+            let in_bulk = lock(&bulk).is_some();
             for (id, state) in &batch.views {
-                apply_view(tx, *id, state)?;
+                apply_view(tx, *id, state, !in_bulk)?;
             }
             for email in &batch.customers {
-                apply_customer(tx, email, batch.customer_deltas.get(email))?;
+                apply_customer(tx, email, batch.customer_deltas.get(email), !in_bulk)?;
             }
             apply_summary(tx, &batch)
         })
@@ -597,6 +621,92 @@ impl OrderReadStore for SqliteReadStore {
                  DELETE FROM summary; DELETE FROM checkpoints; DELETE FROM parked_events;",
             )?;
             tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
+        let bulk = Arc::clone(&self.bulk);
+        self.write(move |conn| {
+            let mut bulk = lock(&bulk);
+            if bulk.is_some() {
+                return Ok(());
+            }
+            let empty: bool = conn.query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM orders) AND NOT EXISTS (SELECT 1 FROM checkpoints)",
+                [],
+                |r| r.get(0),
+            )?;
+            if !empty {
+                return Err(JobError::Store(ReadStoreError::Other(
+                    "bulk mode is for an empty read store".into(),
+                )));
+            }
+            // The secondary indexes, as the schema defines them: built once at the end
+            // (a sort) instead of row by row.
+            let indexes: Vec<(String, String)> = conn
+                .prepare(
+                    "SELECT name, sql FROM sqlite_schema
+                     WHERE type = 'index' AND tbl_name IN ('orders', 'customers') AND sql IS NOT NULL",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for (name, _) in &indexes {
+                tx.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))?;
+            }
+            tx.commit()?;
+            // Nothing depends on this generation until finish_bulk syncs it: a crash
+            // loses it, and an interrupted rebuild is discarded anyway.
+            conn.pragma_update(None, "synchronous", "OFF")?;
+            *bulk = Some(indexes.into_iter().map(|(_, sql)| sql).collect());
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
+        let bulk = Arc::clone(&self.bulk);
+        self.write(move |conn| {
+            let mut bulk = lock(&bulk);
+            let Some(indexes) = bulk.as_ref() else {
+                return Ok(());
+            };
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for sql in indexes {
+                tx.execute_batch(sql)?;
+            }
+            // FTS5 keeps pending index data in memory up to `hashsize` and merges what it
+            // flushed: 16 MiB instead of 1 MiB flushes, and merges, far less often (for
+            // this one statement; commits of single batches hold far less).
+            tx.execute(
+                "INSERT INTO orders_search (orders_search, rank) VALUES ('hashsize', 16777216)",
+                [],
+            )?;
+            // In rowid order: FTS5 appends, instead of merging overlapping segments.
+            tx.execute(
+                "INSERT INTO orders_search (rowid, search_text)
+                 SELECT rowid, search_text FROM orders NOT INDEXED WHERE deleted = 0 ORDER BY rowid",
+                [],
+            )?;
+            tx.execute(
+                "INSERT INTO orders_search (orders_search, rank) VALUES ('hashsize', 1048576)",
+                [],
+            )?;
+            tx.execute(
+                "UPDATE customers SET customer_name =
+                   (SELECT o.customer_name FROM orders o
+                     WHERE o.customer_email = customers.customer_email AND o.deleted = 0
+                       AND o.status <> 'cancelled'
+                     ORDER BY o.created_at DESC, o.order_id DESC LIMIT 1)",
+                [],
+            )?;
+            tx.commit()?;
+            *bulk = None;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            // Copies the whole log into the database file and syncs both.
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             Ok(())
         })
         .await
@@ -749,5 +859,243 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn no_statement_is_recompiled_per_run() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("read.db");
+        let mut conn = open_writer(&path, "NORMAL", 32).expect("open");
+        migrate(&mut conn, SCHEMA).expect("schema");
+        let by_status = page_sql(&ListQuery {
+            status: Some(ordo_domain::Status::Confirmed),
+            ..ListQuery::default()
+        });
+        let by_customer = page_sql(&ListQuery {
+            customer_email: Some("ada@example.com".into()),
+            ..ListQuery::default()
+        });
+        let reader = crate::pool::ReadPool::new(&path);
+        for round in 0..3i64 {
+            let tx = conn.transaction().expect("tx");
+            tx.execute(
+                "INSERT INTO orders (order_id, version, status, customer_email, customer_name, created_at)
+                 VALUES (?1, 1, 'confirmed', ?2, 'Ada', ?3)",
+                params![format!("o{round}"), format!("c{round}@example.com"), round],
+            )
+            .expect("insert");
+            apply_customer(
+                &tx,
+                &format!("c{round}@example.com"),
+                Some(&(1, Money::from_cents(5))),
+                true,
+            )
+            .unwrap_or_else(|_| panic!("apply customer"));
+            tx.commit().expect("commit");
+            reader
+                .with(|r| {
+                    for (sql, params) in [&by_status, &by_customer] {
+                        let mut stmt = r.prepare_cached(sql)?;
+                        stmt.query(params_from_iter(params.iter()))?.next()?;
+                        assert_eq!(
+                            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                            0,
+                            "{sql}"
+                        );
+                    }
+                    Ok(())
+                })
+                .expect("read");
+        }
+        let name_lookup = conn
+            .prepare_cached(
+                "UPDATE customers SET customer_name =
+           (SELECT customer_name FROM orders
+             WHERE customer_email = ?1 AND deleted = 0 AND status <> 'cancelled'
+             ORDER BY created_at DESC, order_id DESC LIMIT 1)
+         WHERE customer_email = ?1",
+            )
+            .expect("cached");
+        assert_eq!(name_lookup.get_status(rusqlite::StatementStatus::Run), 3);
+        assert_eq!(
+            name_lookup.get_status(rusqlite::StatementStatus::RePrepare),
+            0
+        );
+    }
+
+    fn view(id: Uuid, email: &str, name: &str, product: &str, cents: i64) -> OrderView {
+        serde_json::from_value(serde_json::json!({
+            "orderId": id,
+            "customerName": name,
+            "customerEmail": email,
+            "items": [{
+                "productId": "p-1",
+                "productName": product,
+                "quantity": 1,
+                "unitPrice": cents as f64 / 100.0,
+                "lineTotal": cents as f64 / 100.0,
+            }],
+            "totalAmount": cents as f64 / 100.0,
+            "currency": "EUR",
+            "status": "pending",
+            "cancellationReason": null,
+            "shippingAddress": null,
+            "createdAt": "2026-11-26T10:00:00Z",
+            "updatedAt": "2026-11-26T10:00:00Z",
+            "version": 1,
+        }))
+        .expect("a valid view")
+    }
+
+    /// One batch as the projection would commit it: live orders created, and deletions.
+    fn batch(live: &[OrderView], deleted: &[Uuid]) -> ReadModelBatch {
+        let mut batch = ReadModelBatch::default();
+        for v in live {
+            let after = ViewState::Live(Box::new(v.clone()));
+            batch.record_change(&ViewState::Absent, &after);
+            batch.views.push((v.order_id, after));
+        }
+        for id in deleted {
+            batch.views.push((*id, ViewState::Deleted { version: 2 }));
+        }
+        batch
+    }
+
+    fn index_sql(conn: &Connection) -> Vec<String> {
+        let mut sql: Vec<String> = conn
+            .prepare("SELECT sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+            .expect("schema")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("sql");
+        sql.sort();
+        sql
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bulk_load_answers_every_query_like_batches_applied_one_by_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bulk = SqliteReadStore::open(dir.path().join("bulk.db")).expect("open");
+        let usual = SqliteReadStore::open(dir.path().join("usual.db")).expect("open");
+        let schema_indexes = index_sql(&Connection::open(usual.path()).expect("open"));
+
+        bulk.begin_bulk()
+            .await
+            .expect("bulk mode on an empty store");
+        assert!(
+            index_sql(&Connection::open(bulk.path()).expect("open")).is_empty(),
+            "secondary indexes are built at the end"
+        );
+        let a = view(
+            Uuid::now_v7(),
+            "ada@example.com",
+            "Ada",
+            "Analytical Engine",
+            12_000,
+        );
+        let b = view(
+            Uuid::now_v7(),
+            "ada@example.com",
+            "Ada L.",
+            "Difference Engine",
+            5_000,
+        );
+        let c = view(Uuid::now_v7(), "bob@example.com", "Bob", "Loom", 700);
+        let origin = Checkpoint::origin(1);
+        let mut one = origin.clone();
+        one.advance(&ordo_es::Position::new(0, 3, 0));
+        let mut two = one.clone();
+        two.advance(&ordo_es::Position::new(0, 4, 0));
+        for store in [&bulk, &usual] {
+            store
+                .commit(
+                    "orders",
+                    batch(&[a.clone(), b.clone(), c.clone()], &[]),
+                    &origin,
+                    &one,
+                )
+                .await
+                .expect("first batch");
+            // An order deleted by a later batch leaves every query.
+            let mut gone = batch(&[], &[c.order_id]);
+            gone.record_change(
+                &ViewState::Live(Box::new(c.clone())),
+                &ViewState::Deleted { version: 2 },
+            );
+            store
+                .commit("orders", gone, &one, &two)
+                .await
+                .expect("second batch");
+        }
+        // Still in bulk mode: nothing searchable yet, by design (nothing queries it).
+        bulk.finish_bulk().await.expect("finish");
+        bulk.finish_bulk()
+            .await
+            .expect("finishing twice is harmless");
+        assert_eq!(
+            index_sql(&Connection::open(bulk.path()).expect("open")),
+            schema_indexes,
+            "every index of the schema is back, as the schema defines it"
+        );
+
+        let queries = [
+            ListQuery::default(),
+            ListQuery {
+                search: Some("engine".into()),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                search: Some("loom".into()),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                customer_email: Some("ada@example.com".into()),
+                ..ListQuery::default()
+            },
+            ListQuery {
+                status: Some(ordo_domain::Status::Pending),
+                sort: Sort::TotalAmount,
+                ..ListQuery::default()
+            },
+        ];
+        for query in &queries {
+            let from_bulk = bulk.list(query).await.expect("list");
+            assert_eq!(
+                from_bulk,
+                usual.list(query).await.expect("list"),
+                "{query:?}"
+            );
+        }
+        assert_eq!(bulk.list(&queries[1]).await.expect("search").total, 2);
+        assert_eq!(
+            bulk.summary().await.expect("summary"),
+            usual.summary().await.expect("summary")
+        );
+        let top = bulk.top_customers(10).await.expect("top");
+        assert_eq!(top, usual.top_customers(10).await.expect("top"));
+        // Both of Ada's orders have one createdAt; the later id decides.
+        assert_eq!(
+            top[0].customer_name, "Ada L.",
+            "the name of the most recent order"
+        );
+
+        // After the bulk load, batches keep the search index in step as usual.
+        let d = view(
+            Uuid::now_v7(),
+            "eve@example.com",
+            "Eve",
+            "Jacquard loom",
+            900,
+        );
+        let mut three = two.clone();
+        three.advance(&ordo_es::Position::new(0, 5, 0));
+        bulk.commit("orders", batch(&[d], &[]), &two, &three)
+            .await
+            .expect("third batch");
+        assert_eq!(bulk.list(&queries[2]).await.expect("search").total, 1);
+
+        // Only an empty store loads in bulk.
+        assert!(usual.begin_bulk().await.is_err());
     }
 }
