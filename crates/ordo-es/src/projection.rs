@@ -103,8 +103,8 @@ pub struct ProjectionStatus {
 pub struct RunnerConfig {
     /// Events per batch (one read-model transaction each) when following the log.
     pub batch_size: usize,
-    /// Events per batch while catching up: once a read comes back full (the projection
-    /// is behind), batches grow to this size, so that an order with several events in the
+    /// Events per batch while catching up: while reads come back full (the projection
+    /// is behind), batches double up to this size, so that an order with several events in the
     /// backlog is written once instead of once per event, and each transaction's fixed
     /// cost is shared by many more events. Back to `batch_size` once caught up.
     pub catch_up_batch_size: usize,
@@ -255,12 +255,15 @@ impl ProjectionRunner {
                 Some(batch) => batch,
                 None => self.read(&checkpoint, size).await?,
             };
-            // A full batch means the projection is behind: catch up in larger batches,
-            // reading the next one while this one is applied (the read and the write run
-            // on different threads and, for servers, different machines).
+            // A full batch means the projection is behind: catch up in larger batches
+            // (doubling while reads keep coming back full, so that a short burst does not
+            // make one long commit that every waiting reader sits behind), reading the
+            // next one while this one is applied (the read and the write run on
+            // different threads and, for servers, different machines).
             let behind = batch.len() >= size;
             size = if behind {
-                self.config.catch_up_batch_size.max(self.config.batch_size)
+                size.saturating_mul(2)
+                    .min(self.config.catch_up_batch_size.max(self.config.batch_size))
             } else {
                 self.config.batch_size
             };
