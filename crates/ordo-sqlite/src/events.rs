@@ -15,7 +15,7 @@ use ordo_es::{
     Snapshot, SnapshotStore, StoreError, StreamId,
 };
 
-use crate::pool::{ReadPool, open_writer};
+use crate::pool::{Checkpointer, ReadPool, open_writer, start_checkpointer};
 
 /// Appends taken into one transaction at most (bounds the latency of the first).
 const MAX_GROUP: usize = 512;
@@ -68,6 +68,7 @@ pub struct SqliteEventStore {
     readers: Arc<ReadPool>,
     /// The highest position committed by this store.
     head: watch::Receiver<u64>,
+    _checkpointer: Arc<Checkpointer>,
 }
 
 impl std::fmt::Debug for AppendJob {
@@ -98,6 +99,7 @@ impl SqliteEventStore {
         let path = path.as_ref().to_path_buf();
         let mut conn = open_writer(&path, "FULL", 16).map_err(unavailable)?;
         migrate(&mut conn, SCHEMA).map_err(unavailable)?;
+        let checkpointer = start_checkpointer(&path, &conn, "FULL").map_err(unavailable)?;
         let head: u64 = conn
             .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
                 r.get::<_, i64>(0)
@@ -114,6 +116,7 @@ impl SqliteEventStore {
             path,
             jobs,
             head: head_rx,
+            _checkpointer: Arc::new(checkpointer),
         })
     }
 

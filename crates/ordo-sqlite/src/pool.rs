@@ -107,10 +107,10 @@ const WRITER_CHECKPOINT_PAGES: i64 = 8_000;
 
 /// Copies a WAL database's log into the database file from a thread of its own, so that
 /// the writer's commits never wait for a checkpoint and its syncs (with SQLite's default,
-/// every 1,000th page written makes the committing thread checkpoint: a stall of a
-/// projection batch, which readers waiting for their write sit behind). PASSIVE
-/// checkpoints take no lock that writers or readers wait for. The thread stops when this
-/// is dropped. Used by the read store (see docs/decisions.md for the event store).
+/// every 1,000th page written makes the committing thread checkpoint: a stall of the
+/// event writer's group commit, or of a projection batch that readers waiting for their
+/// write sit behind). PASSIVE checkpoints take no lock that writers or readers wait for.
+/// The thread stops when this is dropped.
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
     _stop: mpsc::Sender<()>,
