@@ -182,8 +182,51 @@ fn seq_key(prefix: &str, partition: u32) -> String {
     format!("{prefix}:{{{prefix}:p{partition}}}:seq")
 }
 
-/// EVALSHA of the append script at full speed from `concurrency` tasks over one
-/// multiplexed connection (a cluster connection for `redis+cluster://` seeds).
+/// Runs `concurrency` tasks for `duration`, each calling `op(task, n)` for its n-th
+/// operation, one at a time: `Ok` carries the operation's latency (timed by `op`, around
+/// the backend call only), `Err` a failure.
+async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    op: F,
+) -> anyhow::Result<FloorResult>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Duration, String>> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let end = start + duration;
+    let mut handles = Vec::new();
+    for task in 0..concurrency {
+        let op = Arc::clone(&op);
+        handles.push(tokio::spawn(async move {
+            let mut out = FloorResult::default();
+            let mut n = 0;
+            while Instant::now() < end && out.ops < 10_000_000 {
+                match op(task, n).await {
+                    Ok(latency) => {
+                        out.latency.record(latency);
+                        out.ops += 1;
+                    }
+                    Err(e) => {
+                        out.errors += 1;
+                        out.first_error.get_or_insert(e);
+                    }
+                }
+                n += 1;
+            }
+            out
+        }));
+    }
+    let mut result = FloorResult::default();
+    for h in handles {
+        result.merge(h.await?);
+    }
+    result.elapsed = start.elapsed();
+    Ok(result)
+}
+
 /// ordo's own append through the store crate, in this process, without HTTP: N tasks
 /// each appending one OrderCreated (as the command side decides it) to a new stream with
 /// `NoStream`, as `OrderService` creates an order. The figure the backend floors are for:
@@ -199,45 +242,24 @@ pub async fn store_append(
             .filter_map(|_| crate::replay::order_history(&mut rng).into_iter().next())
             .collect(),
     );
-    let start = Instant::now();
-    let end = start + duration;
-    let mut handles = Vec::new();
-    for t in 0..concurrency {
+    closed_loop(concurrency, duration, move |task, n| {
         let store = Arc::clone(&store);
-        let created = Arc::clone(&created);
-        handles.push(tokio::spawn(async move {
-            let mut out = FloorResult::default();
-            let mut i = t;
-            while Instant::now() < end && out.ops < 10_000_000 {
-                let event = crate::replay::new_event(&created[i % created.len()]);
-                i += concurrency;
-                let stream = ordo_es::StreamId::new(Uuid::now_v7().to_string());
-                let t0 = Instant::now();
-                match store
-                    .append(&stream, ordo_es::ExpectedVersion::NoStream, vec![event])
-                    .await
-                {
-                    Ok(_) => {
-                        out.latency.record(t0.elapsed());
-                        out.ops += 1;
-                    }
-                    Err(e) => {
-                        out.errors += 1;
-                        out.first_error.get_or_insert(e.to_string());
-                    }
-                }
-            }
-            out
-        }));
-    }
-    let mut result = FloorResult::default();
-    for h in handles {
-        result.merge(h.await?);
-    }
-    result.elapsed = start.elapsed();
-    Ok(result)
+        let event = crate::replay::new_event(&created[(task + n * concurrency) % created.len()]);
+        async move {
+            let stream = ordo_es::StreamId::new(Uuid::now_v7().to_string());
+            let t0 = Instant::now();
+            store
+                .append(&stream, ordo_es::ExpectedVersion::NoStream, vec![event])
+                .await
+                .map(|_| t0.elapsed())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
 }
 
+/// EVALSHA of the append script at full speed from `concurrency` tasks over one
+/// multiplexed connection (a cluster connection for `redis+cluster://` seeds).
 pub async fn redis_floor(
     url: &str,
     cluster: bool,
@@ -260,74 +282,50 @@ pub async fn redis_floor(
     let payloads = Arc::new(payloads(1000));
     let prefix = Arc::new(prefix.to_string());
     let script = Arc::new(redis::Script::new(REDIS_APPEND_SCRIPT));
-    let start = Instant::now();
-    let end = start + duration;
-    let mut handles = Vec::new();
-    for t in 0..concurrency {
+    closed_loop(concurrency, duration, move |task, n| {
         let mut conn = conn.clone();
-        let payloads = Arc::clone(&payloads);
         let prefix = Arc::clone(&prefix);
         let script = Arc::clone(&script);
-        handles.push(tokio::spawn(async move {
-            let mut out = FloorResult::default();
-            let mut i = t;
-            while Instant::now() < end && out.ops < 10_000_000 {
-                let (event_type, schema, data) = &payloads[i % payloads.len()];
-                i += concurrency;
-                let stream = Uuid::now_v7().to_string();
-                let partition = partition_of(&stream, 16);
-                let occurred = OffsetDateTime::now_utc()
-                    .format(&Rfc3339)
-                    .unwrap_or_default();
-                let mut inv = script.prepare_invoke();
-                inv.key(ordo_redis::stream_key(&prefix, 16, &stream))
-                    .key(ordo_redis::log_key(&prefix, partition))
-                    .key(seq_key(&prefix, partition))
-                    .arg("0")
-                    .arg(16)
-                    .arg("event_id")
-                    .arg(Uuid::now_v7().hyphenated().to_string())
-                    .arg("stream_id")
-                    .arg(&stream)
-                    .arg("aggregate_type")
-                    .arg("Order")
-                    .arg("event_type")
-                    .arg(event_type.as_str())
-                    .arg("schema_version")
-                    .arg(schema.to_string())
-                    .arg("occurred_at")
-                    .arg(occurred)
-                    .arg("data")
-                    .arg(&data[..])
-                    .arg("metadata")
-                    .arg("{}");
-                let t0 = Instant::now();
-                let r: redis::RedisResult<Vec<i64>> = inv.invoke_async(&mut conn).await;
-                match r {
-                    Ok(v) if v.first() == Some(&1) => {
-                        out.latency.record(t0.elapsed());
-                        out.ops += 1;
-                    }
-                    Ok(v) => {
-                        out.errors += 1;
-                        out.first_error
-                            .get_or_insert(format!("script answered {v:?}"));
-                    }
-                    Err(e) => {
-                        out.errors += 1;
-                        out.first_error.get_or_insert(e.to_string());
-                    }
-                }
+        let payloads = Arc::clone(&payloads);
+        async move {
+            let (event_type, schema, data) = &payloads[(task + n * concurrency) % payloads.len()];
+            let stream = Uuid::now_v7().to_string();
+            let partition = partition_of(&stream, 16);
+            let occurred = OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_default();
+            let mut inv = script.prepare_invoke();
+            inv.key(ordo_redis::stream_key(&prefix, 16, &stream))
+                .key(ordo_redis::log_key(&prefix, partition))
+                .key(seq_key(&prefix, partition))
+                .arg("0")
+                .arg(16)
+                .arg("event_id")
+                .arg(Uuid::now_v7().hyphenated().to_string())
+                .arg("stream_id")
+                .arg(&stream)
+                .arg("aggregate_type")
+                .arg("Order")
+                .arg("event_type")
+                .arg(event_type.as_str())
+                .arg("schema_version")
+                .arg(schema.to_string())
+                .arg("occurred_at")
+                .arg(occurred)
+                .arg("data")
+                .arg(&data[..])
+                .arg("metadata")
+                .arg("{}");
+            let t0 = Instant::now();
+            let r: redis::RedisResult<Vec<i64>> = inv.invoke_async(&mut conn).await;
+            match r {
+                Ok(v) if v.first() == Some(&1) => Ok(t0.elapsed()),
+                Ok(v) => Err(format!("script answered {v:?}")),
+                Err(e) => Err(e.to_string()),
             }
-            out
-        }));
-    }
-    let mut result = FloorResult::default();
-    for h in handles {
-        result.merge(h.await?);
-    }
-    result.elapsed = start.elapsed();
-    Ok(result)
+        }
+    })
+    .await
 }
 
 #[derive(Clone)]
