@@ -433,74 +433,51 @@ pub async fn pg_floor(
             })
             .collect::<Vec<_>>(),
     );
-    let sql = Arc::new(pg_append_sql(&format!("\"{schema}\"")));
-    let start = Instant::now();
-    let end = start + duration;
-    let mut handles = Vec::new();
-    for t in 0..concurrency {
+    let sql = pg_append_sql(&format!("\"{schema}\""));
+    // One connection per task, each with the statement prepared, before the clock starts.
+    let mut clients = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
         let (client, connection) = tokio_postgres::connect(base_url, tokio_postgres::NoTls)
             .await
             .context("connect to PostgreSQL")?;
         tokio::spawn(connection);
+        let statement = client.prepare(&sql).await.context("prepare the append")?;
+        clients.push((client, statement));
+    }
+    let clients = Arc::new(clients);
+    closed_loop(concurrency, duration, move |task, n| {
+        let clients = Arc::clone(&clients);
         let payloads = Arc::clone(&payloads);
-        let sql = Arc::clone(&sql);
-        handles.push(tokio::spawn(async move {
-            let mut out = FloorResult::default();
-            let statement = match client.prepare(&sql).await {
-                Ok(s) => s,
-                Err(e) => {
-                    out.errors += 1;
-                    out.first_error = Some(e.to_string());
-                    return out;
-                }
-            };
-            let mut i = t;
-            while Instant::now() < end && out.ops < 10_000_000 {
-                let (event_type, schema_version, data) = &payloads[i % payloads.len()];
-                i += concurrency;
-                let stream = Uuid::now_v7().to_string();
-                let expected: Option<i64> = Some(0);
-                let ids = vec![Uuid::now_v7()];
-                let agg = vec!["Order".to_string()];
-                let types = vec![event_type.clone()];
-                let versions = vec![*schema_version as i32];
-                let at = vec![OffsetDateTime::now_utc()];
-                let datas = vec![data.clone()];
-                let metas = vec![serde_json::json!({})];
-                let t0 = Instant::now();
-                let r = client
-                    .query(
-                        &statement,
-                        &[
-                            &stream, &expected, &ids, &agg, &types, &versions, &at, &datas, &metas,
-                        ],
-                    )
-                    .await;
-                match r {
-                    Ok(rows) if rows.len() == 1 => {
-                        out.latency.record(t0.elapsed());
-                        out.ops += 1;
-                    }
-                    Ok(rows) => {
-                        out.errors += 1;
-                        out.first_error
-                            .get_or_insert(format!("append returned {} rows", rows.len()));
-                    }
-                    Err(e) => {
-                        out.errors += 1;
-                        out.first_error.get_or_insert(e.to_string());
-                    }
-                }
+        async move {
+            let (client, statement) = &clients[task];
+            let (event_type, schema_version, data) =
+                &payloads[(task + n * concurrency) % payloads.len()];
+            let stream = Uuid::now_v7().to_string();
+            let expected: Option<i64> = Some(0);
+            let ids = vec![Uuid::now_v7()];
+            let agg = vec!["Order".to_string()];
+            let types = vec![event_type.clone()];
+            let versions = vec![*schema_version as i32];
+            let at = vec![OffsetDateTime::now_utc()];
+            let datas = vec![data.clone()];
+            let metas = vec![serde_json::json!({})];
+            let t0 = Instant::now();
+            let r = client
+                .query(
+                    statement,
+                    &[
+                        &stream, &expected, &ids, &agg, &types, &versions, &at, &datas, &metas,
+                    ],
+                )
+                .await;
+            match r {
+                Ok(rows) if rows.len() == 1 => Ok(t0.elapsed()),
+                Ok(rows) => Err(format!("append returned {} rows", rows.len())),
+                Err(e) => Err(e.to_string()),
             }
-            out
-        }));
-    }
-    let mut result = FloorResult::default();
-    for h in handles {
-        result.merge(h.await?);
-    }
-    result.elapsed = start.elapsed();
-    Ok(result)
+        }
+    })
+    .await
 }
 
 /// Drops every schema whose name starts with `prefix` (the run's event store, read
