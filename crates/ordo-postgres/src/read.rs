@@ -487,17 +487,9 @@ impl OrderReadStore for PgReadStore {
             })
             .unzip();
 
-        let in_bulk = bulk_state(&self.bulk).is_some();
         let mut client = self.pool.get().await.map_err(DbError::from)?;
         let tx = client.transaction().await.map_err(DbError::from)?;
         let sql = &self.sql;
-        if in_bulk {
-            // Nothing depends on a generation being loaded until finish_bulk, whose own
-            // commit waits for the WAL to be flushed past every batch before it.
-            tx.batch_execute("SET LOCAL synchronous_commit = off")
-                .await
-                .map_err(DbError::from)?;
-        }
         self.move_checkpoint(&tx, projection, from, to).await?;
 
         if !rows.ids.is_empty() {
@@ -540,6 +532,17 @@ impl OrderReadStore for PgReadStore {
                 ],
             )
             .await?;
+        }
+        // Read only now, after this transaction wrote orders: finish_bulk locks the
+        // tables before it starts and clears the flag before it commits, so a batch sees
+        // bulk mode only if finish_bulk's name refresh comes after it.
+        let in_bulk = bulk_state(&self.bulk).is_some();
+        if in_bulk {
+            // Nothing depends on a generation being loaded until finish_bulk, whose own
+            // commit waits for the WAL to be flushed past every batch before it.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(DbError::from)?;
         }
         if !customers.is_empty() {
             run(&tx, &sql.move_customers, &[&customers, &counts, &spent]).await?;
@@ -746,6 +749,12 @@ impl OrderReadStore for PgReadStore {
         let s = &self.sql.s;
         let mut client = self.pool.get().await.map_err(DbError::from)?;
         let tx = client.transaction().await.map_err(DbError::from)?;
+        // Batches still arrive: wait for those that wrote, hold off the next ones.
+        tx.batch_execute(&format!(
+            "LOCK TABLE {s}.orders, {s}.top_customers IN SHARE MODE"
+        ))
+        .await
+        .map_err(DbError::from)?;
         for def in &indexes {
             tx.batch_execute(def).await.map_err(DbError::from)?;
         }
@@ -759,8 +768,12 @@ impl OrderReadStore for PgReadStore {
         ))
         .await
         .map_err(DbError::from)?;
-        tx.commit().await.map_err(DbError::from)?;
+        // Cleared before the commit: a batch waiting on the lock above must then see it.
         *bulk_state(&self.bulk) = None;
+        if let Err(e) = tx.commit().await {
+            *bulk_state(&self.bulk) = Some(indexes);
+            return Err(DbError::from(e).into());
+        }
         Ok(())
     }
 
