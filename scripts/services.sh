@@ -9,6 +9,9 @@
 _ordo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _ordo_servers="$_ordo_root/.test-servers"
 mkdir -p "$_ordo_servers"
+# Something on a port that accepts and never answers must fail the check, not hang it:
+# psql waits this long to connect, redis-cli calls run under `timeout 3`.
+export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-5}"
 
 _say() { printf 'services: %s\n' "$*" >&2; }
 _die() { printf 'services: ERROR: %s\n' "$*" >&2; return 1; }
@@ -79,14 +82,14 @@ ordo_redis() {
         return 0
     fi
     command -v redis-server >/dev/null 2>&1 || _apt_install redis-server || return 1
-    if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+    if timeout 3 redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
         export ORDO_TEST_REDIS_URL="redis://127.0.0.1:6379"
         _say "Redis: using the server on 127.0.0.1:6379"
         return 0
     fi
     local port=56379 dir="$_ordo_servers/redis"
     mkdir -p "$dir"
-    if ! redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; then
+    if ! timeout 3 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; then
         _say "Redis: starting a private server on port $port"
         redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --dir "$dir" \
             --appendonly yes --appendfsync always --save "" \
@@ -94,11 +97,11 @@ ordo_redis() {
             || _die "redis-server did not start; see $dir/redis.log" || return 1
         local i
         for i in $(seq 1 50); do
-            redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG && break
+            timeout 3 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG && break
             sleep 0.1
         done
     fi
-    redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG || _die "Redis on port $port does not answer" || return 1
+    timeout 3 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG || _die "Redis on port $port does not answer" || return 1
     export ORDO_TEST_REDIS_URL="redis://127.0.0.1:$port"
 }
 
