@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use ordo_domain::{CreateOrder, Order, OrderCommand, OrderEvent, OrderProjection, Status};
-use ordo_es::{Aggregate, DomainEvent, Metadata, Position, RecordedEvent, StreamId};
+use ordo_es::{Aggregate, DomainEvent, Metadata, Payload, Position, RecordedEvent, StreamId};
 
 /// A realistic create body: three lines and a structured address.
 fn create_body() -> Value {
@@ -67,7 +67,7 @@ fn fixture(name: &str) -> Vec<Value> {
 }
 
 /// The stored payload of the first OrderCreated of a fixture, with its schema version.
-fn fixture_created(name: &str) -> (u32, Value) {
+fn fixture_created(name: &str) -> (u32, Payload) {
     let events = fixture(name);
     let first = events
         .iter()
@@ -75,7 +75,7 @@ fn fixture_created(name: &str) -> (u32, Value) {
         .expect("an OrderCreated in the fixture");
     (
         first["schemaVersion"].as_u64().expect("schemaVersion") as u32,
-        first["data"].clone(),
+        first["data"].clone().into(),
     )
 }
 
@@ -173,7 +173,7 @@ fn bench_codec(c: &mut Criterion) {
     let changed = OrderEvent::decode(
         OrderEvent::STATUS_CHANGED,
         1,
-        &json!({"from": "pending", "to": "confirmed"}),
+        &json!({"from": "pending", "to": "confirmed"}).into(),
     )
     .expect("status change decodes");
     g.bench_function("encode/OrderCreated_v2", |b| {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use ordo_es::{DecodeError, DomainEvent};
+use ordo_es::{DecodeError, DomainEvent, Payload};
 
 use crate::money::Money;
 use crate::values::{Currency, CustomerEmail, LineItem, ShippingAddress, Status};
@@ -70,20 +70,33 @@ impl OrderEvent {
     }
 }
 
-fn to_value<T: Serialize>(payload: &T) -> Value {
+fn encode<T: Serialize>(payload: &T) -> Payload {
     // Serialising these plain structs cannot fail: no maps with non-string keys, no
     // custom serialisers that error.
-    serde_json::to_value(payload).unwrap_or(Value::Null)
+    Payload::encode(payload).unwrap_or_else(|_| Payload::null())
 }
 
-fn from_value<T: for<'de> Deserialize<'de>>(
-    event_type: &str,
-    data: &Value,
-) -> Result<T, DecodeError> {
-    T::deserialize(data).map_err(|source| DecodeError::Malformed {
+fn malformed(event_type: &str) -> impl FnOnce(serde_json::Error) -> DecodeError + '_ {
+    move |source| DecodeError::Malformed {
         event_type: event_type.to_string(),
         source,
-    })
+    }
+}
+
+/// A payload of the current schema version: decoded straight from its text.
+fn from_payload<T: for<'de> Deserialize<'de>>(
+    event_type: &str,
+    data: &Payload,
+) -> Result<T, DecodeError> {
+    data.decode().map_err(malformed(event_type))
+}
+
+/// A payload brought up from an older schema version by the upcasters.
+fn from_value<T: for<'de> Deserialize<'de>>(
+    event_type: &str,
+    data: Value,
+) -> Result<T, DecodeError> {
+    serde_json::from_value(data).map_err(malformed(event_type))
 }
 
 impl DomainEvent for OrderEvent {
@@ -103,24 +116,32 @@ impl DomainEvent for OrderEvent {
         }
     }
 
-    fn encode(&self) -> Value {
+    fn encode(&self) -> Payload {
         match self {
-            OrderEvent::Created(e) => to_value(e),
-            OrderEvent::StatusChanged(e) => to_value(e),
-            OrderEvent::Cancelled(e) => to_value(e),
-            OrderEvent::Deleted(e) => to_value(e),
+            OrderEvent::Created(e) => encode(e),
+            OrderEvent::StatusChanged(e) => encode(e),
+            OrderEvent::Cancelled(e) => encode(e),
+            OrderEvent::Deleted(e) => encode(e),
         }
     }
 
-    fn decode(event_type: &str, schema_version: u32, data: &Value) -> Result<Self, DecodeError> {
+    fn decode(event_type: &str, schema_version: u32, data: &Payload) -> Result<Self, DecodeError> {
         let current = Self::current_version(event_type);
-        let upcast;
-        let data = if schema_version == current {
-            data
-        } else {
-            upcast = crate::upcast::chain().upcast(event_type, schema_version, current, data)?;
-            &upcast
-        };
+        if schema_version == current {
+            return Ok(match event_type {
+                Self::CREATED => OrderEvent::Created(from_payload(event_type, data)?),
+                Self::STATUS_CHANGED => OrderEvent::StatusChanged(from_payload(event_type, data)?),
+                Self::CANCELLED => OrderEvent::Cancelled(from_payload(event_type, data)?),
+                Self::DELETED => OrderEvent::Deleted(from_payload(event_type, data)?),
+                other => {
+                    return Err(DecodeError::UnknownType {
+                        event_type: other.to_string(),
+                    });
+                }
+            });
+        }
+        let document = data.to_value().map_err(malformed(event_type))?;
+        let data = crate::upcast::chain().upcast(event_type, schema_version, current, &document)?;
         Ok(match event_type {
             Self::CREATED => OrderEvent::Created(from_value(event_type, data)?),
             Self::STATUS_CHANGED => OrderEvent::StatusChanged(from_value(event_type, data)?),

@@ -33,7 +33,7 @@ fn recorded(events: &[Value]) -> Vec<RecordedEvent> {
             schema_version: e["schemaVersion"].as_u64().expect("schema") as u32,
             occurred_at: OffsetDateTime::parse(e["occurredAt"].as_str().expect("time"), &Rfc3339)
                 .expect("rfc3339"),
-            data: e["data"].clone(),
+            data: e["data"].clone().into(),
             metadata: Metadata::default(),
         })
         .collect()

@@ -394,7 +394,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::event::DecodeError;
+    use crate::event::{DecodeError, Payload};
     use crate::memory::InMemoryStore;
 
     #[derive(Debug, Default)]
@@ -410,10 +410,10 @@ mod tests {
         fn schema_version(&self) -> u32 {
             1
         }
-        fn encode(&self) -> Value {
-            json!({})
+        fn encode(&self) -> Payload {
+            json!({}).into()
         }
-        fn decode(_: &str, _: u32, _: &Value) -> Result<Self, DecodeError> {
+        fn decode(_: &str, _: u32, _: &Payload) -> Result<Self, DecodeError> {
             Ok(Incremented)
         }
     }

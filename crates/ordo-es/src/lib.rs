@@ -53,7 +53,7 @@ pub use aggregate::{
     Aggregate, CommandExecutor, Committed, ExecuteError, LoadError, Loaded, load_aggregate,
     now_micros,
 };
-pub use event::{DecodeError, DomainEvent, Metadata, NewEvent, RecordedEvent, StreamId};
+pub use event::{DecodeError, DomainEvent, Metadata, NewEvent, Payload, RecordedEvent, StreamId};
 pub use memory::InMemoryStore;
 pub use position::{Checkpoint, Cursor, Position, PositionParseError, partition_of};
 pub use projection::{

@@ -521,7 +521,7 @@ mod tests {
             event_type: "Happened".into(),
             schema_version: 1,
             occurred_at: OffsetDateTime::now_utc(),
-            data: serde_json::json!({}),
+            data: serde_json::json!({}).into(),
             metadata: Metadata::default(),
         }
     }

@@ -8,8 +8,8 @@
 //! # impl DomainEvent for Incremented {
 //! #   fn event_type(&self) -> &'static str { "Incremented" }
 //! #   fn schema_version(&self) -> u32 { 1 }
-//! #   fn encode(&self) -> serde_json::Value { serde_json::json!({}) }
-//! #   fn decode(_: &str, _: u32, _: &serde_json::Value) -> Result<Self, DecodeError> { Ok(Incremented) }
+//! #   fn encode(&self) -> ordo_es::Payload { serde_json::json!({}).into() }
+//! #   fn decode(_: &str, _: u32, _: &ordo_es::Payload) -> Result<Self, DecodeError> { Ok(Incremented) }
 //! # }
 //! # #[derive(Debug, thiserror::Error, PartialEq)] #[error("too many")] struct TooMany;
 //! # impl Aggregate for Counter {

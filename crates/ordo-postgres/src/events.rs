@@ -5,17 +5,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 use ordo_es::{
-    Appended, Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
-    Snapshot, SnapshotStore, StoreError, StreamId,
+    Appended, Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, Payload, Position,
+    RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId,
 };
 
 use crate::db::{ConnectOptions, DbError, Migration, migrate};
@@ -165,8 +164,8 @@ pub(crate) struct AppendArrays {
     pub event_types: Vec<String>,
     pub schema_versions: Vec<i32>,
     pub occurred_at: Vec<OffsetDateTime>,
-    pub data: Vec<Value>,
-    pub metadata: Vec<Value>,
+    pub data: Vec<Json<Payload>>,
+    pub metadata: Vec<Json<Metadata>>,
 }
 
 impl AppendArrays {
@@ -179,15 +178,13 @@ impl AppendArrays {
                     event.schema_version
                 ))
             })?;
-            let metadata = serde_json::to_value(&event.metadata)
-                .map_err(|e| StoreError::Other(Box::new(e)))?;
             a.event_ids.push(event.event_id);
             a.aggregate_types.push(event.aggregate_type);
             a.event_types.push(event.event_type);
             a.schema_versions.push(schema_version);
             a.occurred_at.push(event.occurred_at);
-            a.data.push(event.data);
-            a.metadata.push(metadata);
+            a.data.push(Json(event.data));
+            a.metadata.push(Json(event.metadata));
         }
         Ok(a)
     }
@@ -278,7 +275,12 @@ fn decode(row: &Row) -> Result<RecordedEvent, StoreError> {
     let tx_id: String = row.try_get(4).map_err(get_err)?;
     let position: i64 = row.try_get(5).map_err(get_err)?;
     let schema_version: i32 = row.try_get(7).map_err(get_err)?;
-    let metadata: Value = row.try_get(10).map_err(get_err)?;
+    let Json(data) = row
+        .try_get::<_, Json<Payload>>(9)
+        .map_err(|e| corrupt("event data", e))?;
+    let Json(metadata) = row
+        .try_get::<_, Json<Metadata>>(10)
+        .map_err(|e| corrupt("metadata", e))?;
     Ok(RecordedEvent {
         event_id: row.try_get(0).map_err(get_err)?,
         stream_id: StreamId::new(row.try_get::<_, String>(1).map_err(get_err)?),
@@ -293,9 +295,8 @@ fn decode(row: &Row) -> Result<RecordedEvent, StoreError> {
         schema_version: u32::try_from(schema_version)
             .map_err(|e| corrupt("negative schema version", e))?,
         occurred_at: row.try_get(8).map_err(get_err)?,
-        data: row.try_get(9).map_err(get_err)?,
-        metadata: serde_json::from_value::<Metadata>(metadata)
-            .map_err(|e| corrupt("metadata", e))?,
+        data,
+        metadata,
     })
 }
 
@@ -552,7 +553,7 @@ mod tests {
             event_type: "ThingHappened".into(),
             schema_version: 1,
             occurred_at: OffsetDateTime::now_utc(),
-            data: json!({ "n": n }),
+            data: json!({ "n": n }).into(),
             metadata: Metadata::default(),
         }
     }

@@ -17,7 +17,9 @@
 //! | `version`        | decimal, equal to the entry id's first part in the stream |
 //! | `seq`            | decimal, equal to the entry id's first part in the log    |
 
-use ordo_es::{Metadata, NewEvent, Position, RecordedEvent, StoreError, StreamId, partition_of};
+use ordo_es::{
+    Metadata, NewEvent, Payload, Position, RecordedEvent, StoreError, StreamId, partition_of,
+};
 use redis::Value;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
@@ -33,8 +35,7 @@ pub(crate) fn encode(stream: &StreamId, event: &NewEvent) -> Result<Vec<Vec<u8>>
         .to_offset(UtcOffset::UTC)
         .format(&Rfc3339)
         .map_err(|e| StoreError::Invalid(format!("occurred_at cannot be stored: {e}")))?;
-    let data = serde_json::to_vec(&event.data)
-        .map_err(|e| StoreError::Invalid(format!("event data cannot be serialised: {e}")))?;
+    let data = event.data.as_str().as_bytes().to_vec();
     let metadata = serde_json::to_vec(&event.metadata)
         .map_err(|e| StoreError::Invalid(format!("event metadata cannot be serialised: {e}")))?;
     let args: Vec<Vec<u8>> = vec![
@@ -184,7 +185,7 @@ impl Fields {
                 "entry {id}: occurred_at {occurred_at_text:?} is not RFC 3339"
             ))
         })?;
-        let data = serde_json::from_slice(&need(self.data, "data")?)
+        let data = Payload::from_json(utf8(self.data, "data")?)
             .map_err(|e| corrupt(format!("entry {id}: data is not JSON: {e}")))?;
         let metadata: Metadata = serde_json::from_slice(&need(self.metadata, "metadata")?)
             .map_err(|e| corrupt(format!("entry {id}: metadata is malformed: {e}")))?;
@@ -303,7 +304,10 @@ mod tests {
         );
         assert_eq!(decoded.occurred_at, event.occurred_at);
         assert_eq!(decoded.data, event.data);
-        assert_eq!(decoded.data["price"].to_string(), "19.90");
+        assert_eq!(
+            decoded.data.to_value().expect("JSON")["price"].to_string(),
+            "19.90"
+        );
         assert_eq!(decoded.metadata, event.metadata);
         assert_eq!(decoded.schema_version, 2);
     }

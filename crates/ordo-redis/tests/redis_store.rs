@@ -185,7 +185,7 @@ fn event(n: u64) -> NewEvent {
         event_type: "ThingHappened".into(),
         schema_version: 1,
         occurred_at: time::OffsetDateTime::now_utc(),
-        data: serde_json::json!({ "n": n }),
+        data: serde_json::json!({ "n": n }).into(),
         metadata: Metadata::default(),
     }
 }

@@ -75,7 +75,7 @@ fn event(n: u64) -> NewEvent {
         event_type: "Happened".into(),
         schema_version: 1,
         occurred_at: ordo_es::now_micros(),
-        data: serde_json::json!({ "n": n }),
+        data: serde_json::json!({ "n": n }).into(),
         metadata: Metadata::default(),
     }
 }

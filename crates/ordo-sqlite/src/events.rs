@@ -11,8 +11,8 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use ordo_es::{
-    Appended, Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
-    Snapshot, SnapshotStore, StoreError, StreamId,
+    Appended, Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, Payload, Position,
+    RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId,
 };
 
 use crate::pool::{Checkpointer, ReadPool, open_writer, start_checkpointer};
@@ -293,7 +293,7 @@ fn append_one(
             event.event_type,
             event.schema_version,
             micros(event.occurred_at),
-            event.data.to_string(),
+            event.data.as_str(),
             metadata,
         ])?;
         positions.push(Position::new(0, conn.last_insert_rowid() as u64, 0));
@@ -333,7 +333,7 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<RecordedEvent> {
         event_type: row.get(5)?,
         schema_version: row.get(6)?,
         occurred_at: from_micros(row.get(7)?)?,
-        data: serde_json::from_str(&data).map_err(|e| bad(8, Box::new(e)))?,
+        data: Payload::from_json(data).map_err(|e| bad(8, Box::new(e)))?,
         metadata: serde_json::from_str::<Metadata>(&metadata).map_err(|e| bad(9, Box::new(e)))?,
     })
 }
@@ -516,7 +516,7 @@ pub(crate) mod tests {
             event_type: "E".into(),
             schema_version: 1,
             occurred_at: ordo_es::now_micros(),
-            data: serde_json::json!({"x": 1}),
+            data: serde_json::json!({"x": 1}).into(),
             metadata: Metadata::default(),
         }
     }

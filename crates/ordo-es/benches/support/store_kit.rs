@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use ordo_es::{
     Aggregate, CommandExecutor, DecodeError, DomainEvent, EventStore, ExpectedVersion, Loaded,
-    Metadata, NewEvent, SnapshotStore, StreamId, now_micros,
+    Metadata, NewEvent, Payload, SnapshotStore, StreamId, now_micros,
 };
 
 /// A running total: the benchmark-local aggregate.
@@ -45,10 +45,10 @@ impl DomainEvent for Added {
     fn schema_version(&self) -> u32 {
         1
     }
-    fn encode(&self) -> Value {
-        json!({ "amount": self.amount })
+    fn encode(&self) -> Payload {
+        json!({ "amount": self.amount }).into()
     }
-    fn decode(event_type: &str, schema_version: u32, data: &Value) -> Result<Self, DecodeError> {
+    fn decode(event_type: &str, schema_version: u32, data: &Payload) -> Result<Self, DecodeError> {
         if event_type != "Added" {
             return Err(DecodeError::UnknownType {
                 event_type: event_type.to_string(),
@@ -60,12 +60,13 @@ impl DomainEvent for Added {
                 schema_version,
             });
         }
-        let amount = serde_json::from_value(data["amount"].clone()).map_err(|source| {
-            DecodeError::Malformed {
+        let amount = data
+            .to_value()
+            .and_then(|v: Value| serde_json::from_value(v["amount"].clone()))
+            .map_err(|source| DecodeError::Malformed {
                 event_type: event_type.to_string(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Added { amount })
     }
 }

@@ -361,7 +361,7 @@ fn raw_event(event_type: &str, schema_version: u32, data: Value) -> NewEvent {
         event_type: event_type.into(),
         schema_version,
         occurred_at: ordo_es::now_micros(),
-        data,
+        data: data.into(),
         metadata: Metadata::default(),
     }
 }
