@@ -187,7 +187,7 @@ pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
     async fn commit(
         &self,
         projection: &str,
-        batch: ReadModelBatch,
+        batch: Arc<ReadModelBatch>,
         from: &Checkpoint,
         to: &Checkpoint,
     ) -> Result<(), ReadStoreError>;
@@ -296,16 +296,95 @@ impl fmt::Debug for RebuildLock {
 
 /// The projection that keeps every order read model current: order view, summary, top
 /// customers and search.
-#[derive(Debug, Clone)]
+///
+/// Each batch is folded over the stored states and committed with its checkpoint before
+/// `apply_batch` returns, so a published checkpoint is always readable. Between
+/// [`begin_bulk`](Self::begin_bulk) and [`finish_bulk`](Self::finish_bulk) (a generation
+/// that serves no queries being rebuilt) the commits are pipelined instead: batch N+1 is
+/// loaded and folded while batch N commits, taking the states of orders batch N touched
+/// from batch N itself, and `apply_batch` returns once its batch's commit has started.
+#[derive(Debug)]
 pub struct OrderProjection {
     store: Arc<dyn OrderReadStore>,
+    mode: tokio::sync::Mutex<Mode>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// Every batch committed before `apply_batch` returns.
+    Committed,
+    /// Bulk load: the last batch may still be committing.
+    Pipelined(Option<InFlight>),
+}
+
+/// A batch whose commit is running.
+#[derive(Debug)]
+struct InFlight {
+    batch: Arc<ReadModelBatch>,
+    /// Where each touched order's state is in `batch.views`.
+    index: HashMap<Uuid, usize>,
+    commit: tokio::task::JoinHandle<Result<(), ReadStoreError>>,
+}
+
+impl InFlight {
+    fn view(&self, id: &Uuid) -> Option<&ViewState> {
+        self.index.get(id).map(|&i| &self.batch.views[i].1)
+    }
+
+    /// Waits for the commit.
+    async fn settle(self) -> Result<(), ReadStoreError> {
+        match self.commit.await {
+            Ok(result) => result,
+            Err(e) => Err(ReadStoreError::Other(Box::new(e))),
+        }
+    }
 }
 
 impl OrderProjection {
     pub const NAME: &'static str = "orders";
 
     pub fn new(store: Arc<dyn OrderReadStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            mode: tokio::sync::Mutex::new(Mode::Committed),
+        }
+    }
+
+    /// Waits for a pipelined commit still running, if any.
+    async fn settle_in_flight(&self) -> Result<(), ProjectionError> {
+        let mut mode = self.mode.lock().await;
+        if let Mode::Pipelined(in_flight) = &mut *mode
+            && let Some(last) = in_flight.take()
+        {
+            last.settle().await.map_err(earlier_commit_failed)?;
+        }
+        Ok(())
+    }
+
+    /// Puts the (empty, query-free) store in bulk mode and pipelines the commits: see
+    /// the type's docs and [`OrderReadStore::begin_bulk`].
+    pub async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
+        let mut mode = self.mode.lock().await;
+        self.store.begin_bulk().await?;
+        *mode = Mode::Pipelined(None);
+        Ok(())
+    }
+
+    /// Waits for the last pipelined commit, then has the store build what the bulk load
+    /// deferred; from then on every batch is committed before `apply_batch` returns.
+    /// When the last commit failed, the error is returned (the checkpoints the runner
+    /// published past the stored one were never committed: the generation must not be
+    /// used) and the projection stays pipelined.
+    pub async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
+        let mut mode = self.mode.lock().await;
+        if let Mode::Pipelined(in_flight) = &mut *mode
+            && let Some(last) = in_flight.take()
+        {
+            last.settle().await?;
+        }
+        self.store.finish_bulk().await?;
+        *mode = Mode::Committed;
+        Ok(())
     }
 
     /// Folds `events` over the stored states into one batch. Events already folded
@@ -383,6 +462,16 @@ impl OrderProjection {
     }
 }
 
+/// A pipelined commit of an earlier batch failed: not the current batch's failure, so
+/// the runner must reload the stored checkpoint and go again from there, not retry or
+/// park the current batch's events.
+fn earlier_commit_failed(e: ReadStoreError) -> ProjectionError {
+    match e {
+        ReadStoreError::CheckpointMoved => ProjectionError::CheckpointMoved,
+        other => ProjectionError::Unavailable(Box::new(other)),
+    }
+}
+
 fn parse_order_id(envelope: &RecordedEvent) -> Result<Uuid, ProjectionError> {
     Uuid::parse_str(envelope.stream_id.as_str()).map_err(|e| {
         ProjectionError::Failed(
@@ -412,6 +501,7 @@ impl Projection for OrderProjection {
     }
 
     async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
+        self.settle_in_flight().await?;
         Ok(self.store.load_checkpoint(Self::NAME).await?)
     }
 
@@ -431,9 +521,54 @@ impl Projection for OrderProjection {
                 }
             }
         }
-        let states = self.store.load_views(&ids).await?;
-        let batch = Self::fold_batch(events, states)?;
-        self.store.commit(Self::NAME, batch, from, to).await?;
+        let mut mode = self.mode.lock().await;
+        let Mode::Pipelined(in_flight) = &mut *mode else {
+            let states = self.store.load_views(&ids).await?;
+            let batch = Self::fold_batch(events, states)?;
+            self.store
+                .commit(Self::NAME, batch.into(), from, to)
+                .await?;
+            return Ok(());
+        };
+        let previous = in_flight.take();
+        // The orders the previous batch touched are taken from it (its commit may not
+        // be visible yet); the others are stored as of the batch before it, which has
+        // committed.
+        let folded = async {
+            let mut states = HashMap::with_capacity(ids.len());
+            let mut stored = Vec::with_capacity(ids.len());
+            for id in ids {
+                match previous.as_ref().and_then(|p| p.view(&id)) {
+                    Some(state) => {
+                        states.insert(id, state.clone());
+                    }
+                    None => stored.push(id),
+                }
+            }
+            states.extend(self.store.load_views(&stored).await?);
+            Self::fold_batch(events, states)
+        }
+        .await;
+        // This batch's commit moves the checkpoint from where the previous one moved it.
+        if let Some(previous) = previous {
+            previous.settle().await.map_err(earlier_commit_failed)?;
+        }
+        let batch = Arc::new(folded?);
+        let index = batch
+            .views
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
+        let store = Arc::clone(&self.store);
+        let (committing, from, to) = (Arc::clone(&batch), from.clone(), to.clone());
+        let commit =
+            tokio::spawn(async move { store.commit(Self::NAME, committing, &from, &to).await });
+        *in_flight = Some(InFlight {
+            batch,
+            index,
+            commit,
+        });
         Ok(())
     }
 
@@ -453,6 +588,8 @@ impl Projection for OrderProjection {
             error: error.chars().take(2_000).collect(),
             parked_at: ordo_es::now_micros(),
         };
+        // Parking moves the checkpoint from `from`, where the last commit moves it.
+        self.settle_in_flight().await?;
         self.store.park(Self::NAME, parked, from, to).await?;
         Ok(())
     }

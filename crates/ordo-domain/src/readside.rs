@@ -31,6 +31,15 @@ fn start_runner(
     config: &RunnerConfig,
 ) -> Running {
     let projection = Arc::new(OrderProjection::new(Arc::clone(&generation.store)));
+    start_projection(events, generation, projection, config)
+}
+
+fn start_projection(
+    events: &Arc<dyn EventStore>,
+    generation: ReadGeneration,
+    projection: Arc<OrderProjection>,
+    config: &RunnerConfig,
+) -> Running {
     let runner = ProjectionRunner::new(Arc::clone(events), projection, config.clone());
     let handle = runner.handle();
     let (stop, stopped) = watch::channel(false);
@@ -220,11 +229,17 @@ impl ReadSide {
         let generation = self.provider.create_generation().await?;
         generation.store.reset().await?;
         // Nothing queries the new generation until the switch: let it load in bulk.
-        generation.store.begin_bulk().await?;
+        let projection = Arc::new(OrderProjection::new(Arc::clone(&generation.store)));
+        projection.begin_bulk().await?;
         tracing::info!(generation = %generation.id, "rebuilding read models beside the live ones");
         let origin = Checkpoint::origin(self.events.partitions());
         let mut total = self.events.count_after(&origin).await?;
-        let building = start_runner(&self.events, generation.clone(), &self.config);
+        let building = start_projection(
+            &self.events,
+            generation.clone(),
+            Arc::clone(&projection),
+            &self.config,
+        );
         progress(0, total);
 
         // Catch up while the live generation keeps serving. Counting what remains can
@@ -255,7 +270,7 @@ impl ReadSide {
         }
         // Caught up: build what the bulk load deferred before anything queries it.
         let finishing = std::time::Instant::now();
-        if let Err(e) = generation.store.finish_bulk().await {
+        if let Err(e) = projection.finish_bulk().await {
             let _ = building.stop().await;
             return Err(e.into());
         }

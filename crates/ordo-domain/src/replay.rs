@@ -263,7 +263,12 @@ impl ReplayJobs {
             }
             let batch = OrderProjection::repair_batch(&stored, targets);
             match store
-                .commit(OrderProjection::NAME, batch, &checkpoint, &checkpoint)
+                .commit(
+                    OrderProjection::NAME,
+                    batch.into(),
+                    &checkpoint,
+                    &checkpoint,
+                )
                 .await
             {
                 Ok(()) => return Ok(()),

@@ -378,7 +378,7 @@ mod tests {
         let mut to = origin.clone();
         to.advance(&Position::new(0, 7, 1));
         store
-            .commit(projection, ReadModelBatch::default(), &origin, &to)
+            .commit(projection, ReadModelBatch::default().into(), &origin, &to)
             .await
             .expect("commit");
         to

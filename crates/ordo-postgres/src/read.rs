@@ -466,7 +466,7 @@ impl OrderReadStore for PgReadStore {
     async fn commit(
         &self,
         projection: &str,
-        batch: ReadModelBatch,
+        batch: Arc<ReadModelBatch>,
         from: &Checkpoint,
         to: &Checkpoint,
     ) -> Result<(), ReadStoreError> {
@@ -1116,7 +1116,7 @@ mod tests {
                     let mut to = from.clone();
                     to.advance(&Position::new(0, 1_000 * (round + 1) + i, i));
                     store
-                        .commit("race", ReadModelBatch::default(), &from, &to)
+                        .commit("race", ReadModelBatch::default().into(), &from, &to)
                         .await
                 }));
             }
@@ -1286,7 +1286,7 @@ mod tests {
             let parked = parked_event(round, "poison");
             let park = tokio::spawn(async move { a.park("race", parked, &from_a, &to_a).await });
             let commit = tokio::spawn(async move {
-                b.commit("race", ReadModelBatch::default(), &from_b, &to_b)
+                b.commit("race", ReadModelBatch::default().into(), &from_b, &to_b)
                     .await
             });
             let results = [park.await.expect("task"), commit.await.expect("task")];
@@ -1320,7 +1320,7 @@ mod tests {
         let mut two = one.clone();
         two.advance(&Position::new(0, 6, 2));
         f.store
-            .commit("p", ReadModelBatch::default(), &origin, &one)
+            .commit("p", ReadModelBatch::default().into(), &origin, &one)
             .await
             .expect("first commit from the origin");
         let id = Uuid::now_v7();
@@ -1354,7 +1354,7 @@ mod tests {
         for stale in [&origin, &two] {
             let err = f
                 .store
-                .commit("p", batch.clone(), stale, &two)
+                .commit("p", batch.clone().into(), stale, &two)
                 .await
                 .expect_err("stale from");
             assert!(matches!(err, ReadStoreError::CheckpointMoved), "{err:?}");
@@ -1369,7 +1369,7 @@ mod tests {
             Some(one.clone())
         );
         f.store
-            .commit("p", batch, &one, &two)
+            .commit("p", batch.into(), &one, &two)
             .await
             .expect("commit from the stored checkpoint");
         assert_eq!(f.store.load_checkpoint("p").await.expect("load"), Some(two));

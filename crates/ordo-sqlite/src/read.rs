@@ -516,7 +516,7 @@ impl OrderReadStore for SqliteReadStore {
     async fn commit(
         &self,
         projection: &str,
-        batch: ReadModelBatch,
+        batch: Arc<ReadModelBatch>,
         from: &Checkpoint,
         to: &Checkpoint,
     ) -> Result<(), ReadStoreError> {
@@ -1011,7 +1011,7 @@ mod tests {
             store
                 .commit(
                     "orders",
-                    batch(&[a.clone(), b.clone(), c.clone()], &[]),
+                    batch(&[a.clone(), b.clone(), c.clone()], &[]).into(),
                     &origin,
                     &one,
                 )
@@ -1024,7 +1024,7 @@ mod tests {
                 &ViewState::Deleted { version: 2 },
             );
             store
-                .commit("orders", gone, &one, &two)
+                .commit("orders", gone.into(), &one, &two)
                 .await
                 .expect("second batch");
         }
@@ -1090,7 +1090,7 @@ mod tests {
         );
         let mut three = two.clone();
         three.advance(&ordo_es::Position::new(0, 5, 0));
-        bulk.commit("orders", batch(&[d], &[]), &two, &three)
+        bulk.commit("orders", batch(&[d], &[]).into(), &two, &three)
             .await
             .expect("third batch");
         assert_eq!(bulk.list(&queries[2]).await.expect("search").total, 1);

@@ -1,0 +1,361 @@
+//! A bulk load pipelines its commits (batch N+1 folded while batch N commits). It must end
+//! with exactly the read models that batches committed one at a time give, also when
+//! commits fail on the way and when a poison event sits in the middle of a batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use ordo_domain::{
+    CommandContext, CreateOrder, ListQuery, OrderProjection, OrderReadStore, OrderService,
+    ParkedEvent, ReadModelBatch, ReadStoreError, Status, ViewState,
+};
+use ordo_es::{
+    Checkpoint, EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, Position,
+    Projection, ProjectionError, ProjectionHandle, ProjectionRunner, RecordedEvent, RunnerConfig,
+    StreamId,
+};
+use ordo_sqlite::SqliteReadStore;
+
+/// A read store on a slow disk whose commits number `fail` (1-based) fail once, before
+/// touching anything.
+#[derive(Debug)]
+struct FailingCommits {
+    inner: SqliteReadStore,
+    commits: AtomicU32,
+    fail: Vec<u32>,
+}
+
+/// Counts the batches the projection failed because an order's events did not follow
+/// its stored version: what a pipelined batch would see if it loaded an order from the
+/// store while the batch before it, which changed that order, was still committing.
+#[derive(Debug)]
+struct CountingGaps {
+    inner: Arc<OrderProjection>,
+    gaps: AtomicU32,
+}
+
+#[async_trait]
+impl Projection for CountingGaps {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
+        self.inner.load_checkpoint().await
+    }
+    async fn apply_batch(
+        &self,
+        events: &[RecordedEvent],
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ProjectionError> {
+        let result = self.inner.apply_batch(events, from, to).await;
+        if let Err(ProjectionError::Failed(e)) = &result
+            && e.to_string().contains("(a gap)")
+        {
+            self.gaps.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+    async fn park(
+        &self,
+        event: &RecordedEvent,
+        error: &str,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ProjectionError> {
+        self.inner.park(event, error, from, to).await
+    }
+}
+
+#[async_trait]
+impl OrderReadStore for FailingCommits {
+    async fn load_checkpoint(&self, p: &str) -> Result<Option<Checkpoint>, ReadStoreError> {
+        self.inner.load_checkpoint(p).await
+    }
+    async fn load_views(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ViewState>, ReadStoreError> {
+        self.inner.load_views(ids).await
+    }
+    async fn commit(
+        &self,
+        projection: &str,
+        batch: Arc<ReadModelBatch>,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ReadStoreError> {
+        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.fail.contains(&n) {
+            return Err(ReadStoreError::Unavailable(
+                format!("commit {n} fails (injected)").into(),
+            ));
+        }
+        // A slow disk: the next batch is loaded and folded meanwhile.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        self.inner.commit(projection, batch, from, to).await
+    }
+    async fn get(&self, id: Uuid) -> Result<Option<ordo_domain::OrderView>, ReadStoreError> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, q: &ListQuery) -> Result<ordo_domain::OrderPage, ReadStoreError> {
+        self.inner.list(q).await
+    }
+    async fn summary(&self) -> Result<ordo_domain::Summary, ReadStoreError> {
+        self.inner.summary().await
+    }
+    async fn top_customers(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<ordo_domain::TopCustomer>, ReadStoreError> {
+        self.inner.top_customers(limit).await
+    }
+    async fn reset(&self) -> Result<(), ReadStoreError> {
+        self.inner.reset().await
+    }
+    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
+        self.inner.begin_bulk().await
+    }
+    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
+        self.inner.finish_bulk().await
+    }
+    async fn park(
+        &self,
+        p: &str,
+        parked: ParkedEvent,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ReadStoreError> {
+        self.inner.park(p, parked, from, to).await
+    }
+    async fn parked(&self, p: &str) -> Result<Vec<ParkedEvent>, ReadStoreError> {
+        self.inner.parked(p).await
+    }
+    async fn ping(&self) -> Result<(), ReadStoreError> {
+        self.inner.ping().await
+    }
+}
+
+fn create(i: u32) -> CreateOrder {
+    let customer = i % 17;
+    CreateOrder::parse(&json!({
+        "customerName": format!("Customer {customer} ({i})"),
+        "customerEmail": format!("customer{customer}@example.com"),
+        "currency": "EUR",
+        "items": [{
+            "productId": format!("p-{}", i % 13),
+            "productName": format!("Product {} engine", i % 13),
+            "quantity": 1 + i % 4,
+            "unitPrice": serde_json::from_str::<serde_json::Value>(
+                &format!("{}.{:02}", 1 + i % 90, i % 100)
+            ).expect("a number"),
+        }],
+    }))
+    .unwrap_or_else(|e| panic!("a valid create body: {e:?}"))
+}
+
+/// Orders with lives of different lengths, interleaved in the log, and one poison event
+/// (a payload the projection cannot decode) in the middle. Returns the last position.
+async fn seed(store: &Arc<dyn EventStore>) -> (Vec<Uuid>, Position) {
+    let service = OrderService::new(Arc::clone(store));
+    let ctx = CommandContext::default;
+    let mut ids = Vec::new();
+    for i in 0..240u32 {
+        let id = service
+            .create(create(i), None, ctx())
+            .await
+            .expect("create")
+            .order_id;
+        ids.push(id);
+        if i == 120 {
+            let poison = ids[3];
+            let version = service.history(poison).await.expect("history").len() as u64;
+            store
+                .append(
+                    &StreamId::new(poison.to_string()),
+                    ExpectedVersion::Exact(version),
+                    vec![NewEvent {
+                        event_id: Uuid::now_v7(),
+                        aggregate_type: "Order".into(),
+                        event_type: "OrderStatusChanged".into(),
+                        schema_version: 1,
+                        occurred_at: ordo_es::now_micros(),
+                        data: json!({ "not": "a status change" }).into(),
+                        metadata: Metadata::default(),
+                    }],
+                )
+                .await
+                .expect("append the poison event");
+        }
+        // Later commands on earlier orders, so that an order's events span batches.
+        if i >= 10 {
+            let earlier = ids[(i - 10) as usize];
+            if i % 5 == 0 {
+                service
+                    .cancel(earlier, Some("changed mind".into()), ctx())
+                    .await
+                    .ok();
+            } else if i % 7 == 0 {
+                service.delete(earlier, ctx()).await.expect("delete");
+            } else {
+                service
+                    .update_status(earlier, Status::Confirmed, ctx())
+                    .await
+                    .ok();
+            }
+        }
+    }
+    let last = store
+        .read_all(&Checkpoint::origin(store.partitions()), usize::MAX)
+        .await
+        .expect("read")
+        .last()
+        .expect("events")
+        .position;
+    (ids, last)
+}
+
+fn config() -> RunnerConfig {
+    RunnerConfig {
+        batch_size: 7,
+        catch_up_batch_size: 29,
+        min_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(20),
+        ..RunnerConfig::default()
+    }
+}
+
+fn run(
+    events: &Arc<dyn EventStore>,
+    projection: Arc<dyn Projection>,
+) -> (ProjectionHandle, watch::Sender<bool>) {
+    let runner = ProjectionRunner::new(Arc::clone(events), projection, config());
+    let handle = runner.handle();
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(runner.run(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    (handle, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_bulk_commits_give_the_read_models_of_one_by_one_commits() {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let (ids, last) = seed(&events).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    let usual: Arc<dyn OrderReadStore> =
+        Arc::new(SqliteReadStore::open(dir.path().join("usual.db")).expect("open"));
+    let (usual_handle, stop_usual) = run(&events, Arc::new(OrderProjection::new(usual.clone())));
+
+    let failing = Arc::new(FailingCommits {
+        inner: SqliteReadStore::open(dir.path().join("bulk.db")).expect("open"),
+        commits: AtomicU32::new(0),
+        // Early commits, far from the last one, so the failures happen mid-load.
+        fail: vec![2, 5, 6],
+    });
+    let bulk: Arc<dyn OrderReadStore> = failing.clone();
+    let projection = Arc::new(OrderProjection::new(bulk.clone()));
+    projection.begin_bulk().await.expect("bulk mode");
+    let counting = Arc::new(CountingGaps {
+        inner: Arc::clone(&projection),
+        gaps: AtomicU32::new(0),
+    });
+    let (bulk_handle, stop_bulk) = run(&events, counting.clone());
+
+    let patience = Duration::from_secs(60);
+    assert!(
+        usual_handle.wait_for(&last, patience).await,
+        "usual caught up"
+    );
+    assert!(
+        bulk_handle.wait_for(&last, patience).await,
+        "bulk caught up"
+    );
+    projection
+        .finish_bulk()
+        .await
+        .expect("the last pipelined commit succeeded");
+    assert!(
+        failing.commits.load(Ordering::SeqCst) > 20,
+        "many pipelined commits ran"
+    );
+    assert_eq!(
+        counting.gaps.load(Ordering::SeqCst),
+        0,
+        "a batch was folded over an order state its predecessor had already changed"
+    );
+    // After the bulk load the projection commits before returning again.
+    let more = OrderService::new(Arc::clone(&events))
+        .update_status(ids[239], Status::Confirmed, CommandContext::default())
+        .await
+        .expect("one more command");
+    assert!(usual_handle.wait_for(&more.position, patience).await);
+    assert!(bulk_handle.wait_for(&more.position, patience).await);
+    let _ = stop_usual.send(true);
+    let _ = stop_bulk.send(true);
+
+    let parked = bulk.parked(OrderProjection::NAME).await.expect("parked");
+    assert_eq!(parked.len(), 1, "the poison event parked once: {parked:?}");
+    assert_eq!(
+        parked,
+        usual
+            .parked(OrderProjection::NAME)
+            .await
+            .expect("parked")
+            .into_iter()
+            .map(|p| ParkedEvent {
+                parked_at: parked[0].parked_at,
+                ..p
+            })
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        bulk.get(ids[239]).await.expect("get").map(|v| v.status),
+        Some(Status::Confirmed),
+        "a batch after the bulk load is committed as usual"
+    );
+    for id in &ids {
+        assert_eq!(
+            bulk.get(*id).await.expect("get"),
+            usual.get(*id).await.expect("get"),
+            "order {id}"
+        );
+    }
+    assert_eq!(
+        bulk.summary().await.expect("summary"),
+        usual.summary().await.expect("summary")
+    );
+    assert_eq!(
+        bulk.top_customers(50).await.expect("top"),
+        usual.top_customers(50).await.expect("top")
+    );
+    for query in [
+        ListQuery::default(),
+        ListQuery {
+            search: Some("engine".into()),
+            limit: 100,
+            ..ListQuery::default()
+        },
+        ListQuery {
+            status: Some(Status::Confirmed),
+            limit: 100,
+            ..ListQuery::default()
+        },
+        ListQuery {
+            customer_email: Some("customer3@example.com".into()),
+            limit: 100,
+            ..ListQuery::default()
+        },
+    ] {
+        assert_eq!(
+            bulk.list(&query).await.expect("list"),
+            usual.list(&query).await.expect("list"),
+            "{query:?}"
+        );
+    }
+}
