@@ -161,11 +161,12 @@ impl Serialize for Money {
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let number = serde_json::Number::deserialize(deserializer)?;
-        let text = number.to_string();
+        // The number's own text (arbitrary_precision keeps it): no float on the way.
+        let text = number.as_str();
         // Stored amounts may be negative only as deltas; parse the magnitude.
         match text.strip_prefix('-') {
             Some(abs) => Money::parse_json_number(abs).map(|m| Money(-m.0)),
-            None => Money::parse_json_number(&text),
+            None => Money::parse_json_number(text),
         }
         .map_err(|e| D::Error::custom(format!("invalid amount {text}: {e}")))
     }

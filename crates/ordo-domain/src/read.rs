@@ -140,12 +140,18 @@ impl ReadModelBatch {
                 };
             }
             if let Some(view) = state.live() {
-                self.customers.insert(view.customer_email.clone());
+                let email = &view.customer_email;
+                if !self.customers.contains(email) {
+                    self.customers.insert(email.clone());
+                }
                 if view.counts_as_revenue() {
-                    let entry = self
-                        .customer_deltas
-                        .entry(view.customer_email.clone())
-                        .or_insert((0, Money::ZERO));
+                    if !self.customer_deltas.contains_key(email) {
+                        self.customer_deltas
+                            .insert(email.clone(), (0, Money::ZERO));
+                    }
+                    let Some(entry) = self.customer_deltas.get_mut(email) else {
+                        continue;
+                    };
                     entry.0 += sign;
                     entry.1 = if sign > 0 {
                         entry.1 + view.total_amount
