@@ -106,6 +106,9 @@ pub struct StoreEnv {
     pg_base: String,
     redis_nodes: Vec<String>,
     _private_redis: Option<PrivateRedis>,
+    /// The bench cluster this environment started (script, directory): stopped by
+    /// `cleanup`. A cluster that was already running is left running.
+    started_cluster: Option<(PathBuf, PathBuf)>,
 }
 
 fn with_param(url: &str, key: &str, value: &str) -> String {
@@ -145,6 +148,7 @@ impl StoreEnv {
         let sqlite_read = format!("sqlite://{}", dir.path().join("read.db").display());
         let pg_schema_url = |schema: &str| with_param(&b.pg_url, "schema", schema);
         let mut private = None;
+        let mut started_cluster = None;
         let mut redis_nodes = vec![b.redis_addr.clone()];
         let (event_url, read_url) = match kind {
             StoreKind::Sqlite => (
@@ -185,6 +189,13 @@ impl StoreEnv {
                 )
             }
             StoreKind::RedisCluster => {
+                let running = std::process::Command::new(&b.cluster_script)
+                    .arg("status")
+                    .arg(&b.cluster_dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
                 let status = std::process::Command::new(&b.cluster_script)
                     .arg("start")
                     .arg(&b.cluster_dir)
@@ -196,6 +207,9 @@ impl StoreEnv {
                     status.success(),
                     "the Redis Cluster did not start ({status})"
                 );
+                if !running {
+                    started_cluster = Some((b.cluster_script.clone(), b.cluster_dir.clone()));
+                }
                 redis_nodes = (1..=3)
                     .map(|i| format!("127.0.0.1:{}", b.cluster_base_port + i))
                     .collect();
@@ -219,6 +233,7 @@ impl StoreEnv {
             pg_base: b.pg_url.clone(),
             redis_nodes,
             _private_redis: private,
+            started_cluster,
         })
     }
 
@@ -338,6 +353,19 @@ impl StoreEnv {
                 "ordo-load: could not delete the keys {}:*: {e:#}",
                 self.unique
             );
+        }
+        if let Some((script, dir)) = &self.started_cluster {
+            let stopped = std::process::Command::new(script)
+                .arg("stop")
+                .arg(dir)
+                .stdout(Stdio::null())
+                .status();
+            if !stopped.as_ref().is_ok_and(|s| s.success()) {
+                eprintln!(
+                    "ordo-load: could not stop the bench Redis Cluster ({}): {stopped:?}",
+                    dir.display()
+                );
+            }
         }
     }
 }
