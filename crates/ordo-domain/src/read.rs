@@ -146,8 +146,7 @@ impl ReadModelBatch {
                 }
                 if view.counts_as_revenue() {
                     if !self.customer_deltas.contains_key(email) {
-                        self.customer_deltas
-                            .insert(email.clone(), (0, Money::ZERO));
+                        self.customer_deltas.insert(email.clone(), (0, Money::ZERO));
                     }
                     let Some(entry) = self.customer_deltas.get_mut(email) else {
                         continue;
