@@ -84,6 +84,17 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 
 /// Query parameters as (name, value) pairs; 400 on a malformed query, an unknown name or a
 /// repeated one.
+/// Text that reaches a query (a search term, an e-mail) never holds control characters:
+/// no stored text can match them, and some stores reject them (NUL ends an FTS5 query).
+pub fn no_control_characters(what: &str, value: &str) -> Result<(), ApiError> {
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
 pub fn query_pairs(raw: Option<&str>, known: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|_| ApiError::BadRequest("malformed query string".into()))?;
@@ -101,6 +112,9 @@ pub fn query_pairs(raw: Option<&str>, known: &[&str]) -> Result<Vec<(String, Str
             )));
         }
         seen.push(name);
+    }
+    for (name, value) in &pairs {
+        no_control_characters(&format!("query parameter {name:?}"), value)?;
     }
     Ok(pairs)
 }

@@ -273,6 +273,7 @@ async fn orders_by_customer(
             "the e-mail must be 1 to 254 characters".into(),
         ));
     }
+    crate::extract::no_control_characters("the e-mail", &email)?;
     query.customer_email = Some(email.trim().to_lowercase());
     await_consistency(&state, &headers).await?;
     Ok(Json(state.reads().list(&query).await?).into_response())

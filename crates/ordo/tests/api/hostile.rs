@@ -296,6 +296,23 @@ async fn hostile_headers_and_query_strings_are_4xx() {
             response.status()
         );
     }
+    // Control characters in text that reaches the store (a NUL used to end the SQLite
+    // search query early and answer 503).
+    for path in [
+        "/api/v1/orders/search?q=%00abc",
+        "/api/v1/orders/search?q=ab%00cd",
+        "/api/v1/orders/search?q=abc%0A",
+        "/api/v1/orders?customerEmail=ada%00%40example.com",
+        "/api/v1/orders/customer/ada%00%40example.com",
+    ] {
+        let problem = expect_problem(app.get(path).await, StatusCode::BAD_REQUEST).await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("control characters")),
+            "{path}: {problem}"
+        );
+    }
     let response = app
         .request(Method::GET, "/health")
         .header("X-Request-Id", "bad id with spaces")
