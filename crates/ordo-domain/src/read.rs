@@ -322,6 +322,29 @@ enum Mode {
     Pipelined(Option<InFlight>),
 }
 
+impl Mode {
+    /// Waits for the commit in flight, if any. The commit stays in place while it is
+    /// awaited, so a caller cancelled meanwhile leaves it for the next one to wait for.
+    /// After a failed commit the rest of the load is committed batch by batch: the
+    /// failure of a batch that keeps failing then reaches the runner as that batch's
+    /// own (retried, then its events applied one by one and the bad one parked), and
+    /// no checkpoint is published ahead of the stored one again.
+    async fn settle(&mut self) -> Result<(), ReadStoreError> {
+        let Mode::Pipelined(Some(in_flight)) = self else {
+            return Ok(());
+        };
+        let result = match (&mut in_flight.commit).await {
+            Ok(result) => result,
+            Err(e) => Err(ReadStoreError::Other(Box::new(e))),
+        };
+        *self = match result {
+            Ok(()) => Mode::Pipelined(None),
+            Err(_) => Mode::Committed,
+        };
+        result
+    }
+}
+
 /// A batch whose commit is running.
 #[derive(Debug)]
 struct InFlight {
@@ -334,14 +357,6 @@ struct InFlight {
 impl InFlight {
     fn view(&self, id: &Uuid) -> Option<&ViewState> {
         self.index.get(id).map(|&i| &self.batch.views[i].1)
-    }
-
-    /// Waits for the commit.
-    async fn settle(self) -> Result<(), ReadStoreError> {
-        match self.commit.await {
-            Ok(result) => result,
-            Err(e) => Err(ReadStoreError::Other(Box::new(e))),
-        }
     }
 }
 
@@ -357,13 +372,12 @@ impl OrderProjection {
 
     /// Waits for a pipelined commit still running, if any.
     async fn settle_in_flight(&self) -> Result<(), ProjectionError> {
-        let mut mode = self.mode.lock().await;
-        if let Mode::Pipelined(in_flight) = &mut *mode
-            && let Some(last) = in_flight.take()
-        {
-            last.settle().await.map_err(earlier_commit_failed)?;
-        }
-        Ok(())
+        self.mode
+            .lock()
+            .await
+            .settle()
+            .await
+            .map_err(earlier_commit_failed)
     }
 
     /// Puts the (empty, query-free) store in bulk mode and pipelines the commits: see
@@ -377,16 +391,12 @@ impl OrderProjection {
 
     /// Waits for the last pipelined commit, then has the store build what the bulk load
     /// deferred; from then on every batch is committed before `apply_batch` returns.
-    /// When the last commit failed, the error is returned (the checkpoints the runner
-    /// published past the stored one were never committed: the generation must not be
-    /// used) and the projection stays pipelined.
+    /// When the last commit failed, the error is returned: the checkpoint the runner
+    /// published past the stored one was never committed, and the generation must not
+    /// be used as it is.
     pub async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
         let mut mode = self.mode.lock().await;
-        if let Mode::Pipelined(in_flight) = &mut *mode
-            && let Some(last) = in_flight.take()
-        {
-            last.settle().await?;
-        }
+        mode.settle().await?;
         self.store.finish_bulk().await?;
         *mode = Mode::Committed;
         Ok(())
@@ -527,7 +537,7 @@ impl Projection for OrderProjection {
             }
         }
         let mut mode = self.mode.lock().await;
-        let Mode::Pipelined(in_flight) = &mut *mode else {
+        let Mode::Pipelined(previous) = &*mode else {
             let states = self.store.load_views(&ids).await?;
             let batch = Self::fold_batch(events, states)?;
             self.store
@@ -535,7 +545,6 @@ impl Projection for OrderProjection {
                 .await?;
             return Ok(());
         };
-        let previous = in_flight.take();
         // The orders the previous batch touched are taken from it (its commit may not
         // be visible yet); the others are stored as of the batch before it, which has
         // committed.
@@ -555,9 +564,7 @@ impl Projection for OrderProjection {
         }
         .await;
         // This batch's commit moves the checkpoint from where the previous one moved it.
-        if let Some(previous) = previous {
-            previous.settle().await.map_err(earlier_commit_failed)?;
-        }
+        mode.settle().await.map_err(earlier_commit_failed)?;
         let batch = Arc::new(folded?);
         let index = batch
             .views
@@ -569,11 +576,11 @@ impl Projection for OrderProjection {
         let (committing, from, to) = (Arc::clone(&batch), from.clone(), to.clone());
         let commit =
             tokio::spawn(async move { store.commit(Self::NAME, committing, &from, &to).await });
-        *in_flight = Some(InFlight {
+        *mode = Mode::Pipelined(Some(InFlight {
             batch,
             index,
             commit,
-        });
+        }));
         Ok(())
     }
 

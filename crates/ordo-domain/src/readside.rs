@@ -80,6 +80,22 @@ pub enum RebuildError {
     Busy,
 }
 
+/// The projection checkpoint `generation` has committed (`origin` when none); `None`
+/// when it cannot be read.
+async fn stored_checkpoint(generation: &ReadGeneration, origin: &Checkpoint) -> Option<Checkpoint> {
+    match generation
+        .store
+        .load_checkpoint(OrderProjection::NAME)
+        .await
+    {
+        Ok(stored) => Some(stored.unwrap_or_else(|| origin.clone())),
+        Err(e) => {
+            tracing::debug!(generation = %generation.id, error = %e, "cannot read the rebuilt generation's checkpoint yet");
+            None
+        }
+    }
+}
+
 /// How often a process checks whether another one switched the active generation.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// How long the previous generation is kept after a switch: longer than [`FOLLOW_EVERY`],
@@ -264,7 +280,14 @@ impl ReadSide {
                 .status()
                 .checkpoint
                 .unwrap_or_else(|| origin.clone());
-            if checkpoint.is_at_or_past(&live) {
+            // The runner publishes a pipelined batch once its commit has started (and
+            // would have published past a commit that then failed): what counts is
+            // what the new generation has stored.
+            if checkpoint.is_at_or_past(&live)
+                && stored_checkpoint(&generation, &origin)
+                    .await
+                    .is_some_and(|stored| stored.is_at_or_past(&live))
+            {
                 break;
             }
         }
@@ -303,11 +326,14 @@ impl ReadSide {
         };
         let mut caught_up = false;
         for _ in 0..600 {
-            if building
-                .handle
-                .status()
-                .checkpoint
-                .is_some_and(|c| c.is_at_or_past(&stopped_at))
+            // Past where the old runner stopped, and no further than what is stored:
+            // consistency tokens are answered from the published checkpoint.
+            let published = building.handle.status().checkpoint;
+            if let Some(published) = published
+                && published.is_at_or_past(&stopped_at)
+                && stored_checkpoint(&generation, &origin)
+                    .await
+                    .is_some_and(|stored| stored.is_at_or_past(&published))
             {
                 caught_up = true;
                 break;

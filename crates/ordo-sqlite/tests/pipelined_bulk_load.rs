@@ -23,13 +23,26 @@ use ordo_es::{
 };
 use ordo_sqlite::SqliteReadStore;
 
-/// A read store on a slow disk whose commits number `fail` (1-based) fail once, before
+/// A read store on a slow disk whose commits number `fail` (1-based) fail once, and
+/// whose commits of any batch that touches `always_fail` fail every time, before
 /// touching anything.
 #[derive(Debug)]
 struct FailingCommits {
     inner: SqliteReadStore,
     commits: AtomicU32,
     fail: Vec<u32>,
+    always_fail: Option<Uuid>,
+}
+
+impl FailingCommits {
+    fn new(inner: SqliteReadStore, fail: Vec<u32>, always_fail: Option<Uuid>) -> Self {
+        Self {
+            inner,
+            commits: AtomicU32::new(0),
+            fail,
+            always_fail,
+        }
+    }
 }
 
 /// Counts the batches the projection failed because an order's events did not follow
@@ -90,6 +103,13 @@ impl OrderReadStore for FailingCommits {
         to: &Checkpoint,
     ) -> Result<(), ReadStoreError> {
         let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(doomed) = self.always_fail
+            && batch.views.iter().any(|(id, _)| *id == doomed)
+        {
+            return Err(ReadStoreError::Corrupt(format!(
+                "order {doomed} cannot be stored (injected)"
+            )));
+        }
         if self.fail.contains(&n) {
             return Err(ReadStoreError::Unavailable(
                 format!("commit {n} fails (injected)").into(),
@@ -252,12 +272,12 @@ async fn pipelined_bulk_commits_give_the_read_models_of_one_by_one_commits() {
         Arc::new(SqliteReadStore::open(dir.path().join("usual.db")).expect("open"));
     let (usual_handle, stop_usual) = run(&events, Arc::new(OrderProjection::new(usual.clone())));
 
-    let failing = Arc::new(FailingCommits {
-        inner: SqliteReadStore::open(dir.path().join("bulk.db")).expect("open"),
-        commits: AtomicU32::new(0),
+    let failing = Arc::new(FailingCommits::new(
+        SqliteReadStore::open(dir.path().join("bulk.db")).expect("open"),
         // Early commits, far from the last one, so the failures happen mid-load.
-        fail: vec![2, 5, 6],
-    });
+        vec![2, 5, 6],
+        None,
+    ));
     let bulk: Arc<dyn OrderReadStore> = failing.clone();
     let projection = Arc::new(OrderProjection::new(bulk.clone()));
     projection.begin_bulk().await.expect("bulk mode");
@@ -358,4 +378,68 @@ async fn pipelined_bulk_commits_give_the_read_models_of_one_by_one_commits() {
             "{query:?}"
         );
     }
+}
+
+/// Waits until `store` has committed `position` (a pipelined runner publishes earlier).
+async fn wait_stored(store: &dyn OrderReadStore, position: &Position) {
+    for _ in 0..3000 {
+        if let Some(stored) = store
+            .load_checkpoint(OrderProjection::NAME)
+            .await
+            .expect("checkpoint")
+            && stored.covers(position)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the store never committed {position}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_commit_keeps_failing_is_parked_event_by_event_and_the_load_goes_on() {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let (ids, last) = seed(&events).await;
+    let doomed = ids[50];
+    let doomed_events = OrderService::new(Arc::clone(&events))
+        .history(doomed)
+        .await
+        .expect("history")
+        .len();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let failing = Arc::new(FailingCommits::new(
+        SqliteReadStore::open(dir.path().join("bulk.db")).expect("open"),
+        Vec::new(),
+        Some(doomed),
+    ));
+    let bulk: Arc<dyn OrderReadStore> = failing.clone();
+    let projection = Arc::new(OrderProjection::new(bulk.clone()));
+    projection.begin_bulk().await.expect("bulk mode");
+    let (handle, stop) = run(&events, projection.clone());
+
+    // Before the fix, a pipelined commit's failure was always "unavailable": the runner
+    // reloaded and folded the same batch again, forever, and this never returned.
+    assert!(
+        handle.wait_for(&last, Duration::from_secs(60)).await,
+        "the load went past the failing batch"
+    );
+    wait_stored(bulk.as_ref(), &last).await;
+    projection.finish_bulk().await.expect("finish");
+    let _ = stop.send(true);
+
+    let parked = bulk.parked(OrderProjection::NAME).await.expect("parked");
+    let parked_of_doomed = parked
+        .iter()
+        .filter(|p| p.stream_id == doomed.to_string())
+        .count();
+    assert_eq!(
+        parked_of_doomed, doomed_events,
+        "each event of the order that cannot be stored is parked: {parked:?}"
+    );
+    assert_eq!(parked.len(), doomed_events + 1, "and the poison event");
+    assert_eq!(bulk.get(doomed).await.expect("get"), None);
+    assert!(
+        bulk.get(ids[51]).await.expect("get").is_some(),
+        "the orders after it are there"
+    );
 }
