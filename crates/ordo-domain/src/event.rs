@@ -83,20 +83,21 @@ fn malformed(event_type: &str) -> impl FnOnce(serde_json::Error) -> DecodeError 
     }
 }
 
-/// A payload of the current schema version: decoded straight from its text.
-fn from_payload<T: for<'de> Deserialize<'de>>(
-    event_type: &str,
-    data: &Payload,
-) -> Result<T, DecodeError> {
-    data.decode().map_err(malformed(event_type))
+/// A stored payload as the decoder reads it: a payload of the current schema version
+/// straight from its text, one of an older version as the upcasters left it.
+enum Source<'a> {
+    Text(&'a Payload),
+    Upcast(Value),
 }
 
-/// A payload brought up from an older schema version by the upcasters.
-fn from_value<T: for<'de> Deserialize<'de>>(
-    event_type: &str,
-    data: Value,
-) -> Result<T, DecodeError> {
-    serde_json::from_value(data).map_err(malformed(event_type))
+impl Source<'_> {
+    fn read<T: for<'de> Deserialize<'de>>(&self, event_type: &str) -> Result<T, DecodeError> {
+        match self {
+            Source::Text(payload) => payload.decode(),
+            Source::Upcast(value) => T::deserialize(value),
+        }
+        .map_err(malformed(event_type))
+    }
 }
 
 impl DomainEvent for OrderEvent {
@@ -127,26 +128,22 @@ impl DomainEvent for OrderEvent {
 
     fn decode(event_type: &str, schema_version: u32, data: &Payload) -> Result<Self, DecodeError> {
         let current = Self::current_version(event_type);
-        if schema_version == current {
-            return Ok(match event_type {
-                Self::CREATED => OrderEvent::Created(from_payload(event_type, data)?),
-                Self::STATUS_CHANGED => OrderEvent::StatusChanged(from_payload(event_type, data)?),
-                Self::CANCELLED => OrderEvent::Cancelled(from_payload(event_type, data)?),
-                Self::DELETED => OrderEvent::Deleted(from_payload(event_type, data)?),
-                other => {
-                    return Err(DecodeError::UnknownType {
-                        event_type: other.to_string(),
-                    });
-                }
-            });
-        }
-        let document = data.to_value().map_err(malformed(event_type))?;
-        let data = crate::upcast::chain().upcast(event_type, schema_version, current, &document)?;
+        let data = if schema_version == current {
+            Source::Text(data)
+        } else {
+            let document = data.to_value().map_err(malformed(event_type))?;
+            Source::Upcast(crate::upcast::chain().upcast(
+                event_type,
+                schema_version,
+                current,
+                &document,
+            )?)
+        };
         Ok(match event_type {
-            Self::CREATED => OrderEvent::Created(from_value(event_type, data)?),
-            Self::STATUS_CHANGED => OrderEvent::StatusChanged(from_value(event_type, data)?),
-            Self::CANCELLED => OrderEvent::Cancelled(from_value(event_type, data)?),
-            Self::DELETED => OrderEvent::Deleted(from_value(event_type, data)?),
+            Self::CREATED => OrderEvent::Created(data.read(event_type)?),
+            Self::STATUS_CHANGED => OrderEvent::StatusChanged(data.read(event_type)?),
+            Self::CANCELLED => OrderEvent::Cancelled(data.read(event_type)?),
+            Self::DELETED => OrderEvent::Deleted(data.read(event_type)?),
             other => {
                 return Err(DecodeError::UnknownType {
                     event_type: other.to_string(),
