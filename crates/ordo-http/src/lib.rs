@@ -43,7 +43,7 @@ use ordo_domain::{OrderReadStore, OrderService, ReadSide, ReplayJobs};
 
 pub use error::{ApiError, PROBLEM_JSON};
 pub use metrics::Metrics;
-pub use queries::event_json;
+pub use queries::{EventJson, event_json};
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]

@@ -8,13 +8,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use ordo_domain::read::ListQuery;
 use ordo_domain::{AsOf, Money, OrderView, Sort, Status};
-use ordo_es::{Position, RecordedEvent};
+use ordo_es::{Metadata, Payload, Position, RecordedEvent};
+use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::{header_text, query_pairs};
@@ -123,19 +123,39 @@ async fn get_order(
 }
 
 /// The JSON form of a stored event, as the events endpoint and `ordo events` print it.
-pub fn event_json(e: &RecordedEvent) -> Value {
-    let occurred_at = e.occurred_at.format(&Rfc3339).unwrap_or_default();
-    serde_json::json!({
-        "eventId": e.event_id,
-        "streamId": e.stream_id,
-        "eventType": e.event_type,
-        "schemaVersion": e.schema_version,
-        "version": e.version,
-        "position": e.position.to_string(),
-        "occurredAt": occurred_at,
-        "data": e.data,
-        "metadata": e.metadata,
-    })
+/// Serialised as it is (the payload's stored text written out verbatim, never parsed
+/// again); fields in the order a JSON object of them always had (alphabetical).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventJson<'a> {
+    data: &'a Payload,
+    event_id: Uuid,
+    event_type: &'a str,
+    metadata: &'a Metadata,
+    occurred_at: String,
+    position: String,
+    schema_version: u32,
+    stream_id: &'a str,
+    version: u64,
+}
+
+pub fn event_json(e: &RecordedEvent) -> EventJson<'_> {
+    EventJson {
+        data: &e.data,
+        event_id: e.event_id,
+        event_type: &e.event_type,
+        metadata: &e.metadata,
+        occurred_at: e.occurred_at.format(&Rfc3339).unwrap_or_default(),
+        position: e.position.to_string(),
+        schema_version: e.schema_version,
+        stream_id: e.stream_id.as_str(),
+        version: e.version,
+    }
+}
+
+#[derive(serde::Serialize)]
+struct EventsBody<'a> {
+    events: Vec<EventJson<'a>>,
 }
 
 async fn order_events(
@@ -149,8 +169,10 @@ async fn order_events(
     if events.is_empty() {
         return Err(ApiError::NotFound("no order with this id".into()));
     }
-    let events: Vec<Value> = events.iter().map(event_json).collect();
-    Ok(Json(serde_json::json!({ "events": events })).into_response())
+    Ok(Json(EventsBody {
+        events: events.iter().map(event_json).collect(),
+    })
+    .into_response())
 }
 
 fn parse_time(name: &str, value: &str) -> Result<OffsetDateTime, ApiError> {

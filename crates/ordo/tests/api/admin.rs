@@ -367,6 +367,33 @@ fn raw_event(event_type: &str, schema_version: u32, data: Value) -> NewEvent {
 }
 
 #[tokio::test]
+async fn a_stored_payload_nested_deeper_than_a_request_may_be_is_shown_as_stored() {
+    let app = TestApp::spawn().await;
+    let stream = uuid::Uuid::now_v7().to_string();
+    let mut data = json!(1);
+    for _ in 0..200 {
+        data = json!([data]);
+    }
+    app.stores
+        .events
+        .append(
+            &StreamId::new(stream.clone()),
+            ExpectedVersion::NoStream,
+            vec![raw_event("OrderCreated", 2, data)],
+        )
+        .await
+        .expect("append");
+    let response = app
+        .get(&format!("/api/v1/orders/order/{stream}/events"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // Deeper than serde_json parses by default, so compared as text.
+    let text = response.text().await.expect("body");
+    let stored = format!("\"data\":{}1{}", "[".repeat(200), "]".repeat(200));
+    assert!(text.contains(&stored), "{text}");
+}
+
+#[tokio::test]
 async fn a_poison_event_is_parked_reported_and_does_not_stall_the_rest() {
     let app = TestApp::spawn().await;
     let poisoned = uuid::Uuid::now_v7().to_string();
