@@ -605,4 +605,7 @@ impl Projection for OrderProjection {
         self.store.park(Self::NAME, parked, from, to).await?;
         Ok(())
     }
+    async fn flush(&self) -> Result<(), ProjectionError> {
+        self.settle_in_flight().await
+    }
 }

@@ -102,6 +102,9 @@ const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// so other processes have moved off it, and than any query in flight.
 const DROP_AFTER: Duration = Duration::from_secs(10);
 
+/// How long a shutdown waits for the batch being written to the read store.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// The read side of a running service.
 #[derive(Debug)]
 pub struct ReadSide {
@@ -221,11 +224,21 @@ impl ReadSide {
         }
     }
 
-    /// Stops the projection between two batches.
+    /// Stops the projection between two batches: a batch being written is finished
+    /// first, for at most [`SHUTDOWN_GRACE`] (a read store that stopped answering must not
+    /// keep the process from exiting; what it has not committed is projected again at
+    /// the next start).
     pub async fn shutdown(&self) {
         let _ = self.stop_following.send(true);
-        if let Some(running) = self.running.lock().await.take() {
-            running.stop().await;
+        if let Some(running) = self.running.lock().await.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, running.stop())
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "the read store did not finish the batch being written; stopping without it"
+            );
         }
     }
 
@@ -306,9 +319,11 @@ impl ReadSide {
             let _ = building.stop().await;
             return Err(RebuildError::ShuttingDown);
         };
+        // A stopped runner has finished the batch it was writing: nothing is written
+        // to the old generation from here on, so its stored checkpoint is final.
         let (old_generation, old_handle) = old.stop().await;
-        // What the old generation has committed, not what its runner last published: a
-        // runner stopped between a commit and its publication has committed more.
+        // What the old generation has committed (the authority, should the runner have
+        // published less).
         let stopped_at = match old_generation
             .store
             .load_checkpoint(OrderProjection::NAME)

@@ -6,6 +6,7 @@
 //! waits for the store's wake-up. A projection added later, or reset, starts at the
 //! origin and catches up while new events keep arriving.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,13 @@ pub trait Projection: Send + Sync + 'static {
         from: &Checkpoint,
         to: &Checkpoint,
     ) -> Result<(), ProjectionError>;
+
+    /// Waits for writes still running that an earlier call started (a projection that
+    /// returns from `apply_batch` before its commit has ended). The runner calls it when
+    /// it stops, so that nothing is written after [`ProjectionRunner::run`] returns.
+    async fn flush(&self) -> Result<(), ProjectionError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,59 +209,76 @@ impl ProjectionRunner {
     }
 
     /// Runs until `shutdown` completes. Every batch is committed with its checkpoint
-    /// before the next is read, so stopping at any point loses nothing.
+    /// before the next is read, so stopping at any point loses nothing. A stop waits for
+    /// the write in progress, if any, instead of abandoning it: when `run` returns,
+    /// nothing more is written, and the stored checkpoint is where the projection
+    /// stopped (a switch to another read-store generation relies on that).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        tokio::pin!(shutdown);
-        tokio::select! {
-            () = &mut shutdown => {}
-            () = self.run_forever() => {}
+        let (stop, stopping) = watch::channel(false);
+        let asked = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        tokio::join!(asked, self.run_forever(stopping));
+        if let Err(error) = self.projection.flush().await {
+            tracing::warn!(projection = self.projection.name(), error = %error_chain(&error), "a write of the stopped projection failed");
         }
         self.status
             .send_modify(|s| s.state = ProjectionState::Stopped);
     }
 
-    async fn run_forever(&self) {
+    async fn run_forever(&self, mut stop: watch::Receiver<bool>) {
         let mut backoff = self.config.min_backoff;
         loop {
-            match self.catch_up_and_follow().await {
-                Ok(()) => backoff = self.config.min_backoff,
-                Err(ProjectionError::CheckpointMoved) => {
-                    tracing::debug!(
-                        projection = self.projection.name(),
-                        "checkpoint moved elsewhere; reloading"
-                    );
-                    backoff = self.config.min_backoff;
-                }
-                Err(error) => {
-                    let message = error_chain(&error);
-                    tracing::warn!(projection = self.projection.name(), error = %message, ?backoff, "projection failing; retrying");
-                    self.status.send_modify(|s| {
-                        s.state = ProjectionState::Failing;
-                        s.last_error = Some(message);
-                    });
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                }
+            let error = match self.catch_up_and_follow(&mut stop).await {
+                Err(Halt::Stopped) => return,
+                Err(Halt::Failed(error)) => error,
+            };
+            if let ProjectionError::CheckpointMoved = error {
+                tracing::debug!(
+                    projection = self.projection.name(),
+                    "checkpoint moved elsewhere; reloading"
+                );
+                backoff = self.config.min_backoff;
+                continue;
             }
+            let message = error_chain(&error);
+            tracing::warn!(projection = self.projection.name(), error = %message, ?backoff, "projection failing; retrying");
+            self.status.send_modify(|s| {
+                s.state = ProjectionState::Failing;
+                s.last_error = Some(message);
+            });
+            if unless_stopped(&mut stop, tokio::time::sleep(backoff))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff);
         }
     }
 
-    /// Loads the checkpoint, then applies batches until an error.
-    async fn catch_up_and_follow(&self) -> Result<(), ProjectionError> {
+    /// Loads the checkpoint, then applies batches until an error or a stop. Reads and
+    /// waits end at a stop; writes (applying, parking) always run to their end.
+    async fn catch_up_and_follow(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Infallible, Halt> {
         let partitions = self.store.partitions();
-        let mut checkpoint = self
-            .projection
-            .load_checkpoint()
-            .await?
+        let mut checkpoint = unless_stopped(stop, self.projection.load_checkpoint())
+            .await??
             .unwrap_or_else(|| Checkpoint::origin(partitions));
         self.publish(&checkpoint, None, 0);
         let mut size = self.config.batch_size;
         // The next batch, read while the current one was being applied.
         let mut read_ahead: Option<Vec<RecordedEvent>> = None;
         loop {
+            if *stop.borrow() {
+                return Err(Halt::Stopped);
+            }
             let batch = match read_ahead.take() {
                 Some(batch) => batch,
-                None => self.read(&checkpoint, size).await?,
+                None => unless_stopped(stop, self.read(&checkpoint, size)).await??,
             };
             // A full batch means the projection is behind: catch up in larger batches
             // (doubling while reads keep coming back full, so that a short burst does not
@@ -269,8 +294,10 @@ impl ProjectionRunner {
             };
             if behind {
                 let to = advanced(&checkpoint, &batch);
-                let (applied, next) =
-                    tokio::join!(self.apply_or_park(&batch, checkpoint), self.read(&to, size));
+                let (applied, next) = tokio::join!(
+                    self.apply_or_park(&batch, checkpoint, stop),
+                    self.read(&to, size)
+                );
                 checkpoint = applied?;
                 // Applying always ends past the whole batch (events that fail are parked);
                 // the read-ahead is used only when it starts exactly there.
@@ -280,13 +307,17 @@ impl ProjectionRunner {
                 continue;
             }
             if batch.is_empty() {
-                self.store
-                    .wait_for_events(&checkpoint, self.config.idle_wait)
-                    .await
-                    .map_err(|e| ProjectionError::Unavailable(Box::new(e)))?;
+                unless_stopped(
+                    stop,
+                    self.store
+                        .wait_for_events(&checkpoint, self.config.idle_wait),
+                )
+                .await?
+                .map_err(|e| ProjectionError::Unavailable(Box::new(e)))?;
                 // Another process may have moved the stored checkpoint (several
                 // `ordo serve` on one read store); follow it when it is ahead.
-                if let Some(stored) = self.projection.load_checkpoint().await?
+                if let Some(stored) =
+                    unless_stopped(stop, self.projection.load_checkpoint()).await??
                     && stored != checkpoint
                     && stored.is_at_or_past(&checkpoint)
                 {
@@ -295,7 +326,7 @@ impl ProjectionRunner {
                 }
                 continue;
             }
-            checkpoint = self.apply_or_park(&batch, checkpoint).await?;
+            checkpoint = self.apply_or_park(&batch, checkpoint, stop).await?;
         }
     }
 
@@ -313,13 +344,16 @@ impl ProjectionRunner {
     /// Applies `batch`, retrying failures with backoff. When it keeps failing, applies its
     /// events one at a time and parks the ones that still fail, so one poison event does
     /// not stall the events behind it. Returns the checkpoint past the batch.
+    /// A stop ends it only between two of its writes, when a failing write is retried:
+    /// the checkpoint returned with [`Halt::Stopped`] is never needed, the stored one is.
     async fn apply_or_park(
         &self,
         batch: &[RecordedEvent],
         from: Checkpoint,
-    ) -> Result<Checkpoint, ProjectionError> {
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Checkpoint, Halt> {
         let to = advanced(&from, batch);
-        match self.apply_with_retries(batch, &from, &to).await? {
+        match self.apply_with_retries(batch, &from, &to, stop).await? {
             None => {
                 self.publish(&to, batch.last().map(|e| e.occurred_at), batch.len() as u64);
                 return Ok(to);
@@ -337,7 +371,7 @@ impl ProjectionRunner {
         for event in batch {
             let next = advanced(&checkpoint, std::slice::from_ref(event));
             if let Some(error) = self
-                .apply_with_retries(std::slice::from_ref(event), &checkpoint, &next)
+                .apply_with_retries(std::slice::from_ref(event), &checkpoint, &next, stop)
                 .await?
             {
                 tracing::error!(
@@ -365,13 +399,15 @@ impl ProjectionRunner {
     }
 
     /// `Ok(None)` when applied; `Ok(Some(error))` when it failed every attempt with
-    /// [`ProjectionError::Failed`]; other errors are returned at once.
+    /// [`ProjectionError::Failed`]; other errors are returned at once. A stop ends the
+    /// wait before a retry.
     async fn apply_with_retries(
         &self,
         events: &[RecordedEvent],
         from: &Checkpoint,
         to: &Checkpoint,
-    ) -> Result<Option<String>, ProjectionError> {
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<String>, Halt> {
         let mut backoff = self.config.min_backoff;
         let mut attempt = 0;
         loop {
@@ -388,10 +424,10 @@ impl ProjectionRunner {
                         s.state = ProjectionState::Failing;
                         s.last_error = Some(message);
                     });
-                    tokio::time::sleep(backoff).await;
+                    unless_stopped(stop, tokio::time::sleep(backoff)).await?;
                     backoff = (backoff * 2).min(self.config.max_backoff);
                 }
-                Err(other) => return Err(other),
+                Err(other) => return Err(other.into()),
             }
         }
     }
@@ -415,6 +451,33 @@ impl ProjectionRunner {
             }
             s.events_applied += applied;
         });
+    }
+}
+
+/// Why the runner's loop ended.
+enum Halt {
+    /// Asked to stop, at a point where none of its writes was running.
+    Stopped,
+    Failed(ProjectionError),
+}
+
+impl From<ProjectionError> for Halt {
+    fn from(error: ProjectionError) -> Self {
+        Halt::Failed(error)
+    }
+}
+
+/// `work`, unless the runner is asked to stop first. Only reads and waits go through
+/// here: a write the runner has started always runs to its end.
+async fn unless_stopped<T>(
+    stop: &mut watch::Receiver<bool>,
+    work: impl Future<Output = T>,
+) -> Result<T, Halt> {
+    tokio::select! {
+        biased;
+        // An error means the sender is gone: the runner is stopping anyway.
+        _ = stop.wait_for(|stopped| *stopped) => Err(Halt::Stopped),
+        out = work => Ok(out),
     }
 }
 
@@ -665,6 +728,116 @@ mod tests {
                 .last_error
                 .as_deref()
                 .is_some_and(|e| e.contains("parked"))
+        );
+    }
+
+    /// Commits on a task of its own (as stores that write on another thread do), each
+    /// once the test releases it: a runner that stopped awaiting it would leave the
+    /// commit to land after `run` returned.
+    struct ReleasedCommits {
+        started: tokio::sync::Notify,
+        writes: std::sync::atomic::AtomicUsize,
+        release: Arc<tokio::sync::Semaphore>,
+        committed: Arc<Mutex<Option<Checkpoint>>>,
+    }
+
+    impl Default for ReleasedCommits {
+        fn default() -> Self {
+            Self {
+                started: tokio::sync::Notify::new(),
+                writes: Default::default(),
+                release: Arc::new(tokio::sync::Semaphore::new(0)),
+                committed: Arc::default(),
+            }
+        }
+    }
+
+    impl ReleasedCommits {
+        fn committed(&self) -> Option<Checkpoint> {
+            self.committed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        }
+    }
+
+    #[async_trait]
+    impl Projection for ReleasedCommits {
+        fn name(&self) -> &str {
+            "released"
+        }
+        async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
+            Ok(self.committed())
+        }
+        async fn apply_batch(
+            &self,
+            _events: &[RecordedEvent],
+            _from: &Checkpoint,
+            to: &Checkpoint,
+        ) -> Result<(), ProjectionError> {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.started.notify_one();
+            let (release, committed, to) = (
+                Arc::clone(&self.release),
+                Arc::clone(&self.committed),
+                to.clone(),
+            );
+            tokio::spawn(async move {
+                release.acquire().await.expect("semaphore open").forget();
+                *committed.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
+            })
+            .await
+            .map_err(|e| ProjectionError::Failed(Box::new(e)))
+        }
+        async fn park(
+            &self,
+            _event: &RecordedEvent,
+            error: &str,
+            _from: &Checkpoint,
+            _to: &Checkpoint,
+        ) -> Result<(), ProjectionError> {
+            panic!("nothing should be parked: {error}")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_waits_for_the_write_in_progress_and_nothing_is_written_after_it() {
+        let store = Arc::new(InMemoryStore::new());
+        let last = append_many(&store, 1, 3).await;
+        let projection = Arc::new(ReleasedCommits::default());
+        let runner = ProjectionRunner::new(store, Arc::clone(&projection) as _, config());
+        let handle = runner.handle();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runner.run(async {
+            let _ = stopped.await;
+        }));
+        projection.started.notified().await;
+        let _ = stop.send(());
+        // This test runs on one thread: each yield lets the runner act on the stop.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !task.is_finished(),
+            "the runner returned while its write was still running"
+        );
+        assert_eq!(projection.committed(), None);
+        projection.release.add_permits(1);
+        task.await.expect("runner");
+        let committed = projection.committed().expect("the batch was committed");
+        assert!(committed.covers(&last), "{committed:?}");
+        let status = handle.status();
+        assert_eq!(status.state, ProjectionState::Stopped);
+        assert_eq!(
+            status.checkpoint.as_ref(),
+            Some(&committed),
+            "the runner stops where its store stopped"
+        );
+        // Stopped between writes: no further write was started.
+        assert_eq!(
+            projection.writes.load(std::sync::atomic::Ordering::SeqCst),
+            1
         );
     }
 
