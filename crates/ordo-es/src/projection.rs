@@ -9,6 +9,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -73,6 +74,10 @@ pub enum ProjectionError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProjectionState {
     Starting,
+    /// Applying the backlog it found when it started: it has not yet applied a read of
+    /// the log that came back short of a full batch.
+    CatchingUp,
+    /// Caught up with the log once; following it since.
     Running,
     /// Applying keeps failing; the runner retries with backoff.
     Failing,
@@ -83,6 +88,7 @@ impl ProjectionState {
     pub fn as_str(&self) -> &'static str {
         match self {
             ProjectionState::Starting => "starting",
+            ProjectionState::CatchingUp => "catching-up",
             ProjectionState::Running => "running",
             ProjectionState::Failing => "failing",
             ProjectionState::Stopped => "stopped",
@@ -145,6 +151,8 @@ pub struct ProjectionRunner {
     projection: Arc<dyn Projection>,
     config: RunnerConfig,
     status: watch::Sender<ProjectionStatus>,
+    /// Set once a read of the log that came back short of a full batch is applied.
+    caught_up: AtomicBool,
 }
 
 impl std::fmt::Debug for ProjectionRunner {
@@ -199,6 +207,7 @@ impl ProjectionRunner {
             projection,
             config,
             status: watch::channel(status).0,
+            caught_up: AtomicBool::new(false),
         }
     }
 
@@ -307,6 +316,7 @@ impl ProjectionRunner {
                 continue;
             }
             if batch.is_empty() {
+                self.mark_caught_up();
                 unless_stopped(
                     stop,
                     self.store
@@ -327,7 +337,24 @@ impl ProjectionRunner {
                 continue;
             }
             checkpoint = self.apply_or_park(&batch, checkpoint, stop).await?;
+            // A short read, applied: everything stored when it was made is projected.
+            self.mark_caught_up();
         }
+    }
+
+    fn mark_caught_up(&self) {
+        if self.caught_up.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::info!(
+            projection = self.projection.name(),
+            "caught up with the event store"
+        );
+        self.status.send_modify(|s| {
+            if s.state == ProjectionState::CatchingUp {
+                s.state = ProjectionState::Running;
+            }
+        });
     }
 
     async fn read(
@@ -432,16 +459,25 @@ impl ProjectionRunner {
         }
     }
 
+    /// The state of a runner that is not failing.
+    fn healthy_state(&self) -> ProjectionState {
+        if self.caught_up.load(Ordering::Relaxed) {
+            ProjectionState::Running
+        } else {
+            ProjectionState::CatchingUp
+        }
+    }
+
     fn publish_checkpoint(&self, checkpoint: &Checkpoint) {
         self.status.send_modify(|s| {
-            s.state = ProjectionState::Running;
+            s.state = self.healthy_state();
             s.checkpoint = Some(checkpoint.clone());
         });
     }
 
     fn publish(&self, checkpoint: &Checkpoint, last_at: Option<OffsetDateTime>, applied: u64) {
         self.status.send_modify(|s| {
-            s.state = ProjectionState::Running;
+            s.state = self.healthy_state();
             s.checkpoint = Some(checkpoint.clone());
             if s.events_parked == 0 {
                 s.last_error = None;
@@ -839,6 +875,27 @@ mod tests {
             projection.writes.load(std::sync::atomic::Ordering::SeqCst),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn a_runner_is_catching_up_until_a_read_of_the_log_comes_back_short() {
+        let store = Arc::new(InMemoryStore::new());
+        // 30 events: reads of 7, then 11 (catch-up size), 11, and a short one.
+        let last = append_many(&store, 3, 10).await;
+        let projection = Arc::new(ReleasedCommits::default());
+        let runner = ProjectionRunner::new(store, Arc::clone(&projection) as _, config());
+        let handle = runner.handle();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runner.run(async {
+            let _ = stopped.await;
+        }));
+        projection.started.notified().await;
+        assert_eq!(handle.status().state, ProjectionState::CatchingUp);
+        projection.release.add_permits(1_000);
+        assert!(handle.wait_for(&last, Duration::from_secs(30)).await);
+        assert_eq!(handle.status().state, ProjectionState::Running);
+        let _ = stop.send(());
+        task.await.expect("runner");
     }
 
     #[tokio::test]

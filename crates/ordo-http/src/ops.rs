@@ -45,25 +45,30 @@ async fn ready(State(state): State<AppState>) -> Response {
         }
         Err(_) => problems.push("the read store did not answer in time".to_string()),
     }
-    let status = state.read_side.status();
-    match status.state {
-        ProjectionState::Running => {}
-        ProjectionState::Starting => {
-            problems.push(format!("projection {} is starting", status.name))
-        }
-        ProjectionState::Stopped => {
-            problems.push(format!("projection {} has stopped", status.name))
-        }
-        ProjectionState::Failing => problems.push(format!(
-            "projection {} is failing: {}",
-            status.name,
-            status.last_error.as_deref().unwrap_or("unknown error")
-        )),
-    }
+    problems.extend(projection_problem(&state.read_side.status()));
     if problems.is_empty() {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()
     } else {
         problem_response(StatusCode::SERVICE_UNAVAILABLE, problems.join("; "), None)
+    }
+}
+
+/// Why a projection keeps the service from being ready, if it does. A projection still
+/// applying the backlog it started with serves incomplete read models: not ready until it
+/// has caught up once (lagging under load later is not an outage; see the lag metric).
+fn projection_problem(status: &ProjectionStatus) -> Option<String> {
+    let name = &status.name;
+    match status.state {
+        ProjectionState::Running => None,
+        ProjectionState::Starting => Some(format!("projection {name} is starting")),
+        ProjectionState::CatchingUp => Some(format!(
+            "projection {name} is catching up with the events stored before it started"
+        )),
+        ProjectionState::Stopped => Some(format!("projection {name} has stopped")),
+        ProjectionState::Failing => Some(format!(
+            "projection {name} is failing: {}",
+            status.last_error.as_deref().unwrap_or("unknown error")
+        )),
     }
 }
 
@@ -99,4 +104,47 @@ async fn metrics(State(state): State<AppState>) -> Response {
     };
     let body = state.metrics.render(&[gauges], state.jobs.events_applied());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: ProjectionState, last_error: Option<&str>) -> ProjectionStatus {
+        ProjectionStatus {
+            name: "orders".into(),
+            state,
+            checkpoint: None,
+            last_event_at: None,
+            last_error: last_error.map(str::to_string),
+            events_applied: 0,
+            events_parked: 0,
+        }
+    }
+
+    #[test]
+    fn only_a_running_projection_is_ready() {
+        assert_eq!(
+            projection_problem(&status(ProjectionState::Running, Some("parked event x"))),
+            None,
+            "a parked event is reported elsewhere, not an outage"
+        );
+        let problem = |state| projection_problem(&status(state, Some("disk full")));
+        assert_eq!(
+            problem(ProjectionState::CatchingUp).as_deref(),
+            Some("projection orders is catching up with the events stored before it started")
+        );
+        assert_eq!(
+            problem(ProjectionState::Starting).as_deref(),
+            Some("projection orders is starting")
+        );
+        assert_eq!(
+            problem(ProjectionState::Failing).as_deref(),
+            Some("projection orders is failing: disk full")
+        );
+        assert_eq!(
+            problem(ProjectionState::Stopped).as_deref(),
+            Some("projection orders has stopped")
+        );
+    }
 }

@@ -131,6 +131,58 @@ async fn read_models_equal_a_full_replay_of_the_events() {
     replayed.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_on_stored_events_is_ready_once_its_read_models_hold_them() {
+    let app = TestApp::spawn().await;
+    let tokens = write_history(&app, 20).await;
+    wait_for_all(&app, &tokens).await;
+    let last = tokens.last().expect("token").clone();
+    let live = snapshot_of_queries(&app, &last).await;
+
+    // A new service on the same events and an empty read store: until its projection
+    // has applied what was stored, /ready says so, and nothing else is wrong.
+    let fresh = TestApp::spawn_with(with_fresh_read_store(&app.args)).await;
+    let mut polls = 0;
+    loop {
+        let ready = fresh.get("/ready").await;
+        if ready.status() == StatusCode::OK {
+            break;
+        }
+        let problem = expect_problem(ready, StatusCode::SERVICE_UNAVAILABLE).await;
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail == "projection orders is starting"
+                || detail
+                    == "projection orders is catching up with the events stored before it started",
+            "{problem}"
+        );
+        polls += 1;
+        assert!(polls < 3_000, "not ready after {polls} polls: {problem}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Ready: every query answers as the live service does, without waiting for a token.
+    for (i, path) in ["/api/v1/orders?limit=100", "/api/v1/orders/summary"]
+        .iter()
+        .enumerate()
+    {
+        let answer = json_of(fresh.get(path).await, StatusCode::OK).await;
+        let expected = &live[if i == 0 { 0 } else { 7 }];
+        assert!(
+            answer == *expected,
+            "{path} right after /ready: {} orders where the live service has {}",
+            answer["total"]
+                .as_u64()
+                .or(answer["totalOrders"].as_u64())
+                .unwrap_or(0),
+            expected["total"]
+                .as_u64()
+                .or(expected["totalOrders"].as_u64())
+                .unwrap_or(0)
+        );
+    }
+    fresh.shutdown().await;
+}
+
 /// Starts the real binary on an ephemeral port and returns it with its address.
 async fn start_binary(args: &ordo::StoreArgs) -> (tokio::process::Child, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ordo"));
