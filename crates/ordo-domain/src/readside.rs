@@ -74,6 +74,11 @@ pub enum RebuildError {
     Events(#[from] ordo_es::StoreError),
     #[error("the rebuilt read models did not catch up with the live ones in time")]
     CatchUpTimeout,
+    #[error(
+        "the rebuild made no progress for {} s (last error: {last_error}); the live read models are unchanged",
+        .after.as_secs()
+    )]
+    Stalled { after: Duration, last_error: String },
     #[error("the read side is shutting down")]
     ShuttingDown,
     #[error("another process is rebuilding these read models")]
@@ -102,6 +107,10 @@ const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// so other processes have moved off it, and than any query in flight.
 const DROP_AFTER: Duration = Duration::from_secs(10);
 
+/// How long a rebuild may go without its projection moving before it gives up (far more
+/// than any one batch takes; a projection that keeps failing gets there).
+pub const REBUILD_STALL_LIMIT: Duration = Duration::from_secs(300);
+
 /// How long a shutdown waits for the batch being written to the read store.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -111,6 +120,7 @@ pub struct ReadSide {
     events: Arc<dyn EventStore>,
     provider: Arc<dyn ReadStoreProvider>,
     config: RunnerConfig,
+    stall_limit: Duration,
     live: RwLock<(ReadGeneration, ProjectionHandle)>,
     running: Mutex<Option<Running>>,
     /// Held for the whole of a rebuild and of any generation clean-up.
@@ -126,6 +136,17 @@ impl ReadSide {
         events: Arc<dyn EventStore>,
         provider: Arc<dyn ReadStoreProvider>,
         config: RunnerConfig,
+    ) -> Result<Arc<Self>, ReadStoreError> {
+        Self::start_with_stall_limit(events, provider, config, REBUILD_STALL_LIMIT).await
+    }
+
+    /// [`start`](Self::start), with rebuilds giving up after `stall_limit` without
+    /// progress instead of [`REBUILD_STALL_LIMIT`].
+    pub async fn start_with_stall_limit(
+        events: Arc<dyn EventStore>,
+        provider: Arc<dyn ReadStoreProvider>,
+        config: RunnerConfig,
+        stall_limit: Duration,
     ) -> Result<Arc<Self>, ReadStoreError> {
         match provider.try_lock_rebuild().await? {
             Some(_lock) => {
@@ -151,6 +172,7 @@ impl ReadSide {
             events,
             provider,
             config,
+            stall_limit,
             rebuilding: Arc::new(Mutex::new(())),
             stop_following,
         });
@@ -274,11 +296,27 @@ impl ReadSide {
         // Catch up while the live generation keeps serving. Counting what remains can
         // be costly on some stores, so the total is refreshed every couple of seconds;
         // catching up is judged against the live projection's checkpoint.
+        // A projection that stops moving (a read store refusing the new generation's
+        // writes, say) fails the rebuild instead of holding it, and the rebuild lock,
+        // for ever.
         let mut polls: u64 = 0;
+        let mut last_moved = (None, tokio::time::Instant::now());
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             polls += 1;
             let status = building.handle.status();
+            if status.checkpoint != last_moved.0 {
+                last_moved = (status.checkpoint.clone(), tokio::time::Instant::now());
+            } else if last_moved.1.elapsed() >= self.stall_limit {
+                let _ = building.stop().await;
+                tracing::error!(generation = %generation.id, last_error = ?status.last_error, "the rebuild made no progress; giving up");
+                return Err(RebuildError::Stalled {
+                    after: self.stall_limit,
+                    last_error: status
+                        .last_error
+                        .unwrap_or_else(|| "none reported".to_string()),
+                });
+            }
             let Some(checkpoint) = status.checkpoint.clone() else {
                 continue;
             };

@@ -1,6 +1,7 @@
 //! A bulk load pipelines its commits (batch N+1 folded while batch N commits). It must end
 //! with exactly the read models that batches committed one at a time give, also when
-//! commits fail on the way and when a poison event sits in the middle of a batch.
+//! commits fail on the way and when a poison event sits in the middle of a batch. And a
+//! rebuild whose commits never succeed gives up instead of running for ever.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,23 +13,25 @@ use serde_json::json;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use ordo_domain::readside::{ReadSide, RebuildError};
 use ordo_domain::{
     CommandContext, CreateOrder, ListQuery, OrderProjection, OrderReadStore, OrderService,
-    ParkedEvent, ReadModelBatch, ReadStoreError, Status, ViewState,
+    ParkedEvent, ReadGeneration, ReadModelBatch, ReadStoreError, ReadStoreProvider, RebuildLock,
+    Status, ViewState,
 };
 use ordo_es::{
     Checkpoint, EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, Position,
     Projection, ProjectionError, ProjectionHandle, ProjectionRunner, RecordedEvent, RunnerConfig,
     StreamId,
 };
-use ordo_sqlite::SqliteReadStore;
+use ordo_sqlite::{SqliteReadStore, SqliteReadStores};
 
 /// A read store on a slow disk whose commits number `fail` (1-based) fail once, and
 /// whose commits of any batch that touches `always_fail` fail every time, before
 /// touching anything.
 #[derive(Debug)]
 struct FailingCommits {
-    inner: SqliteReadStore,
+    inner: Arc<dyn OrderReadStore>,
     commits: AtomicU32,
     fail: Vec<u32>,
     always_fail: Option<Uuid>,
@@ -37,7 +40,7 @@ struct FailingCommits {
 impl FailingCommits {
     fn new(inner: SqliteReadStore, fail: Vec<u32>, always_fail: Option<Uuid>) -> Self {
         Self {
-            inner,
+            inner: Arc::new(inner),
             commits: AtomicU32::new(0),
             fail,
             always_fail,
@@ -442,4 +445,97 @@ async fn a_batch_whose_commit_keeps_failing_is_parked_event_by_event_and_the_loa
         bulk.get(ids[51]).await.expect("get").is_some(),
         "the orders after it are there"
     );
+}
+
+/// Read models whose new generations refuse every commit (a disk that fills up while a
+/// rebuild runs, say); the active generation works.
+#[derive(Debug)]
+struct RefusingNewGenerations(SqliteReadStores);
+
+#[async_trait]
+impl ReadStoreProvider for RefusingNewGenerations {
+    async fn open_active(&self) -> Result<ReadGeneration, ReadStoreError> {
+        self.0.open_active().await
+    }
+    async fn create_generation(&self) -> Result<ReadGeneration, ReadStoreError> {
+        let generation = self.0.create_generation().await?;
+        Ok(ReadGeneration {
+            store: Arc::new(FailingCommits {
+                inner: generation.store,
+                commits: AtomicU32::new(0),
+                fail: (1..=10_000).collect(),
+                always_fail: None,
+            }),
+            ..generation
+        })
+    }
+    async fn activate(&self, id: &str) -> Result<(), ReadStoreError> {
+        self.0.activate(id).await
+    }
+    async fn drop_inactive(&self) -> Result<u32, ReadStoreError> {
+        self.0.drop_inactive().await
+    }
+    async fn active_id(&self) -> Result<String, ReadStoreError> {
+        self.0.active_id().await
+    }
+    async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError> {
+        self.0.try_lock_rebuild().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_that_makes_no_progress_gives_up_and_leaves_the_live_read_models_alone() {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let (ids, last) = seed(&events).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let provider = Arc::new(RefusingNewGenerations(SqliteReadStores::new(
+        dir.path().join("read.db"),
+    )));
+    let side = ReadSide::start_with_stall_limit(
+        Arc::clone(&events),
+        provider.clone(),
+        config(),
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("start");
+    assert!(side.wait_for(&last, Duration::from_secs(60)).await);
+    let live = side.generation();
+    let before = side.store().summary().await.expect("summary");
+
+    let error = side
+        .rebuild(&|_, _| {})
+        .await
+        .expect_err("a rebuild whose commits all fail cannot finish");
+    let message = error.to_string();
+    assert!(matches!(error, RebuildError::Stalled { .. }), "{message}");
+    assert!(
+        message.contains("no progress for 2 s") && message.contains("fails (injected)"),
+        "the error says why: {message}"
+    );
+    // Still serving, and still projecting, from the generation it had.
+    assert_eq!(side.generation(), live);
+    assert_eq!(side.store().summary().await.expect("summary"), before);
+    let more = OrderService::new(Arc::clone(&events))
+        .update_status(ids[239], Status::Confirmed, CommandContext::default())
+        .await
+        .expect("one more command");
+    assert!(side.wait_for(&more.position, Duration::from_secs(60)).await);
+    assert_eq!(
+        side.store()
+            .get(ids[239])
+            .await
+            .expect("get")
+            .map(|v| v.status),
+        Some(Status::Confirmed)
+    );
+    // The failed rebuild let go of its lock: the next one starts (and gives up too).
+    let again = tokio::time::timeout(Duration::from_secs(120), side.rebuild(&|_, _| {}))
+        .await
+        .expect("a second rebuild was not kept waiting for the first one's lock");
+    assert!(
+        matches!(again, Err(RebuildError::Stalled { .. })),
+        "{again:?}"
+    );
+    side.shutdown().await;
 }
