@@ -655,10 +655,14 @@ mod tests {
         }
     }
 
-    async fn run_until_caught_up(
+    /// A runner on `projection`, spawned; it stops when the returned sender is used.
+    fn spawn_runner(
         store: Arc<InMemoryStore>,
-        projection: Arc<Recorder>,
-        until: Position,
+        projection: Arc<dyn Projection>,
+    ) -> (
+        ProjectionHandle,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
     ) {
         let runner = ProjectionRunner::new(store, projection, config());
         let handle = runner.handle();
@@ -666,6 +670,15 @@ mod tests {
         let task = tokio::spawn(runner.run(async {
             let _ = stopped.await;
         }));
+        (handle, stop, task)
+    }
+
+    async fn run_until_caught_up(
+        store: Arc<InMemoryStore>,
+        projection: Arc<Recorder>,
+        until: Position,
+    ) {
+        let (handle, stop, task) = spawn_runner(store, projection);
         assert!(
             handle.wait_for(&until, Duration::from_secs(30)).await,
             "the projection should catch up"
@@ -736,12 +749,7 @@ mod tests {
             .expect("append poison");
         let last = append_many_more(&store).await;
         let projection = Arc::new(Recorder::default());
-        let runner = ProjectionRunner::new(store.clone(), projection.clone(), config());
-        let handle = runner.handle();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(runner.run(async {
-            let _ = stopped.await;
-        }));
+        let (handle, stop, task) = spawn_runner(store.clone(), projection.clone());
         assert!(
             handle.wait_for(&last, Duration::from_secs(30)).await,
             "events behind the poison must flow"
@@ -842,12 +850,7 @@ mod tests {
         let store = Arc::new(InMemoryStore::new());
         let last = append_many(&store, 1, 3).await;
         let projection = Arc::new(ReleasedCommits::default());
-        let runner = ProjectionRunner::new(store, Arc::clone(&projection) as _, config());
-        let handle = runner.handle();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(runner.run(async {
-            let _ = stopped.await;
-        }));
+        let (handle, stop, task) = spawn_runner(store, Arc::clone(&projection) as _);
         projection.started.notified().await;
         let _ = stop.send(());
         // This test runs on one thread: each yield lets the runner act on the stop.
@@ -883,12 +886,7 @@ mod tests {
         // 30 events: reads of 7, then 11 (catch-up size), 11, and a short one.
         let last = append_many(&store, 3, 10).await;
         let projection = Arc::new(ReleasedCommits::default());
-        let runner = ProjectionRunner::new(store, Arc::clone(&projection) as _, config());
-        let handle = runner.handle();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(runner.run(async {
-            let _ = stopped.await;
-        }));
+        let (handle, stop, task) = spawn_runner(store, Arc::clone(&projection) as _);
         projection.started.notified().await;
         assert_eq!(handle.status().state, ProjectionState::CatchingUp);
         projection.release.add_permits(1_000);

@@ -129,22 +129,22 @@ mod tests {
             None,
             "a parked event is reported elsewhere, not an outage"
         );
-        let problem = |state| projection_problem(&status(state, Some("disk full")));
-        assert_eq!(
-            problem(ProjectionState::CatchingUp).as_deref(),
-            Some("projection orders is catching up with the events stored before it started")
-        );
-        assert_eq!(
-            problem(ProjectionState::Starting).as_deref(),
-            Some("projection orders is starting")
-        );
-        assert_eq!(
-            problem(ProjectionState::Failing).as_deref(),
-            Some("projection orders is failing: disk full")
-        );
-        assert_eq!(
-            problem(ProjectionState::Stopped).as_deref(),
-            Some("projection orders has stopped")
-        );
+        for (state, expected) in [
+            (
+                ProjectionState::CatchingUp,
+                "projection orders is catching up with the events stored before it started",
+            ),
+            (ProjectionState::Starting, "projection orders is starting"),
+            (
+                ProjectionState::Failing,
+                "projection orders is failing: disk full",
+            ),
+            (ProjectionState::Stopped, "projection orders has stopped"),
+        ] {
+            assert_eq!(
+                projection_problem(&status(state, Some("disk full"))).as_deref(),
+                Some(expected)
+            );
+        }
     }
 }

@@ -65,6 +65,24 @@ async fn write_history(app: &TestApp, orders: usize) -> Vec<String> {
     tokens
 }
 
+/// The list and the summary `app` answers without a consistency token (what its stored
+/// read models hold now) equal those of `expected` (from [`snapshot_of_queries`]).
+async fn assert_answers_without_a_token(app: &TestApp, expected: &[Value], when: &str) {
+    for (path, i) in [
+        ("/api/v1/orders?limit=100", 0),
+        ("/api/v1/orders/summary", 7),
+    ] {
+        let answer = json_of(app.get(path).await, StatusCode::OK).await;
+        let orders = |v: &Value| v["total"].as_u64().or(v["totalOrders"].as_u64());
+        assert!(
+            answer == expected[i],
+            "{path} {when}: {:?} orders where {:?} were expected",
+            orders(&answer),
+            orders(&expected[i])
+        );
+    }
+}
+
 async fn wait_for_all(app: &TestApp, tokens: &[String]) {
     for token in tokens {
         let response = app.get_after("/api/v1/orders/summary", token).await;
@@ -82,19 +100,7 @@ async fn events_and_read_models_survive_a_restart() {
     let dir = app.shutdown().await;
 
     let restarted = TestApp::spawn_with(args).await;
-    // No token: what the stored read models answer right after the restart.
-    let mut after = Vec::new();
-    for (i, path) in ["/api/v1/orders?limit=100", "/api/v1/orders/summary"]
-        .iter()
-        .enumerate()
-    {
-        after.push(json_of(restarted.get(path).await, StatusCode::OK).await);
-        assert_eq!(
-            after[i],
-            before[if i == 0 { 0 } else { 7 }],
-            "{path} changed across the restart"
-        );
-    }
+    assert_answers_without_a_token(&restarted, &before, "right after the restart").await;
     // And it goes on where it stopped.
     let more = restarted.create_order(&ada()).await;
     let summary = json_of(
@@ -160,26 +166,8 @@ async fn a_service_on_stored_events_is_ready_once_its_read_models_hold_them() {
         assert!(polls < 3_000, "not ready after {polls} polls: {problem}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Ready: every query answers as the live service does, without waiting for a token.
-    for (i, path) in ["/api/v1/orders?limit=100", "/api/v1/orders/summary"]
-        .iter()
-        .enumerate()
-    {
-        let answer = json_of(fresh.get(path).await, StatusCode::OK).await;
-        let expected = &live[if i == 0 { 0 } else { 7 }];
-        assert!(
-            answer == *expected,
-            "{path} right after /ready: {} orders where the live service has {}",
-            answer["total"]
-                .as_u64()
-                .or(answer["totalOrders"].as_u64())
-                .unwrap_or(0),
-            expected["total"]
-                .as_u64()
-                .or(expected["totalOrders"].as_u64())
-                .unwrap_or(0)
-        );
-    }
+    // Ready: it answers as the live service does, without waiting for a token.
+    assert_answers_without_a_token(&fresh, &live, "right after /ready").await;
     fresh.shutdown().await;
 }
 
