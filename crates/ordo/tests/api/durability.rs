@@ -83,6 +83,15 @@ async fn assert_answers_without_a_token(app: &TestApp, expected: &[Value], when:
     }
 }
 
+/// Writes the history of `orders` orders, waits until they are projected, and returns
+/// the commands' tokens with the query answers then.
+async fn history_and_answers(app: &TestApp, orders: usize) -> (Vec<String>, Vec<Value>) {
+    let tokens = write_history(app, orders).await;
+    wait_for_all(app, &tokens).await;
+    let answers = snapshot_of_queries(app, tokens.last().expect("token")).await;
+    (tokens, answers)
+}
+
 async fn wait_for_all(app: &TestApp, tokens: &[String]) {
     for token in tokens {
         let response = app.get_after("/api/v1/orders/summary", token).await;
@@ -93,9 +102,7 @@ async fn wait_for_all(app: &TestApp, tokens: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_and_read_models_survive_a_restart() {
     let app = TestApp::spawn().await;
-    let tokens = write_history(&app, 12).await;
-    wait_for_all(&app, &tokens).await;
-    let before = snapshot_of_queries(&app, tokens.last().expect("token")).await;
+    let (_, before) = history_and_answers(&app, 12).await;
     let args = app.args.clone();
     let dir = app.shutdown().await;
 
@@ -121,10 +128,8 @@ async fn events_and_read_models_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_models_equal_a_full_replay_of_the_events() {
     let app = TestApp::spawn().await;
-    let tokens = write_history(&app, 25).await;
-    wait_for_all(&app, &tokens).await;
+    let (tokens, live) = history_and_answers(&app, 25).await;
     let last = tokens.last().expect("token").clone();
-    let live = snapshot_of_queries(&app, &last).await;
 
     // A second service on the same events and an empty read store rebuilds from zero.
     let replayed = TestApp::spawn_with(with_fresh_read_store(&app.args)).await;
@@ -140,10 +145,7 @@ async fn read_models_equal_a_full_replay_of_the_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_on_stored_events_is_ready_once_its_read_models_hold_them() {
     let app = TestApp::spawn().await;
-    let tokens = write_history(&app, 20).await;
-    wait_for_all(&app, &tokens).await;
-    let last = tokens.last().expect("token").clone();
-    let live = snapshot_of_queries(&app, &last).await;
+    let (_, live) = history_and_answers(&app, 20).await;
 
     // A new service on the same events and an empty read store: until its projection
     // has applied what was stored, /ready says so, and nothing else is wrong.
