@@ -49,7 +49,7 @@ pub use read::{
     ListQuery, OrderProjection, OrderReadStore, ParkedEvent, ReadGeneration, ReadModelBatch,
     ReadStoreError, ReadStoreProvider, RebuildLock, Sort,
 };
-pub use readside::{ReadSide, RebuildError};
+pub use readside::{ReadSide, ReadSideOptions, RebuildError};
 pub use replay::{JobState, JobStatus, ReplayJobs, ReplayRequest, StartError};
 pub use service::{
     AsOf, CommandContext, CommandError, CommandOutcome, HistoryError, IdempotencyKey, OrderService,

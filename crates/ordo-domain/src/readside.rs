@@ -1,6 +1,7 @@
 //! The live read side: the active read-store generation and the projection runner that
 //! feeds it, with a blue-green switch to a rebuilt generation.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -8,18 +9,19 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 use ordo_es::{
-    Checkpoint, EventStore, Position, ProjectionHandle, ProjectionRunner, ProjectionStatus,
-    RunnerConfig,
+    Checkpoint, EventStore, Position, ProjectionHandle, ProjectionRunner, ProjectionState,
+    ProjectionStatus, RunnerConfig,
 };
 
 use crate::read::{
-    OrderProjection, OrderReadStore, ReadGeneration, ReadStoreError, ReadStoreProvider,
+    OrderProjection, OrderReadStore, ReadGeneration, ReadStoreError, ReadStoreProvider, RebuildLock,
 };
 
 /// One running projection into one generation.
 #[derive(Debug)]
 struct Running {
     generation: ReadGeneration,
+    projection: Arc<OrderProjection>,
     handle: ProjectionHandle,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -40,7 +42,11 @@ fn start_projection(
     projection: Arc<OrderProjection>,
     config: &RunnerConfig,
 ) -> Running {
-    let runner = ProjectionRunner::new(Arc::clone(events), projection, config.clone());
+    let runner = ProjectionRunner::new(
+        Arc::clone(events),
+        Arc::clone(&projection) as Arc<dyn ordo_es::Projection>,
+        config.clone(),
+    );
     let handle = runner.handle();
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(runner.run(async move {
@@ -49,6 +55,7 @@ fn start_projection(
     }));
     Running {
         generation,
+        projection,
         handle,
         stop,
         task,
@@ -114,6 +121,31 @@ pub const REBUILD_STALL_LIMIT: Duration = Duration::from_secs(300);
 /// How long a shutdown waits for the batch being written to the read store.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// From how many stored events read models that were never projected into are loaded
+/// in bulk at start (below it, catching up batch by batch takes well under a second).
+pub const BULK_START_MIN_EVENTS: u64 = 10_000;
+
+/// Settings of a [`ReadSide`] beyond its runner's.
+#[derive(Clone, Debug)]
+pub struct ReadSideOptions {
+    /// How long a rebuild may go without progress before it gives up.
+    pub stall_limit: Duration,
+    /// Read models that were never projected into, started on an event store holding at
+    /// least this many events, are loaded in bulk into a new generation (like a rebuild)
+    /// that then becomes the active one, instead of caught up batch by batch. `u64::MAX`:
+    /// never.
+    pub bulk_start_min_events: u64,
+}
+
+impl Default for ReadSideOptions {
+    fn default() -> Self {
+        Self {
+            stall_limit: REBUILD_STALL_LIMIT,
+            bulk_start_min_events: BULK_START_MIN_EVENTS,
+        }
+    }
+}
+
 /// The read side of a running service.
 #[derive(Debug)]
 pub struct ReadSide {
@@ -125,31 +157,40 @@ pub struct ReadSide {
     running: Mutex<Option<Running>>,
     /// Held for the whole of a rebuild and of any generation clean-up.
     rebuilding: Arc<Mutex<()>>,
+    /// Set while the read models are loaded in bulk at start: queries are answered from
+    /// the active generation (behind the log), `running` feeds the generation being
+    /// loaded, and its progress is the status reported.
+    loading: AtomicBool,
     /// Stops the task that follows switches made by other processes.
     stop_following: watch::Sender<bool>,
 }
 
 impl ReadSide {
     /// Opens the active generation (dropping leftovers of interrupted rebuilds) and starts
-    /// projecting into it.
+    /// projecting into it, with the default [`ReadSideOptions`].
     pub async fn start(
         events: Arc<dyn EventStore>,
         provider: Arc<dyn ReadStoreProvider>,
         config: RunnerConfig,
     ) -> Result<Arc<Self>, ReadStoreError> {
-        Self::start_with_stall_limit(events, provider, config, REBUILD_STALL_LIMIT).await
+        Self::start_with(events, provider, config, ReadSideOptions::default()).await
     }
 
-    /// [`start`](Self::start), with rebuilds giving up after `stall_limit` without
-    /// progress instead of [`REBUILD_STALL_LIMIT`].
-    pub async fn start_with_stall_limit(
+    /// [`start`](Self::start) with other options. When the active generation was never
+    /// projected into and the event store holds at least
+    /// [`bulk_start_min_events`](ReadSideOptions::bulk_start_min_events), the read
+    /// models are loaded in bulk into a new generation, which replaces the active one once
+    /// it has caught up; meanwhile queries are answered from the active generation and
+    /// the status reports catching up.
+    pub async fn start_with(
         events: Arc<dyn EventStore>,
         provider: Arc<dyn ReadStoreProvider>,
         config: RunnerConfig,
-        stall_limit: Duration,
+        options: ReadSideOptions,
     ) -> Result<Arc<Self>, ReadStoreError> {
-        match provider.try_lock_rebuild().await? {
-            Some(_lock) => {
+        let lock = provider.try_lock_rebuild().await?;
+        match &lock {
+            Some(_) => {
                 let dropped = provider.drop_inactive().await?;
                 if dropped > 0 {
                     tracing::info!(
@@ -164,7 +205,32 @@ impl ReadSide {
         }
         let generation = provider.open_active().await?;
         tracing::info!(generation = %generation.id, "read models");
-        let running = start_runner(&events, generation.clone(), &config);
+        let rebuilding = Arc::new(Mutex::new(()));
+        let load = match lock {
+            Some(lock) => {
+                match Self::prepare_bulk_start(&events, &provider, &generation, &options, &config)
+                    .await
+                {
+                    Ok(building) => building.map(|building| (building, lock)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot prepare a bulk load; catching up batch by batch");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let loading = load.is_some();
+        let (running, load) = match load {
+            Some((building, lock)) => {
+                // Nothing else creates or drops generations in this process meanwhile
+                // (the lock is new: this does not wait).
+                let one_at_a_time = Arc::clone(&rebuilding).lock_owned().await;
+                let new = building.generation.clone();
+                (building, Some((new, lock, one_at_a_time)))
+            }
+            None => (start_runner(&events, generation.clone(), &config), None),
+        };
         let (stop_following, following) = watch::channel(false);
         let side = Arc::new(Self {
             live: RwLock::new((generation, running.handle.clone())),
@@ -172,12 +238,153 @@ impl ReadSide {
             events,
             provider,
             config,
-            stall_limit,
-            rebuilding: Arc::new(Mutex::new(())),
+            stall_limit: options.stall_limit,
+            rebuilding,
+            loading: AtomicBool::new(loading),
             stop_following,
         });
+        if let Some((new, lock, one_at_a_time)) = load {
+            tokio::spawn(Arc::clone(&side).finish_bulk_start(new, lock, one_at_a_time));
+        }
         tokio::spawn(follow_switches(Arc::downgrade(&side), following));
         Ok(side)
+    }
+
+    /// When `active` was never projected into and the log is long enough, creates a new
+    /// generation and starts loading it in bulk; `None` otherwise.
+    async fn prepare_bulk_start(
+        events: &Arc<dyn EventStore>,
+        provider: &Arc<dyn ReadStoreProvider>,
+        active: &ReadGeneration,
+        options: &ReadSideOptions,
+        config: &RunnerConfig,
+    ) -> Result<Option<Running>, ReadStoreError> {
+        if options.bulk_start_min_events == u64::MAX
+            || active
+                .store
+                .load_checkpoint(OrderProjection::NAME)
+                .await?
+                .is_some()
+        {
+            return Ok(None);
+        }
+        let origin = Checkpoint::origin(events.partitions());
+        let stored = match events.count_after(&origin).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the stored events; catching up batch by batch");
+                return Ok(None);
+            }
+        };
+        if stored < options.bulk_start_min_events {
+            return Ok(None);
+        }
+        let generation = provider.create_generation().await?;
+        generation.store.reset().await?;
+        let projection = Arc::new(OrderProjection::new(Arc::clone(&generation.store)));
+        projection.begin_bulk().await?;
+        tracing::info!(generation = %generation.id, events = stored, "the read models are empty: loading them in bulk");
+        Ok(Some(start_projection(
+            events, generation, projection, config,
+        )))
+    }
+
+    /// Waits for the bulk load started by [`start_with`](Self::start_with) to catch up,
+    /// builds what it deferred and makes its generation the active one. On failure, drops
+    /// it and catches the active generation up batch by batch instead.
+    async fn finish_bulk_start(
+        self: Arc<Self>,
+        generation: ReadGeneration,
+        lock: RebuildLock,
+        one_at_a_time: tokio::sync::OwnedMutexGuard<()>,
+    ) {
+        let started = std::time::Instant::now();
+        match self.switch_to_bulk_load(&generation).await {
+            Ok(true) => {
+                tracing::info!(generation = %generation.id, elapsed_ms = started.elapsed().as_millis() as u64, "loaded the read models in bulk")
+            }
+            Ok(false) => return, // shutting down
+            Err(e) => {
+                tracing::error!(generation = %generation.id, error = %e, "the bulk load failed; catching up batch by batch instead");
+                let mut running = self.running.lock().await;
+                if let Some(building) = running.take() {
+                    let _ = building.stop().await;
+                    let active = self.live().0;
+                    let new = start_runner(&self.events, active.clone(), &self.config);
+                    *self.live.write().unwrap_or_else(|e| e.into_inner()) =
+                        (active, new.handle.clone());
+                    *running = Some(new);
+                }
+                self.loading.store(false, Ordering::Release);
+            }
+        }
+        // The generation replaced (or the one that failed) is dropped; queries may still
+        // be reading the replaced one for a moment.
+        tokio::time::sleep(DROP_AFTER).await;
+        match self.provider.drop_inactive().await {
+            Ok(n) => tracing::debug!(dropped = n, "removed the unused read models"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove the unused read models; they are removed at the next start")
+            }
+        }
+        drop(lock);
+        drop(one_at_a_time);
+    }
+
+    /// The steps of [`finish_bulk_start`](Self::finish_bulk_start): `Ok(false)` when
+    /// the service shut down meanwhile.
+    async fn switch_to_bulk_load(&self, generation: &ReadGeneration) -> Result<bool, RebuildError> {
+        let origin = Checkpoint::origin(self.events.partitions());
+        let mut last_moved = (None, tokio::time::Instant::now());
+        // Until the projection has applied a short read of the log: everything stored
+        // when the service started is loaded.
+        loop {
+            let status = self.live().1.status();
+            match status.state {
+                ProjectionState::Running => break,
+                ProjectionState::Stopped => return Ok(false),
+                _ => {}
+            }
+            if status.checkpoint != last_moved.0 {
+                last_moved = (status.checkpoint.clone(), tokio::time::Instant::now());
+            } else if last_moved.1.elapsed() >= self.stall_limit {
+                return Err(RebuildError::Stalled {
+                    after: self.stall_limit,
+                    last_error: status
+                        .last_error
+                        .unwrap_or_else(|| "none reported".to_string()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let running = self.running.lock().await;
+        let Some(building) = running.as_ref() else {
+            return Ok(false);
+        };
+        building.projection.finish_bulk().await?;
+        // Serve it once what the runner published is stored (consistency tokens are
+        // answered from the published checkpoint). From the end of the bulk load every
+        // batch is stored before it is published, so this is at most one batch away.
+        let waiting = tokio::time::Instant::now();
+        loop {
+            let published = building.handle.status().checkpoint;
+            if let Some(published) = published
+                && stored_checkpoint(generation, &origin)
+                    .await
+                    .is_some_and(|stored| stored.is_at_or_past(&published))
+            {
+                break;
+            }
+            if waiting.elapsed() >= self.stall_limit {
+                return Err(RebuildError::CatchUpTimeout);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.provider.activate(&generation.id).await?;
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) =
+            (generation.clone(), building.handle.clone());
+        self.loading.store(false, Ordering::Release);
+        Ok(true)
     }
 
     /// When another process made another generation active, serve and project into it.
@@ -219,8 +426,14 @@ impl ReadSide {
         self.live().0.id
     }
 
+    /// The live projection's status; while the read models are loaded in bulk at start,
+    /// the load's progress, catching up until the new generation serves queries.
     pub fn status(&self) -> ProjectionStatus {
-        self.live().1.status()
+        let mut status = self.live().1.status();
+        if self.loading.load(Ordering::Acquire) && status.state == ProjectionState::Running {
+            status.state = ProjectionState::CatchingUp;
+        }
+        status
     }
 
     pub fn events(&self) -> &Arc<dyn EventStore> {
@@ -232,18 +445,32 @@ impl ReadSide {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let handle = self.live().1;
+            let loading = self.loading.load(Ordering::Acquire);
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return handle
-                    .status()
-                    .checkpoint
-                    .is_some_and(|c| c.covers(position));
+                return !loading
+                    && handle
+                        .status()
+                        .checkpoint
+                        .is_some_and(|c| c.covers(position));
             }
             let slice = (deadline - now).min(Duration::from_millis(250));
+            if loading {
+                // The generation being loaded answers no query yet: its checkpoint says
+                // nothing about what queries see.
+                tokio::time::sleep(slice.min(Duration::from_millis(20))).await;
+                continue;
+            }
             if handle.wait_for(position, slice).await {
                 return true;
             }
         }
+    }
+
+    /// Waits until no rebuild, and no bulk load started with the service, is running or
+    /// cleaning up in this process.
+    pub async fn settled(&self) {
+        drop(self.rebuilding.lock().await);
     }
 
     /// Stops the projection between two batches: a batch being written is finished

@@ -124,6 +124,10 @@ struct ReplayArgs {
     /// skipped) and of the rebuild, seconds.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
+    /// Catch up batch by batch even on a long log (as before read models that were never
+    /// projected into were loaded in bulk at start), to compare the two.
+    #[arg(long)]
+    no_bulk_start: bool,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -535,8 +539,14 @@ async fn replay_in(env: &StoreEnv, args: &ReplayArgs) -> anyhow::Result<ReplayRo
         "ordo-load: seeded {seeded} events in {:.1} s",
         seed_time.as_secs_f64()
     );
-    let measured =
-        replay::measure(events, reads, seeded, Duration::from_secs(args.timeout)).await?;
+    let measured = replay::measure(
+        events,
+        reads,
+        seeded,
+        Duration::from_secs(args.timeout),
+        !args.no_bulk_start,
+    )
+    .await?;
     let mut loaded_rss = None;
     if args.then_load > 0 {
         eprintln!(

@@ -10,7 +10,9 @@
 //!
 //! Two figures are reported:
 //! - catch-up: `ReadSide::start` on empty read models, until the projection has applied
-//!   every event (what a new deployment or a reset projection does);
+//!   every event and the read models serve queries (what a new deployment or a reset
+//!   projection does; from `BULK_START_MIN_EVENTS` events on, a bulk load into a new
+//!   generation, unless `--no-bulk-start`);
 //! - rebuild: `ReadSide::rebuild`, the blue-green full replay into a new generation,
 //!   timed to its last progress report before the switch-over pause.
 
@@ -19,9 +21,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use ordo_domain::{Order, OrderCommand, OrderEvent, ReadSide, ReadStoreProvider, Status};
+use ordo_domain::readside::BULK_START_MIN_EVENTS;
+use ordo_domain::{
+    Order, OrderCommand, OrderEvent, ReadSide, ReadSideOptions, ReadStoreProvider, Status,
+};
 use ordo_es::{
-    Aggregate, DomainEvent, EventStore, ExpectedVersion, Metadata, NewEvent, RunnerConfig, StreamId,
+    Aggregate, DomainEvent, EventStore, ExpectedVersion, Metadata, NewEvent, ProjectionState,
+    RunnerConfig, StreamId,
 };
 use uuid::Uuid;
 
@@ -147,15 +153,32 @@ pub async fn measure(
     provider: Arc<dyn ReadStoreProvider>,
     events: u64,
     timeout: Duration,
+    bulk_start: bool,
 ) -> anyhow::Result<ReplayResult> {
+    let options = ReadSideOptions {
+        bulk_start_min_events: if bulk_start {
+            BULK_START_MIN_EVENTS
+        } else {
+            u64::MAX
+        },
+        ..ReadSideOptions::default()
+    };
     let start = Instant::now();
-    let side = ReadSide::start(Arc::clone(&events_store), provider, RunnerConfig::default())
-        .await
-        .context("start the read side")?;
+    let side = ReadSide::start_with(
+        Arc::clone(&events_store),
+        provider,
+        RunnerConfig::default(),
+        options,
+    )
+    .await
+    .context("start the read side")?;
     let deadline = start + timeout;
     loop {
         let status = side.status();
-        if status.events_applied + status.events_parked >= events {
+        // Running: the read models serve queries (a bulk load has finished its indexes).
+        if status.state == ProjectionState::Running
+            && status.events_applied + status.events_parked >= events
+        {
             if status.events_parked > 0 {
                 eprintln!(
                     "ordo-load: {} events were parked during catch-up",
@@ -191,6 +214,8 @@ pub async fn measure(
             *last_in.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         }
     };
+    // The catch-up's clean-up (dropping the generation it replaced) is not the rebuild's.
+    side.settled().await;
     let start = Instant::now();
     tokio::time::timeout(timeout, side.rebuild(&progress))
         .await

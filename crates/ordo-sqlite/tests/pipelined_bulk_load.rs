@@ -1,7 +1,9 @@
 //! A bulk load pipelines its commits (batch N+1 folded while batch N commits). It must end
 //! with exactly the read models that batches committed one at a time give, also when
 //! commits fail on the way and when a poison event sits in the middle of a batch. And a
-//! rebuild whose commits never succeed gives up instead of running for ever.
+//! rebuild whose commits never succeed gives up instead of running for ever. Empty read
+//! models started on a long log are loaded the same way, into a generation that then
+//! replaces the empty one, and fall back to catching up batch by batch when that fails.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use ordo_domain::readside::{ReadSide, RebuildError};
+use ordo_domain::readside::{ReadSide, ReadSideOptions, RebuildError};
 use ordo_domain::{
     CommandContext, CreateOrder, ListQuery, OrderProjection, OrderReadStore, OrderService,
     ParkedEvent, ReadGeneration, ReadModelBatch, ReadStoreError, ReadStoreProvider, RebuildLock,
@@ -21,8 +23,8 @@ use ordo_domain::{
 };
 use ordo_es::{
     Checkpoint, EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, Position,
-    Projection, ProjectionError, ProjectionHandle, ProjectionRunner, RecordedEvent, RunnerConfig,
-    StreamId,
+    Projection, ProjectionError, ProjectionHandle, ProjectionRunner, ProjectionState,
+    RecordedEvent, RunnerConfig, StreamId,
 };
 use ordo_sqlite::{SqliteReadStore, SqliteReadStores};
 
@@ -491,11 +493,14 @@ async fn a_rebuild_that_makes_no_progress_gives_up_and_leaves_the_live_read_mode
     let provider = Arc::new(RefusingNewGenerations(SqliteReadStores::new(
         dir.path().join("read.db"),
     )));
-    let side = ReadSide::start_with_stall_limit(
+    let side = ReadSide::start_with(
         Arc::clone(&events),
         provider.clone(),
         config(),
-        Duration::from_secs(2),
+        ReadSideOptions {
+            stall_limit: Duration::from_secs(2),
+            ..ReadSideOptions::default()
+        },
     )
     .await
     .expect("start");
@@ -538,4 +543,153 @@ async fn a_rebuild_that_makes_no_progress_gives_up_and_leaves_the_live_read_mode
         "{again:?}"
     );
     side.shutdown().await;
+}
+
+/// Read models that were never projected into, on a log long enough to load in bulk.
+fn bulk_start(stall_limit: Duration) -> ReadSideOptions {
+    ReadSideOptions {
+        stall_limit,
+        bulk_start_min_events: 100,
+    }
+}
+
+/// Everything the read models answer that the tests compare.
+async fn answers(side: &ReadSide, ids: &[Uuid]) -> serde_json::Value {
+    let store = side.store();
+    let mut views = Vec::new();
+    for id in ids {
+        views.push(store.get(*id).await.expect("get"));
+    }
+    let search = ListQuery {
+        search: Some("engine".into()),
+        limit: 100,
+        ..ListQuery::default()
+    };
+    json!({
+        "views": views,
+        "summary": store.summary().await.expect("summary"),
+        "top": store.top_customers(20).await.expect("top customers"),
+        "list": store.list(&ListQuery { limit: 100, ..ListQuery::default() }).await.expect("list"),
+        "search": store.list(&search).await.expect("search"),
+        "parked": store.parked(OrderProjection::NAME).await.expect("parked").len(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_read_models_on_a_long_log_are_loaded_in_bulk_and_answer_what_a_catch_up_does() {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let (ids, last) = seed(&events).await;
+    let (bulk_dir, plain_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let plain = ReadSide::start_with(
+        Arc::clone(&events),
+        Arc::new(SqliteReadStores::new(plain_dir.path().join("read.db"))),
+        config(),
+        ReadSideOptions {
+            bulk_start_min_events: u64::MAX,
+            ..ReadSideOptions::default()
+        },
+    )
+    .await
+    .expect("start batch by batch");
+    let bulk = ReadSide::start_with(
+        Arc::clone(&events),
+        Arc::new(SqliteReadStores::new(bulk_dir.path().join("read.db"))),
+        config(),
+        bulk_start(Duration::from_secs(60)),
+    )
+    .await
+    .expect("start in bulk");
+    let (empty, first) = (bulk.generation(), plain.generation());
+    assert!(plain.wait_for(&last, Duration::from_secs(60)).await);
+    assert!(bulk.wait_for(&last, Duration::from_secs(60)).await);
+    assert_eq!(bulk.status().state, ProjectionState::Running);
+    assert_ne!(
+        bulk.generation(),
+        empty,
+        "the generation loaded in bulk replaced the empty one"
+    );
+    assert_eq!(
+        plain.generation(),
+        first,
+        "no bulk load: the first generation stays"
+    );
+    assert_eq!(answers(&bulk, &ids).await, answers(&plain, &ids).await);
+
+    // After the load the new generation follows the log like any other.
+    let more = OrderService::new(Arc::clone(&events))
+        .update_status(ids[238], Status::Confirmed, CommandContext::default())
+        .await
+        .expect("one more command");
+    assert!(bulk.wait_for(&more.position, Duration::from_secs(60)).await);
+    assert!(
+        plain
+            .wait_for(&more.position, Duration::from_secs(60))
+            .await
+    );
+    assert_eq!(answers(&bulk, &ids).await, answers(&plain, &ids).await);
+    // And it is the active one for the next start: nothing is loaded again.
+    bulk.shutdown().await;
+    bulk.settled().await;
+    drop(bulk);
+    let again = ReadSide::start_with(
+        Arc::clone(&events),
+        Arc::new(SqliteReadStores::new(bulk_dir.path().join("read.db"))),
+        config(),
+        bulk_start(Duration::from_secs(60)),
+    )
+    .await
+    .expect("restart");
+    assert!(
+        again
+            .wait_for(&more.position, Duration::from_secs(60))
+            .await
+    );
+    assert_eq!(answers(&again, &ids).await, answers(&plain, &ids).await);
+    again.shutdown().await;
+    plain.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_load_at_start_that_makes_no_progress_falls_back_to_catching_up() {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let (ids, last) = seed(&events).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let side = ReadSide::start_with(
+        Arc::clone(&events),
+        Arc::new(RefusingNewGenerations(SqliteReadStores::new(
+            dir.path().join("read.db"),
+        ))),
+        config(),
+        bulk_start(Duration::from_secs(2)),
+    )
+    .await
+    .expect("start");
+    let active = side.generation();
+    // The generation being loaded answers no query: no consistency token is taken as
+    // covered, and the service does not report caught up, while it stalls.
+    assert!(!side.wait_for(&last, Duration::from_millis(500)).await);
+    assert_ne!(side.status().state, ProjectionState::Running);
+    assert_eq!(
+        side.store().summary().await.expect("summary").total_orders,
+        0,
+        "queries meanwhile are answered from the (empty) active read models"
+    );
+    // Past the stall limit, the active generation is caught up batch by batch.
+    assert!(side.wait_for(&last, Duration::from_secs(60)).await);
+    assert_eq!(side.generation(), active);
+    let plain_dir = tempfile::tempdir().expect("temp dir");
+    let plain = ReadSide::start(
+        Arc::clone(&events),
+        Arc::new(SqliteReadStores::new(plain_dir.path().join("read.db"))),
+        config(),
+    )
+    .await
+    .expect("start batch by batch");
+    assert!(plain.wait_for(&last, Duration::from_secs(60)).await);
+    assert_eq!(answers(&side, &ids).await, answers(&plain, &ids).await);
+    side.shutdown().await;
+    plain.shutdown().await;
 }
