@@ -71,6 +71,16 @@ pub struct StoreArgs {
         global = true
     )]
     pub snapshot_every: u64,
+    /// Read models that were never projected into (a new deployment, a deleted read
+    /// store) are loaded in bulk at start, like a rebuild, when the event store holds at
+    /// least this many events; below it they catch up batch by batch.
+    #[arg(
+        long,
+        env = "ORDO_BULK_LOAD_FROM",
+        default_value_t = ordo_domain::readside::BULK_START_MIN_EVENTS,
+        global = true
+    )]
+    pub bulk_load_from: u64,
 }
 
 impl StoreArgs {
@@ -81,6 +91,7 @@ impl StoreArgs {
             event_store: None,
             read_store: None,
             snapshot_every: 100,
+            bulk_load_from: ordo_domain::readside::BULK_START_MIN_EVENTS,
         }
     }
 

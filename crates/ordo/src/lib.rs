@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
-use ordo_domain::{OrderService, ReadSide, ReadStoreProvider, ReplayJobs};
+use ordo_domain::{OrderService, ReadSide, ReadSideOptions, ReadStoreProvider, ReplayJobs};
 use ordo_es::{EventStore, RunnerConfig, SnapshotStore};
 use ordo_http::{AppState, Metrics};
 
@@ -32,6 +32,8 @@ pub struct Stores {
     pub reads: Arc<dyn ReadStoreProvider>,
     /// Take a snapshot of an order every this many events (0: only on demand).
     pub snapshot_every: u64,
+    /// Load never-projected read models in bulk from this many stored events on.
+    pub bulk_load_from: u64,
 }
 
 impl Stores {
@@ -44,6 +46,7 @@ impl Stores {
             snapshots,
             reads,
             snapshot_every: args.snapshot_every,
+            bulk_load_from: args.bulk_load_from,
         })
     }
 
@@ -141,10 +144,14 @@ pub struct Settings {
 
 /// Starts the read side (the active read models and their projection).
 pub async fn start_read_side(stores: &Stores) -> anyhow::Result<Arc<ReadSide>> {
-    ReadSide::start(
+    ReadSide::start_with(
         Arc::clone(&stores.events),
         Arc::clone(&stores.reads),
         RunnerConfig::default(),
+        ReadSideOptions {
+            bulk_start_min_events: stores.bulk_load_from,
+            ..ReadSideOptions::default()
+        },
     )
     .await
     .context("cannot open the read models")

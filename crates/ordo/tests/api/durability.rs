@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -170,6 +170,58 @@ async fn a_service_on_stored_events_is_ready_once_its_read_models_hold_them() {
     }
     // Ready: it answers as the live service does, without waiting for a token.
     assert_answers_without_a_token(&fresh, &live, "right after /ready").await;
+    fresh.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_read_models_on_stored_events_are_loaded_in_bulk_and_answer_as_the_live_ones() {
+    let app = TestApp::spawn().await;
+    let (tokens, live) = history_and_answers(&app, 20).await;
+
+    // A new service on the same events with an empty read store, loading in bulk from
+    // the first event (the default is 10,000).
+    let mut args = with_fresh_read_store(&app.args);
+    args.bulk_load_from = 1;
+    let fresh = TestApp::spawn_with(args).await;
+    let generation = |app: &TestApp| {
+        let request = app.admin(Method::GET, "/api/v1/admin/projections");
+        async move {
+            let body = json_of(request.send().await.expect("projections"), StatusCode::OK).await;
+            body["projections"][0]["generation"]
+                .as_str()
+                .expect("a generation")
+                .to_string()
+        }
+    };
+    let empty = generation(&fresh).await;
+    let mut polls = 0;
+    while fresh.get("/ready").await.status() != StatusCode::OK {
+        polls += 1;
+        assert!(polls < 3_000, "not ready after {polls} polls");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_ne!(
+        generation(&fresh).await,
+        empty,
+        "the read models loaded in bulk replaced the empty ones"
+    );
+    assert_answers_without_a_token(&fresh, &live, "right after /ready").await;
+    // Tokens handed out by the other service are honoured, and new writes are projected
+    // into the loaded read models.
+    wait_for_all(&fresh, &tokens).await;
+    let more = fresh.create_order(&ada()).await;
+    let summary = json_of(
+        fresh.get_after("/api/v1/orders/summary", &more.token).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        summary["totalOrders"].as_u64(),
+        live.last()
+            .and_then(|before| before["totalOrders"].as_u64())
+            .map(|n| n + 1),
+        "{summary}"
+    );
     fresh.shutdown().await;
 }
 
