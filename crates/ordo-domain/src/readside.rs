@@ -299,36 +299,59 @@ impl ReadSide {
         one_at_a_time: tokio::sync::OwnedMutexGuard<()>,
     ) {
         let started = std::time::Instant::now();
-        match self.switch_to_bulk_load(&generation).await {
+        let switched_or_failed = match self.switch_to_bulk_load(&generation).await {
             Ok(true) => {
-                tracing::info!(generation = %generation.id, elapsed_ms = started.elapsed().as_millis() as u64, "loaded the read models in bulk")
+                tracing::info!(generation = %generation.id, elapsed_ms = started.elapsed().as_millis() as u64, "loaded the read models in bulk");
+                true
             }
-            Ok(false) => return, // shutting down
+            Ok(false) => false, // shut down: the next start discards the load
             Err(e) => {
                 tracing::error!(generation = %generation.id, error = %e, "the bulk load failed; catching up batch by batch instead");
-                let mut running = self.running.lock().await;
-                if let Some(building) = running.take() {
-                    let _ = building.stop().await;
-                    let active = self.live().0;
-                    let new = start_runner(&self.events, active.clone(), &self.config);
-                    *self.live.write().unwrap_or_else(|e| e.into_inner()) =
-                        (active, new.handle.clone());
-                    *running = Some(new);
+                self.fall_back_to_catching_up().await
+            }
+        };
+        if switched_or_failed {
+            // The generation replaced (or the one that failed) is dropped; queries may
+            // still be reading the replaced one for a moment.
+            tokio::time::sleep(DROP_AFTER).await;
+            match self.provider.drop_inactive().await {
+                Ok(n) => tracing::debug!(dropped = n, "removed the unused read models"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not remove the unused read models; they are removed at the next start")
                 }
-                self.loading.store(false, Ordering::Release);
             }
         }
-        // The generation replaced (or the one that failed) is dropped; queries may still
-        // be reading the replaced one for a moment.
-        tokio::time::sleep(DROP_AFTER).await;
-        match self.provider.drop_inactive().await {
-            Ok(n) => tracing::debug!(dropped = n, "removed the unused read models"),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not remove the unused read models; they are removed at the next start")
-            }
-        }
+        // The read side before the locks: whoever waits for them (`settled`) may open
+        // these read models again, which the embedded store allows one owner at a time.
+        drop(self);
         drop(lock);
         drop(one_at_a_time);
+    }
+
+    /// Replaces the failed bulk load by a runner catching the active generation up;
+    /// false when the service is shutting down.
+    async fn fall_back_to_catching_up(&self) -> bool {
+        let failed = {
+            let mut running = self.running.lock().await;
+            let Some(failed) = running.take() else {
+                return false;
+            };
+            let active = self.live().0;
+            let new = start_runner(&self.events, active.clone(), &self.config);
+            *self.live.write().unwrap_or_else(|e| e.into_inner()) = (active, new.handle.clone());
+            *running = Some(new);
+            self.loading.store(false, Ordering::Release);
+            failed
+        };
+        // The failed load may be stuck in a write to a store that stopped answering: it
+        // writes only to its own generation, which is dropped.
+        if tokio::time::timeout(SHUTDOWN_GRACE, failed.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the failed bulk load did not stop; leaving it behind");
+        }
+        true
     }
 
     /// The steps of [`finish_bulk_start`](Self::finish_bulk_start): `Ok(false)` when
@@ -357,17 +380,22 @@ impl ReadSide {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let running = self.running.lock().await;
-        let Some(building) = running.as_ref() else {
-            return Ok(false);
+        let (projection, handle) = match self.running.lock().await.as_ref() {
+            Some(building) => (Arc::clone(&building.projection), building.handle.clone()),
+            None => return Ok(false),
         };
-        building.projection.finish_bulk().await?;
+        // Without holding `running`: a shutdown meanwhile stops the runner (between two
+        // batches) and is not kept waiting for the index builds.
+        projection.finish_bulk().await?;
         // Serve it once what the runner published is stored (consistency tokens are
         // answered from the published checkpoint). From the end of the bulk load every
         // batch is stored before it is published, so this is at most one batch away.
         let waiting = tokio::time::Instant::now();
         loop {
-            let published = building.handle.status().checkpoint;
+            if handle.status().state == ProjectionState::Stopped {
+                return Ok(false);
+            }
+            let published = handle.status().checkpoint;
             if let Some(published) = published
                 && stored_checkpoint(generation, &origin)
                     .await
@@ -380,10 +408,18 @@ impl ReadSide {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let running = self.running.lock().await;
+        if !running
+            .as_ref()
+            .is_some_and(|r| r.handle.same_runner(&handle))
+        {
+            return Ok(false); // shut down meanwhile
+        }
         self.provider.activate(&generation.id).await?;
-        *self.live.write().unwrap_or_else(|e| e.into_inner()) =
-            (generation.clone(), building.handle.clone());
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = (generation.clone(), handle);
+        // After `live`: whoever sees `loading` false sees the new generation.
         self.loading.store(false, Ordering::Release);
+        drop(running);
         Ok(true)
     }
 
@@ -429,8 +465,9 @@ impl ReadSide {
     /// The live projection's status; while the read models are loaded in bulk at start,
     /// the load's progress, catching up until the new generation serves queries.
     pub fn status(&self) -> ProjectionStatus {
+        let loading = self.loading.load(Ordering::Acquire);
         let mut status = self.live().1.status();
-        if self.loading.load(Ordering::Acquire) && status.state == ProjectionState::Running {
+        if loading && status.state == ProjectionState::Running {
             status.state = ProjectionState::CatchingUp;
         }
         status
@@ -444,8 +481,10 @@ impl ReadSide {
     pub async fn wait_for(&self, position: &Position, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let handle = self.live().1;
+            // `loading` first: it is cleared after `live` is set, so a reader that sees it
+            // cleared also sees the runner that then feeds the generation queries read.
             let loading = self.loading.load(Ordering::Acquire);
+            let handle = self.live().1;
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return !loading
@@ -655,6 +694,7 @@ impl ReadSide {
                     tracing::warn!(error = %e, "could not remove the previous read models; they are removed at the next start")
                 }
             }
+            drop(provider); // before the locks, as in `finish_bulk_start`
             drop(across_processes);
             drop(one_at_a_time);
         });

@@ -175,6 +175,11 @@ impl ProjectionHandle {
         self.status.borrow().clone()
     }
 
+    /// Whether `other` is a handle of the same runner.
+    pub fn same_runner(&self, other: &ProjectionHandle) -> bool {
+        self.status.same_channel(&other.status)
+    }
+
     /// Waits until the read model covers `position`, at most `timeout`. True when it does.
     pub async fn wait_for(&self, position: &Position, timeout: Duration) -> bool {
         let mut rx = self.status.clone();

@@ -498,7 +498,9 @@ async fn a_rebuild_that_makes_no_progress_gives_up_and_leaves_the_live_read_mode
         provider.clone(),
         config(),
         ReadSideOptions {
-            stall_limit: Duration::from_secs(2),
+            // Long enough for a commit to have failed even on a loaded machine (before
+            // the first one, the error would say "none reported").
+            stall_limit: Duration::from_secs(5),
             ..ReadSideOptions::default()
         },
     )
@@ -515,7 +517,7 @@ async fn a_rebuild_that_makes_no_progress_gives_up_and_leaves_the_live_read_mode
     let message = error.to_string();
     assert!(matches!(error, RebuildError::Stalled { .. }), "{message}");
     assert!(
-        message.contains("no progress for 2 s") && message.contains("fails (injected)"),
+        message.contains("no progress for 5 s") && message.contains("fails (injected)"),
         "the error says why: {message}"
     );
     // Still serving, and still projecting, from the generation it had.
@@ -631,6 +633,7 @@ async fn empty_read_models_on_a_long_log_are_loaded_in_bulk_and_answer_what_a_ca
     );
     assert_eq!(answers(&bulk, &ids).await, answers(&plain, &ids).await);
     // And it is the active one for the next start: nothing is loaded again.
+    let loaded = bulk.generation();
     bulk.shutdown().await;
     bulk.settled().await;
     drop(bulk);
@@ -647,6 +650,7 @@ async fn empty_read_models_on_a_long_log_are_loaded_in_bulk_and_answer_what_a_ca
             .wait_for(&more.position, Duration::from_secs(60))
             .await
     );
+    assert_eq!(again.generation(), loaded);
     assert_eq!(answers(&again, &ids).await, answers(&plain, &ids).await);
     again.shutdown().await;
     plain.shutdown().await;
@@ -691,5 +695,72 @@ async fn a_bulk_load_at_start_that_makes_no_progress_falls_back_to_catching_up()
     assert!(plain.wait_for(&last, Duration::from_secs(60)).await);
     assert_eq!(answers(&side, &ids).await, answers(&plain, &ids).await);
     side.shutdown().await;
+    plain.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_stopped_during_its_bulk_load_discards_it_and_loads_again_at_the_next_start() {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let (ids, last) = seed(&events).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("read.db");
+    // A load that cannot finish (its generation refuses every commit) when the service
+    // is stopped.
+    let stuck = ReadSide::start_with(
+        Arc::clone(&events),
+        Arc::new(RefusingNewGenerations(SqliteReadStores::new(&path))),
+        config(),
+        bulk_start(Duration::from_secs(600)),
+    )
+    .await
+    .expect("start");
+    let empty = stuck.generation();
+    tokio::time::timeout(Duration::from_secs(60), stuck.shutdown())
+        .await
+        .expect("a shutdown during the load is not kept waiting");
+    tokio::time::timeout(Duration::from_secs(60), stuck.settled())
+        .await
+        .expect("the load let go of its locks");
+    assert_eq!(stuck.generation(), empty, "nothing was switched");
+    drop(stuck);
+
+    let restarted = ReadSide::start_with(
+        Arc::clone(&events),
+        Arc::new(SqliteReadStores::new(&path)),
+        config(),
+        bulk_start(Duration::from_secs(60)),
+    )
+    .await
+    .expect("restart");
+    assert!(restarted.wait_for(&last, Duration::from_secs(60)).await);
+    assert_ne!(restarted.generation(), empty, "loaded in bulk again");
+    let plain_dir = tempfile::tempdir().expect("temp dir");
+    let plain = ReadSide::start(
+        Arc::clone(&events),
+        Arc::new(SqliteReadStores::new(plain_dir.path().join("read.db"))),
+        config(),
+    )
+    .await
+    .expect("start batch by batch");
+    assert!(plain.wait_for(&last, Duration::from_secs(60)).await);
+    assert_eq!(answers(&restarted, &ids).await, answers(&plain, &ids).await);
+    restarted.shutdown().await;
+    restarted.settled().await;
+    // One generation in use, the one left by the stopped load removed.
+    let generations = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".db"))
+        .count();
+    assert_eq!(
+        generations,
+        1,
+        "{:?}",
+        std::fs::read_dir(dir.path()).map(|d| d
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>())
+    );
     plain.shutdown().await;
 }
