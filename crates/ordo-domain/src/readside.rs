@@ -161,6 +161,8 @@ pub struct ReadSide {
     /// the active generation (behind the log), `running` feeds the generation being
     /// loaded, and its progress is the status reported.
     loading: AtomicBool,
+    /// The generation that load fills, when there is one.
+    bulk_generation: Option<String>,
     /// Stops the task that follows switches made by other processes.
     stop_following: watch::Sender<bool>,
 }
@@ -231,6 +233,7 @@ impl ReadSide {
             }
             None => (start_runner(&events, generation.clone(), &config), None),
         };
+        let bulk_generation = load.as_ref().map(|(new, _, _)| new.id.clone());
         let (stop_following, following) = watch::channel(false);
         let side = Arc::new(Self {
             live: RwLock::new((generation, running.handle.clone())),
@@ -241,6 +244,7 @@ impl ReadSide {
             stall_limit: options.stall_limit,
             rebuilding,
             loading: AtomicBool::new(loading),
+            bulk_generation,
             stop_following,
         });
         if let Some((new, lock, one_at_a_time)) = load {
@@ -506,6 +510,36 @@ impl ReadSide {
         }
     }
 
+    /// A rebuild asked for while the service loads its empty read models in bulk: that
+    /// load is a full replay of the event store begun moments ago, so it is waited for
+    /// (reporting its progress) instead of being done twice. True when it became the
+    /// live read models; false when it failed and the rebuild must go on.
+    async fn wait_for_bulk_start(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<bool, RebuildError> {
+        let origin = Checkpoint::origin(self.events.partitions());
+        let mut total = self.events.count_after(&origin).await.unwrap_or(0);
+        while self.loading.load(Ordering::Acquire) {
+            let status = self.status();
+            if status.state == ProjectionState::Stopped {
+                return Err(RebuildError::ShuttingDown);
+            }
+            let done = status.events_applied + status.events_parked;
+            total = total.max(done);
+            progress(done, total);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if self.bulk_generation.as_deref() != Some(self.generation().as_str()) {
+            return Ok(false);
+        }
+        let status = self.status();
+        let done = status.events_applied + status.events_parked;
+        progress(done, total.max(done));
+        tracing::info!(generation = %self.generation(), "the rebuild asked for is the bulk load the service started with; not doing it twice");
+        Ok(true)
+    }
+
     /// Waits until no rebuild, and no bulk load started with the service, is running or
     /// cleaning up in this process.
     pub async fn settled(&self) {
@@ -537,6 +571,9 @@ impl ReadSide {
         &self,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(), RebuildError> {
+        if self.loading.load(Ordering::Acquire) && self.wait_for_bulk_start(progress).await? {
+            return Ok(());
+        }
         let one_at_a_time = Arc::clone(&self.rebuilding).lock_owned().await;
         let across_processes = self
             .provider

@@ -449,18 +449,44 @@ async fn a_batch_whose_commit_keeps_failing_is_parked_event_by_event_and_the_loa
     );
 }
 
-/// Read models whose new generations refuse every commit (a disk that fills up while a
-/// rebuild runs, say); the active generation works.
+/// Read models that count the generations created and, when `refuse` is set, whose new
+/// generations refuse every commit (a disk that fills up while a rebuild runs, say); the
+/// active generation works.
 #[derive(Debug)]
-struct RefusingNewGenerations(SqliteReadStores);
+struct TestGenerations {
+    inner: SqliteReadStores,
+    refuse: bool,
+    created: AtomicU32,
+}
+
+impl TestGenerations {
+    fn refusing(path: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            inner: SqliteReadStores::new(path.into()),
+            refuse: true,
+            created: AtomicU32::new(0),
+        }
+    }
+
+    fn counting(path: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            refuse: false,
+            ..Self::refusing(path)
+        }
+    }
+}
 
 #[async_trait]
-impl ReadStoreProvider for RefusingNewGenerations {
+impl ReadStoreProvider for TestGenerations {
     async fn open_active(&self) -> Result<ReadGeneration, ReadStoreError> {
-        self.0.open_active().await
+        self.inner.open_active().await
     }
     async fn create_generation(&self) -> Result<ReadGeneration, ReadStoreError> {
-        let generation = self.0.create_generation().await?;
+        let generation = self.inner.create_generation().await?;
+        self.created.fetch_add(1, Ordering::SeqCst);
+        if !self.refuse {
+            return Ok(generation);
+        }
         Ok(ReadGeneration {
             store: Arc::new(FailingCommits {
                 inner: generation.store,
@@ -472,16 +498,16 @@ impl ReadStoreProvider for RefusingNewGenerations {
         })
     }
     async fn activate(&self, id: &str) -> Result<(), ReadStoreError> {
-        self.0.activate(id).await
+        self.inner.activate(id).await
     }
     async fn drop_inactive(&self) -> Result<u32, ReadStoreError> {
-        self.0.drop_inactive().await
+        self.inner.drop_inactive().await
     }
     async fn active_id(&self) -> Result<String, ReadStoreError> {
-        self.0.active_id().await
+        self.inner.active_id().await
     }
     async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError> {
-        self.0.try_lock_rebuild().await
+        self.inner.try_lock_rebuild().await
     }
 }
 
@@ -490,9 +516,7 @@ async fn a_rebuild_that_makes_no_progress_gives_up_and_leaves_the_live_read_mode
     let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
     let (ids, last) = seed(&events).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let provider = Arc::new(RefusingNewGenerations(SqliteReadStores::new(
-        dir.path().join("read.db"),
-    )));
+    let provider = Arc::new(TestGenerations::refusing(dir.path().join("read.db")));
     let side = ReadSide::start_with(
         Arc::clone(&events),
         provider.clone(),
@@ -663,9 +687,7 @@ async fn a_bulk_load_at_start_that_makes_no_progress_falls_back_to_catching_up()
     let dir = tempfile::tempdir().expect("temp dir");
     let side = ReadSide::start_with(
         Arc::clone(&events),
-        Arc::new(RefusingNewGenerations(SqliteReadStores::new(
-            dir.path().join("read.db"),
-        ))),
+        Arc::new(TestGenerations::refusing(dir.path().join("read.db"))),
         config(),
         bulk_start(Duration::from_secs(2)),
     )
@@ -708,7 +730,7 @@ async fn a_service_stopped_during_its_bulk_load_discards_it_and_loads_again_at_t
     // is stopped.
     let stuck = ReadSide::start_with(
         Arc::clone(&events),
-        Arc::new(RefusingNewGenerations(SqliteReadStores::new(&path))),
+        Arc::new(TestGenerations::refusing(&path)),
         config(),
         bulk_start(Duration::from_secs(600)),
     )
@@ -762,5 +784,54 @@ async fn a_service_stopped_during_its_bulk_load_discards_it_and_loads_again_at_t
             .map(|e| e.file_name())
             .collect::<Vec<_>>())
     );
+    plain.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_asked_for_during_the_bulk_start_waits_for_it_instead_of_loading_twice() {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let (ids, last) = seed(&events).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let provider = Arc::new(TestGenerations::counting(dir.path().join("read.db")));
+    let side = ReadSide::start_with(
+        Arc::clone(&events),
+        provider.clone(),
+        config(),
+        bulk_start(Duration::from_secs(60)),
+    )
+    .await
+    .expect("start");
+    let empty = side.generation();
+    let reports = std::sync::Mutex::new(Vec::new());
+    side.rebuild(&|done, total| reports.lock().expect("reports").push((done, total)))
+        .await
+        .expect("the rebuild is the bulk load");
+    assert_eq!(
+        provider.created.load(Ordering::SeqCst),
+        1,
+        "one generation loaded"
+    );
+    assert_ne!(side.generation(), empty);
+    let reports = reports.into_inner().expect("reports");
+    let (done, total) = *reports.last().expect("progress was reported");
+    assert!(done >= 400 && done == total, "{reports:?}");
+    assert!(side.wait_for(&last, Duration::from_secs(60)).await);
+
+    let plain_dir = tempfile::tempdir().expect("temp dir");
+    let plain = ReadSide::start(
+        Arc::clone(&events),
+        Arc::new(SqliteReadStores::new(plain_dir.path().join("read.db"))),
+        config(),
+    )
+    .await
+    .expect("start batch by batch");
+    assert!(plain.wait_for(&last, Duration::from_secs(60)).await);
+    assert_eq!(answers(&side, &ids).await, answers(&plain, &ids).await);
+
+    // Once the load is done, a rebuild is a rebuild again.
+    side.rebuild(&|_, _| {}).await.expect("a second rebuild");
+    assert_eq!(provider.created.load(Ordering::SeqCst), 2);
+    assert_eq!(answers(&side, &ids).await, answers(&plain, &ids).await);
+    side.shutdown().await;
     plain.shutdown().await;
 }
