@@ -601,6 +601,38 @@ async fn answers(side: &ReadSide, ids: &[Uuid]) -> serde_json::Value {
     })
 }
 
+/// Read models in `dir` that are caught up batch by batch, never loaded in bulk.
+async fn start_batch_by_batch(
+    events: &Arc<dyn EventStore>,
+    dir: &std::path::Path,
+) -> Arc<ReadSide> {
+    ReadSide::start_with(
+        Arc::clone(events),
+        Arc::new(SqliteReadStores::new(dir.join("read.db"))),
+        config(),
+        ReadSideOptions {
+            bulk_start_min_events: u64::MAX,
+            ..ReadSideOptions::default()
+        },
+    )
+    .await
+    .expect("start batch by batch")
+}
+
+/// What read models caught up batch by batch from `events` answer once they hold `last`.
+async fn caught_up_batch_by_batch(
+    events: &Arc<dyn EventStore>,
+    ids: &[Uuid],
+    last: &Position,
+) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plain = start_batch_by_batch(events, dir.path()).await;
+    assert!(plain.wait_for(last, Duration::from_secs(60)).await);
+    let answers = answers(&plain, ids).await;
+    plain.shutdown().await;
+    answers
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_read_models_on_a_long_log_are_loaded_in_bulk_and_answer_what_a_catch_up_does() {
     let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
@@ -609,17 +641,7 @@ async fn empty_read_models_on_a_long_log_are_loaded_in_bulk_and_answer_what_a_ca
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let plain = ReadSide::start_with(
-        Arc::clone(&events),
-        Arc::new(SqliteReadStores::new(plain_dir.path().join("read.db"))),
-        config(),
-        ReadSideOptions {
-            bulk_start_min_events: u64::MAX,
-            ..ReadSideOptions::default()
-        },
-    )
-    .await
-    .expect("start batch by batch");
+    let plain = start_batch_by_batch(&events, plain_dir.path()).await;
     let bulk = ReadSide::start_with(
         Arc::clone(&events),
         Arc::new(SqliteReadStores::new(bulk_dir.path().join("read.db"))),
@@ -706,18 +728,11 @@ async fn a_bulk_load_at_start_that_makes_no_progress_falls_back_to_catching_up()
     // Past the stall limit, the active generation is caught up batch by batch.
     assert!(side.wait_for(&last, Duration::from_secs(60)).await);
     assert_eq!(side.generation(), active);
-    let plain_dir = tempfile::tempdir().expect("temp dir");
-    let plain = ReadSide::start(
-        Arc::clone(&events),
-        Arc::new(SqliteReadStores::new(plain_dir.path().join("read.db"))),
-        config(),
-    )
-    .await
-    .expect("start batch by batch");
-    assert!(plain.wait_for(&last, Duration::from_secs(60)).await);
-    assert_eq!(answers(&side, &ids).await, answers(&plain, &ids).await);
+    assert_eq!(
+        answers(&side, &ids).await,
+        caught_up_batch_by_batch(&events, &ids, &last).await
+    );
     side.shutdown().await;
-    plain.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -756,16 +771,10 @@ async fn a_service_stopped_during_its_bulk_load_discards_it_and_loads_again_at_t
     .expect("restart");
     assert!(restarted.wait_for(&last, Duration::from_secs(60)).await);
     assert_ne!(restarted.generation(), empty, "loaded in bulk again");
-    let plain_dir = tempfile::tempdir().expect("temp dir");
-    let plain = ReadSide::start(
-        Arc::clone(&events),
-        Arc::new(SqliteReadStores::new(plain_dir.path().join("read.db"))),
-        config(),
-    )
-    .await
-    .expect("start batch by batch");
-    assert!(plain.wait_for(&last, Duration::from_secs(60)).await);
-    assert_eq!(answers(&restarted, &ids).await, answers(&plain, &ids).await);
+    assert_eq!(
+        answers(&restarted, &ids).await,
+        caught_up_batch_by_batch(&events, &ids, &last).await
+    );
     restarted.shutdown().await;
     restarted.settled().await;
     // One generation in use, the one left by the stopped load removed.
@@ -784,7 +793,6 @@ async fn a_service_stopped_during_its_bulk_load_discards_it_and_loads_again_at_t
             .map(|e| e.file_name())
             .collect::<Vec<_>>())
     );
-    plain.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -817,21 +825,12 @@ async fn a_rebuild_asked_for_during_the_bulk_start_waits_for_it_instead_of_loadi
     assert!(done >= 400 && done == total, "{reports:?}");
     assert!(side.wait_for(&last, Duration::from_secs(60)).await);
 
-    let plain_dir = tempfile::tempdir().expect("temp dir");
-    let plain = ReadSide::start(
-        Arc::clone(&events),
-        Arc::new(SqliteReadStores::new(plain_dir.path().join("read.db"))),
-        config(),
-    )
-    .await
-    .expect("start batch by batch");
-    assert!(plain.wait_for(&last, Duration::from_secs(60)).await);
-    assert_eq!(answers(&side, &ids).await, answers(&plain, &ids).await);
+    let expected = caught_up_batch_by_batch(&events, &ids, &last).await;
+    assert_eq!(answers(&side, &ids).await, expected);
 
     // Once the load is done, a rebuild is a rebuild again.
     side.rebuild(&|_, _| {}).await.expect("a second rebuild");
     assert_eq!(provider.created.load(Ordering::SeqCst), 2);
-    assert_eq!(answers(&side, &ids).await, answers(&plain, &ids).await);
+    assert_eq!(answers(&side, &ids).await, expected);
     side.shutdown().await;
-    plain.shutdown().await;
 }
