@@ -108,6 +108,44 @@ async fn stored_checkpoint(generation: &ReadGeneration, origin: &Checkpoint) -> 
     }
 }
 
+/// Watches a loading projection's checkpoint: a load that has not moved for the stall
+/// limit has stalled (a read store refusing its writes, say).
+struct StallWatch {
+    limit: Duration,
+    checkpoint: Option<Checkpoint>,
+    since: tokio::time::Instant,
+}
+
+impl StallWatch {
+    fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            checkpoint: None,
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    /// `RebuildError::Stalled` (with the projection's last error) when `status` has not
+    /// moved for the limit.
+    fn check(&mut self, status: &ProjectionStatus) -> Result<(), RebuildError> {
+        if status.checkpoint != self.checkpoint {
+            self.checkpoint = status.checkpoint.clone();
+            self.since = tokio::time::Instant::now();
+            return Ok(());
+        }
+        if self.since.elapsed() < self.limit {
+            return Ok(());
+        }
+        Err(RebuildError::Stalled {
+            after: self.limit,
+            last_error: status
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "none reported".to_string()),
+        })
+    }
+}
+
 /// How often a process checks whether another one switched the active generation.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// How long the previous generation is kept after a switch: longer than [`FOLLOW_EVERY`],
@@ -362,7 +400,7 @@ impl ReadSide {
     /// the service shut down meanwhile.
     async fn switch_to_bulk_load(&self, generation: &ReadGeneration) -> Result<bool, RebuildError> {
         let origin = Checkpoint::origin(self.events.partitions());
-        let mut last_moved = (None, tokio::time::Instant::now());
+        let mut stall = StallWatch::new(self.stall_limit);
         // Until the projection has applied a short read of the log: everything stored
         // when the service started is loaded.
         loop {
@@ -372,16 +410,7 @@ impl ReadSide {
                 ProjectionState::Stopped => return Ok(false),
                 _ => {}
             }
-            if status.checkpoint != last_moved.0 {
-                last_moved = (status.checkpoint.clone(), tokio::time::Instant::now());
-            } else if last_moved.1.elapsed() >= self.stall_limit {
-                return Err(RebuildError::Stalled {
-                    after: self.stall_limit,
-                    last_error: status
-                        .last_error
-                        .unwrap_or_else(|| "none reported".to_string()),
-                });
-            }
+            stall.check(&status)?;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let (projection, handle) = match self.running.lock().await.as_ref() {
@@ -603,22 +632,15 @@ impl ReadSide {
         // writes, say) fails the rebuild instead of holding it, and the rebuild lock,
         // for ever.
         let mut polls: u64 = 0;
-        let mut last_moved = (None, tokio::time::Instant::now());
+        let mut stall = StallWatch::new(self.stall_limit);
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             polls += 1;
             let status = building.handle.status();
-            if status.checkpoint != last_moved.0 {
-                last_moved = (status.checkpoint.clone(), tokio::time::Instant::now());
-            } else if last_moved.1.elapsed() >= self.stall_limit {
+            if let Err(stalled) = stall.check(&status) {
                 let _ = building.stop().await;
                 tracing::error!(generation = %generation.id, last_error = ?status.last_error, "the rebuild made no progress; giving up");
-                return Err(RebuildError::Stalled {
-                    after: self.stall_limit,
-                    last_error: status
-                        .last_error
-                        .unwrap_or_else(|| "none reported".to_string()),
-                });
+                return Err(stalled);
             }
             let Some(checkpoint) = status.checkpoint.clone() else {
                 continue;
