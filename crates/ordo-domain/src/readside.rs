@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
@@ -27,32 +28,45 @@ struct Running {
     task: JoinHandle<()>,
 }
 
+/// How this read side starts its projection runners.
+#[derive(Debug, Clone)]
+struct Runners {
+    config: RunnerConfig,
+    /// The runtime they run on; `None`: the caller's.
+    runtime: Option<Handle>,
+}
+
 fn start_runner(
     events: &Arc<dyn EventStore>,
     generation: ReadGeneration,
-    config: &RunnerConfig,
+    runners: &Runners,
 ) -> Running {
     let projection = Arc::new(OrderProjection::new(Arc::clone(&generation.store)));
-    start_projection(events, generation, projection, config)
+    start_projection(events, generation, projection, runners)
 }
 
 fn start_projection(
     events: &Arc<dyn EventStore>,
     generation: ReadGeneration,
     projection: Arc<OrderProjection>,
-    config: &RunnerConfig,
+    runners: &Runners,
 ) -> Running {
     let runner = ProjectionRunner::new(
         Arc::clone(events),
         Arc::clone(&projection) as Arc<dyn ordo_es::Projection>,
-        config.clone(),
+        runners.config.clone(),
     );
     let handle = runner.handle();
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(runner.run(async move {
+    let run = runner.run(async move {
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;
-    }));
+    });
+    // The store calls a runner makes (blocking jobs included) run on that runtime too.
+    let task = match &runners.runtime {
+        Some(runtime) => runtime.spawn(run),
+        None => tokio::spawn(run),
+    };
     Running {
         generation,
         projection,
@@ -173,6 +187,10 @@ pub struct ReadSideOptions {
     /// that then becomes the active one, instead of caught up batch by batch. `u64::MAX`:
     /// never.
     pub bulk_start_min_events: u64,
+    /// The runtime the projection runners (live, rebuilding, loading) run on, with the
+    /// store calls they make; `None`: the runtime that starts them. A runtime of their
+    /// own lets a service run its projections at a lower CPU priority than its requests.
+    pub projection_runtime: Option<Handle>,
 }
 
 impl Default for ReadSideOptions {
@@ -180,6 +198,7 @@ impl Default for ReadSideOptions {
         Self {
             stall_limit: REBUILD_STALL_LIMIT,
             bulk_start_min_events: BULK_START_MIN_EVENTS,
+            projection_runtime: None,
         }
     }
 }
@@ -189,7 +208,7 @@ impl Default for ReadSideOptions {
 pub struct ReadSide {
     events: Arc<dyn EventStore>,
     provider: Arc<dyn ReadStoreProvider>,
-    config: RunnerConfig,
+    runners: Runners,
     stall_limit: Duration,
     live: RwLock<(ReadGeneration, ProjectionHandle)>,
     running: Mutex<Option<Running>>,
@@ -228,6 +247,10 @@ impl ReadSide {
         config: RunnerConfig,
         options: ReadSideOptions,
     ) -> Result<Arc<Self>, ReadStoreError> {
+        let runners = Runners {
+            config,
+            runtime: options.projection_runtime.clone(),
+        };
         let lock = provider.try_lock_rebuild().await?;
         match &lock {
             Some(_) => {
@@ -248,7 +271,7 @@ impl ReadSide {
         let rebuilding = Arc::new(Mutex::new(()));
         let load = match lock {
             Some(lock) => {
-                match Self::prepare_bulk_start(&events, &provider, &generation, &options, &config)
+                match Self::prepare_bulk_start(&events, &provider, &generation, &options, &runners)
                     .await
                 {
                     Ok(building) => building.map(|building| (building, lock)),
@@ -269,7 +292,7 @@ impl ReadSide {
                 let new = building.generation.clone();
                 (building, Some((new, lock, one_at_a_time)))
             }
-            None => (start_runner(&events, generation.clone(), &config), None),
+            None => (start_runner(&events, generation.clone(), &runners), None),
         };
         let bulk_generation = load.as_ref().map(|(new, _, _)| new.id.clone());
         let (stop_following, following) = watch::channel(false);
@@ -278,7 +301,7 @@ impl ReadSide {
             running: Mutex::new(Some(running)),
             events,
             provider,
-            config,
+            runners,
             stall_limit: options.stall_limit,
             rebuilding,
             loading: AtomicBool::new(loading),
@@ -299,7 +322,7 @@ impl ReadSide {
         provider: &Arc<dyn ReadStoreProvider>,
         active: &ReadGeneration,
         options: &ReadSideOptions,
-        config: &RunnerConfig,
+        runners: &Runners,
     ) -> Result<Option<Running>, ReadStoreError> {
         if options.bulk_start_min_events == u64::MAX
             || active
@@ -327,7 +350,7 @@ impl ReadSide {
         projection.begin_bulk().await?;
         tracing::info!(generation = %generation.id, events = stored, "the read models are empty: loading them in bulk");
         Ok(Some(start_projection(
-            events, generation, projection, config,
+            events, generation, projection, runners,
         )))
     }
 
@@ -379,7 +402,7 @@ impl ReadSide {
                 return false;
             };
             let active = self.live().0;
-            let new = start_runner(&self.events, active.clone(), &self.config);
+            let new = start_runner(&self.events, active.clone(), &self.runners);
             *self.live.write().unwrap_or_else(|e| e.into_inner()) = (active, new.handle.clone());
             *running = Some(new);
             self.loading.store(false, Ordering::Release);
@@ -471,7 +494,7 @@ impl ReadSide {
             return Ok(()); // shutting down
         };
         old.stop().await;
-        let new = start_runner(&self.events, generation.clone(), &self.config);
+        let new = start_runner(&self.events, generation.clone(), &self.runners);
         {
             let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
             *live = (generation.clone(), new.handle.clone());
@@ -621,7 +644,7 @@ impl ReadSide {
             &self.events,
             generation.clone(),
             Arc::clone(&projection),
-            &self.config,
+            &self.runners,
         );
         progress(0, total);
 
@@ -720,12 +743,12 @@ impl ReadSide {
         }
         if !caught_up {
             let _ = building.stop().await;
-            *running = Some(start_runner(&self.events, old_generation, &self.config));
+            *running = Some(start_runner(&self.events, old_generation, &self.runners));
             return Err(RebuildError::CatchUpTimeout);
         }
         if let Err(e) = self.provider.activate(&generation.id).await {
             let _ = building.stop().await;
-            *running = Some(start_runner(&self.events, old_generation, &self.config));
+            *running = Some(start_runner(&self.events, old_generation, &self.runners));
             return Err(e.into());
         }
         {

@@ -79,6 +79,10 @@ struct LoadArgs {
     /// Probe the projection lag after every n-th command of each client (0: never).
     #[arg(long, default_value_t = 10)]
     lag_every: u64,
+    /// Only the create-only row of each store, not the mixed ones (to compare changes to
+    /// the write path in less time).
+    #[arg(long)]
+    create_only: bool,
     /// The server binary (build it first: cargo build --release -p ordo).
     #[arg(long, default_value = "target/release/ordo")]
     ordo_bin: PathBuf,
@@ -420,6 +424,9 @@ async fn run_store_in(
     };
     let outcome = async {
         rows.push(run("create", CREATE_ONLY, None).await?);
+        if args.create_only {
+            return anyhow::Ok(());
+        }
         let mixed = run("mixed", mix, None).await?;
         let half = 0.5 * (mixed.result.commands + mixed.result.queries) as f64
             / mixed.result.elapsed.as_secs_f64().max(1e-9);

@@ -576,6 +576,7 @@ fn bulk_start(stall_limit: Duration) -> ReadSideOptions {
     ReadSideOptions {
         stall_limit,
         bulk_start_min_events: 100,
+        ..ReadSideOptions::default()
     }
 }
 
@@ -833,4 +834,62 @@ async fn a_rebuild_asked_for_during_the_bulk_start_waits_for_it_instead_of_loadi
     assert_eq!(provider.created.load(Ordering::SeqCst), 2);
     assert_eq!(answers(&side, &ids).await, expected);
     side.shutdown().await;
+}
+
+/// Given a runtime of their own (the service runs it at a lower CPU priority than its
+/// requests), the projections run there: the start-up bulk load, the live runner, a
+/// rebuild and the commits they spawn, with nothing left there after a shutdown; and
+/// they answer what they answer on the caller's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_run_on_the_runtime_the_read_side_is_given() {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let (ids, last) = seed(&events).await;
+    let projections = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("projection runtime");
+    let metrics = projections.handle().metrics();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let side = ReadSide::start_with(
+        Arc::clone(&events),
+        Arc::new(SqliteReadStores::new(dir.path().join("read.db"))),
+        config(),
+        ReadSideOptions {
+            projection_runtime: Some(projections.handle().clone()),
+            ..bulk_start(Duration::from_secs(60))
+        },
+    )
+    .await
+    .expect("start");
+    assert!(
+        metrics.num_alive_tasks() >= 1,
+        "the start-up load runs on the projection runtime"
+    );
+    assert!(side.wait_for(&last, Duration::from_secs(60)).await);
+    assert!(metrics.num_alive_tasks() >= 1, "so does the live runner");
+    let busy = metrics.worker_total_busy_duration(0);
+
+    side.rebuild(&|_, _| {}).await.expect("rebuild");
+    assert!(
+        metrics.worker_total_busy_duration(0) > busy,
+        "the rebuild ran on the projection runtime"
+    );
+    assert!(side.wait_for(&last, Duration::from_secs(60)).await);
+    let expected = caught_up_batch_by_batch(&events, &ids, &last).await;
+    assert_eq!(answers(&side, &ids).await, expected);
+
+    side.shutdown().await;
+    // A task's join handle wakes a moment before the runtime lets go of the task.
+    let mut polls = 0;
+    while metrics.num_alive_tasks() > 0 {
+        polls += 1;
+        assert!(
+            polls < 1_000,
+            "a shutdown stops every projection task: {} left",
+            metrics.num_alive_tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    projections.shutdown_background();
 }

@@ -81,7 +81,21 @@ pub struct StoreArgs {
         global = true
     )]
     pub bulk_load_from: u64,
+    /// How much lower than the request threads' the projection threads' CPU priority is
+    /// (a nice increment, 1 to 19; 0: the same threads). Under full load the commands go
+    /// first and the projection catches up in larger batches.
+    #[arg(
+        long,
+        env = "ORDO_PROJECTION_NICE",
+        default_value_t = DEFAULT_PROJECTION_NICE,
+        value_parser = clap::value_parser!(u8).range(0..=19),
+        global = true
+    )]
+    pub projection_nice: u8,
 }
+
+/// See [`StoreArgs::projection_nice`].
+pub const DEFAULT_PROJECTION_NICE: u8 = 3;
 
 impl StoreArgs {
     /// The embedded stores in `data_dir`.
@@ -92,6 +106,7 @@ impl StoreArgs {
             read_store: None,
             snapshot_every: 100,
             bulk_load_from: ordo_domain::readside::BULK_START_MIN_EVENTS,
+            projection_nice: DEFAULT_PROJECTION_NICE,
         }
     }
 

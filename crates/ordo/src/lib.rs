@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod events;
+mod runtime;
 pub mod tools;
 
 use std::future::Future;
@@ -21,6 +22,7 @@ use ordo_es::{EventStore, RunnerConfig, SnapshotStore};
 use ordo_http::{AppState, Metrics};
 
 pub use config::StoreArgs;
+pub use runtime::ProjectionRuntime;
 
 /// The stores the service runs on.
 #[derive(Clone, Debug)]
@@ -34,6 +36,8 @@ pub struct Stores {
     pub snapshot_every: u64,
     /// Load never-projected read models in bulk from this many stored events on.
     pub bulk_load_from: u64,
+    /// Where the projections run (threads at a lower priority than the requests').
+    pub projections: Arc<ProjectionRuntime>,
 }
 
 impl Stores {
@@ -47,6 +51,7 @@ impl Stores {
             reads,
             snapshot_every: args.snapshot_every,
             bulk_load_from: args.bulk_load_from,
+            projections: Arc::new(ProjectionRuntime::start(args.projection_nice)?),
         })
     }
 
@@ -150,6 +155,7 @@ pub async fn start_read_side(stores: &Stores) -> anyhow::Result<Arc<ReadSide>> {
         RunnerConfig::default(),
         ReadSideOptions {
             bulk_start_min_events: stores.bulk_load_from,
+            projection_runtime: stores.projections.handle(),
             ..ReadSideOptions::default()
         },
     )
