@@ -277,6 +277,11 @@ impl ReadSide {
                     Ok(building) => building.map(|building| (building, lock)),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot prepare a bulk load; catching up batch by batch");
+                        // A generation it created is not the active one: drop it now
+                        // rather than at the next start (the rebuild lock is held).
+                        if let Err(e) = provider.drop_inactive().await {
+                            tracing::warn!(error = %e, "cannot drop the generation of the bulk load that failed; the next start drops it");
+                        }
                         None
                     }
                 }
@@ -516,6 +521,16 @@ impl ReadSide {
     /// The id of the active generation.
     pub fn generation(&self) -> String {
         self.live().0.id
+    }
+
+    /// While the read models are loaded in bulk at start: the generation being loaded,
+    /// whose progress [`status`](Self::status) reports.
+    pub fn loading_generation(&self) -> Option<String> {
+        if self.loading.load(Ordering::Acquire) {
+            self.bulk_generation.clone()
+        } else {
+            None
+        }
     }
 
     /// The live projection's status; while the read models are loaded in bulk at start,

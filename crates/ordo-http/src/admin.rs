@@ -195,6 +195,7 @@ async fn projections(State(state): State<AppState>) -> Result<Response, ApiError
             "eventsApplied": status.events_applied,
             "lastError": status.last_error,
             "generation": state.read_side.generation(),
+            "loadingGeneration": state.read_side.loading_generation(),
             "parked": parked,
         }]
     }))

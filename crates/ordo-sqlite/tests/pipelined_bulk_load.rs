@@ -37,6 +37,8 @@ struct FailingCommits {
     commits: AtomicU32,
     fail: Vec<u32>,
     always_fail: Option<Uuid>,
+    /// Refuses to enter bulk mode as well.
+    refuse_bulk: bool,
 }
 
 impl FailingCommits {
@@ -46,6 +48,7 @@ impl FailingCommits {
             commits: AtomicU32::new(0),
             fail,
             always_fail,
+            refuse_bulk: false,
         }
     }
 }
@@ -143,6 +146,11 @@ impl OrderReadStore for FailingCommits {
         self.inner.reset().await
     }
     async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
+        if self.refuse_bulk {
+            return Err(ReadStoreError::Unavailable(
+                "cannot drop the indexes (injected)".into(),
+            ));
+        }
         self.inner.begin_bulk().await
     }
     async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
@@ -449,30 +457,40 @@ async fn a_batch_whose_commit_keeps_failing_is_parked_event_by_event_and_the_loa
     );
 }
 
-/// Read models that count the generations created and, when `refuse` is set, whose new
-/// generations refuse every commit (a disk that fills up while a rebuild runs, say); the
-/// active generation works.
+/// What the new generations of [`TestGenerations`] do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum NewGenerations {
+    Work,
+    /// Refuse every commit (a disk that fills up while a rebuild runs, say).
+    RefuseCommits,
+    /// Refuse every commit and to enter bulk mode.
+    RefuseBulk,
+}
+
+/// Read models that count the generations created, whose new generations behave as
+/// `new` says; the active generation works.
 #[derive(Debug)]
 struct TestGenerations {
     inner: SqliteReadStores,
-    refuse: bool,
+    new: NewGenerations,
     created: AtomicU32,
 }
 
 impl TestGenerations {
-    fn refusing(path: impl Into<std::path::PathBuf>) -> Self {
+    fn new(path: impl Into<std::path::PathBuf>, new: NewGenerations) -> Self {
         Self {
             inner: SqliteReadStores::new(path.into()),
-            refuse: true,
+            new,
             created: AtomicU32::new(0),
         }
     }
 
+    fn refusing(path: impl Into<std::path::PathBuf>) -> Self {
+        Self::new(path, NewGenerations::RefuseCommits)
+    }
+
     fn counting(path: impl Into<std::path::PathBuf>) -> Self {
-        Self {
-            refuse: false,
-            ..Self::refusing(path)
-        }
+        Self::new(path, NewGenerations::Work)
     }
 }
 
@@ -484,7 +502,7 @@ impl ReadStoreProvider for TestGenerations {
     async fn create_generation(&self) -> Result<ReadGeneration, ReadStoreError> {
         let generation = self.inner.create_generation().await?;
         self.created.fetch_add(1, Ordering::SeqCst);
-        if !self.refuse {
+        if self.new == NewGenerations::Work {
             return Ok(generation);
         }
         Ok(ReadGeneration {
@@ -493,6 +511,7 @@ impl ReadStoreProvider for TestGenerations {
                 commits: AtomicU32::new(0),
                 fail: (1..=10_000).collect(),
                 always_fail: None,
+                refuse_bulk: self.new == NewGenerations::RefuseBulk,
             }),
             ..generation
         })
@@ -655,6 +674,7 @@ async fn empty_read_models_on_a_long_log_are_loaded_in_bulk_and_answer_what_a_ca
     assert!(plain.wait_for(&last, Duration::from_secs(60)).await);
     assert!(bulk.wait_for(&last, Duration::from_secs(60)).await);
     assert_eq!(bulk.status().state, ProjectionState::Running);
+    assert_eq!(bulk.loading_generation(), None, "the load is over");
     assert_ne!(
         bulk.generation(),
         empty,
@@ -717,6 +737,10 @@ async fn a_bulk_load_at_start_that_makes_no_progress_falls_back_to_catching_up()
     .await
     .expect("start");
     let active = side.generation();
+    let loading = side
+        .loading_generation()
+        .expect("a generation is being loaded");
+    assert_ne!(loading, active);
     // The generation being loaded answers no query: no consistency token is taken as
     // covered, and the service does not report caught up, while it stalls.
     assert!(!side.wait_for(&last, Duration::from_millis(500)).await);
@@ -729,6 +753,7 @@ async fn a_bulk_load_at_start_that_makes_no_progress_falls_back_to_catching_up()
     // Past the stall limit, the active generation is caught up batch by batch.
     assert!(side.wait_for(&last, Duration::from_secs(60)).await);
     assert_eq!(side.generation(), active);
+    assert_eq!(side.loading_generation(), None, "the load was given up");
     assert_eq!(
         answers(&side, &ids).await,
         caught_up_batch_by_batch(&events, &ids, &last).await
@@ -779,21 +804,55 @@ async fn a_service_stopped_during_its_bulk_load_discards_it_and_loads_again_at_t
     restarted.shutdown().await;
     restarted.settled().await;
     // One generation in use, the one left by the stopped load removed.
-    let generations = std::fs::read_dir(dir.path())
+    assert_eq!(generation_files(dir.path()).len(), 1);
+}
+
+/// The read-model database files in `dir` (one per generation).
+fn generation_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
         .expect("read dir")
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".db"))
-        .count();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_load_that_cannot_begin_leaves_no_generation_behind_and_catches_up() {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let (ids, last) = seed(&events).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let provider = Arc::new(TestGenerations::new(
+        dir.path().join("read.db"),
+        NewGenerations::RefuseBulk,
+    ));
+    let side = ReadSide::start_with(
+        Arc::clone(&events),
+        provider.clone(),
+        config(),
+        bulk_start(Duration::from_secs(60)),
+    )
+    .await
+    .expect("a failed bulk load does not stop the start");
     assert_eq!(
-        generations,
+        provider.created.load(Ordering::SeqCst),
         1,
-        "{:?}",
-        std::fs::read_dir(dir.path()).map(|d| d
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect::<Vec<_>>())
+        "a load was tried"
     );
+    let files = generation_files(dir.path());
+    assert_eq!(
+        files.len(),
+        1,
+        "its generation was dropped at once: {files:?}"
+    );
+    let active = side.generation();
+    assert!(side.wait_for(&last, Duration::from_secs(60)).await);
+    assert_eq!(side.generation(), active, "caught up batch by batch");
+    assert_eq!(
+        answers(&side, &ids).await,
+        caught_up_batch_by_batch(&events, &ids, &last).await
+    );
+    side.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -194,7 +194,12 @@ async fn empty_read_models_on_stored_events_are_loaded_in_bulk_and_answer_as_the
         let request = app.admin(Method::GET, "/api/v1/admin/projections");
         async move {
             let body = json_of(request.send().await.expect("projections"), StatusCode::OK).await;
-            body["projections"][0]["generation"]
+            let projection = &body["projections"][0];
+            assert!(
+                projection["loadingGeneration"].is_null(),
+                "nothing is loaded once ready: {body}"
+            );
+            projection["generation"]
                 .as_str()
                 .expect("a generation")
                 .to_string()
