@@ -128,8 +128,8 @@ impl SqliteEventStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let readers = Arc::clone(&self.readers);
-        tokio::task::spawn_blocking(move || readers.with(f))
+        self.readers
+            .run(f)
             .await
             .map_err(|e| StoreError::Other(Box::new(e)))?
             .map_err(classify)

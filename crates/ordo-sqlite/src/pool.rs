@@ -1,20 +1,25 @@
 //! A small pool of read-only connections, used from blocking threads.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::Semaphore;
+use tokio::task::JoinError;
 
-/// Connections kept for reuse; more are opened under load and closed after.
-const KEEP: usize = 8;
+/// Reads that run at once through [`ReadPool::run`]; the others wait for a connection.
+/// On a machine of a few cores more would only take turns on them, each on a blocking
+/// thread and a connection (page cache, prepared statements) of its own, opened for it.
+const MAX_READERS: usize = 8;
 
 #[derive(Debug)]
 pub(crate) struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
 }
 
 impl ReadPool {
@@ -22,7 +27,24 @@ impl ReadPool {
         Self {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(MAX_READERS)),
         }
+    }
+
+    /// Runs `f` with a read connection on a blocking thread, once fewer than
+    /// [`MAX_READERS`] reads are running.
+    pub(crate) async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<rusqlite::Result<T>, JoinError> {
+        // The semaphore is never closed; were it, the read would run without a permit.
+        let permit = Arc::clone(&self.permits).acquire_owned().await.ok();
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            pool.with(f)
+        })
+        .await
     }
 
     /// Runs `f` with a read connection.
@@ -37,7 +59,7 @@ impl ReadPool {
         };
         let result = f(&conn);
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < KEEP {
+        if idle.len() < MAX_READERS {
             idle.push(conn);
         }
         result
@@ -145,4 +167,58 @@ pub(crate) fn start_checkpointer(
             )
         })?;
     Ok(Checkpointer { _stop: stop })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_max_readers_reads_run_at_once_and_the_rest_wait_their_turn() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("read.db");
+        let writer = open_writer(&path, "NORMAL", 2).expect("create the database");
+        writer
+            .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (7);")
+            .expect("a table");
+        let pool = Arc::new(ReadPool::new(&path));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let reads = (0..4 * MAX_READERS).map(|_| {
+            let (pool, running, most) =
+                (Arc::clone(&pool), Arc::clone(&running), Arc::clone(&most));
+            tokio::spawn(async move {
+                pool.run(move |conn| {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    // Long enough for the other reads to pile up behind this one.
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    let x: i64 = conn.query_row("SELECT x FROM t", [], |r| r.get(0))?;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(x)
+                })
+                .await
+            })
+        });
+        for read in reads.collect::<Vec<_>>() {
+            let x = read
+                .await
+                .expect("task")
+                .expect("blocking job")
+                .expect("read");
+            assert_eq!(x, 7);
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            (2..=MAX_READERS).contains(&most),
+            "{most} reads ran at once"
+        );
+        let idle = pool.idle.lock().expect("idle").len();
+        assert!(
+            idle <= MAX_READERS,
+            "{idle} connections kept: no more were opened than run at once"
+        );
+    }
 }

@@ -162,21 +162,12 @@ impl SqliteReadStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, JobError> + Send + 'static,
     ) -> Result<T, ReadStoreError> {
-        let readers = Arc::clone(&self.readers);
-        tokio::task::spawn_blocking(move || {
-            let mut out = None;
-            let sql = readers.with(|conn| {
-                out = Some(f(conn));
-                Ok(())
-            });
-            match (sql, out) {
-                (Err(e), _) => Err(unavailable(e)),
-                (Ok(()), Some(result)) => result.map_err(ReadStoreError::from),
-                (Ok(()), None) => Err(corrupt("read job did not run")),
-            }
-        })
-        .await
-        .map_err(|e| ReadStoreError::Other(Box::new(e)))?
+        self.readers
+            .run(move |conn| Ok(f(conn)))
+            .await
+            .map_err(|e| ReadStoreError::Other(Box::new(e)))?
+            .map_err(unavailable)?
+            .map_err(ReadStoreError::from)
     }
 
     /// Runs `change` in one transaction that also moves the checkpoint of `projection`
