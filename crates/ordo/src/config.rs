@@ -82,8 +82,8 @@ pub struct StoreArgs {
     )]
     pub bulk_load_from: u64,
     /// How much lower than the request threads' the projection threads' CPU priority is
-    /// (a nice increment, 1 to 19; 0: the same threads). Under full load the commands go
-    /// first and the projection catches up in larger batches.
+    /// (a nice increment, 1 to 19; 0: the same threads). Under full load the commands
+    /// (and queries) go first, and rebuilds yield to them; the projection lag grows.
     #[arg(
         long,
         env = "ORDO_PROJECTION_NICE",
@@ -95,7 +95,7 @@ pub struct StoreArgs {
 }
 
 /// See [`StoreArgs::projection_nice`].
-pub const DEFAULT_PROJECTION_NICE: u8 = 3;
+pub const DEFAULT_PROJECTION_NICE: u8 = 0;
 
 impl StoreArgs {
     /// The embedded stores in `data_dir`.

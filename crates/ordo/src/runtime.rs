@@ -1,18 +1,19 @@
-//! The runtime the projections run on: threads of their own, at a lower CPU priority than
-//! the threads that serve requests.
+//! The runtime the projections run on when `--projection-nice` is set: threads of their
+//! own, at a lower CPU priority than the threads that serve requests.
 //!
 //! Projections are asynchronous by design: a command is answered once its events are
-//! stored, and the read models follow. When the CPU is the limit, a fair scheduler
-//! would still give the projection's batch commits the same share as the requests
-//! waiting for it, and every command would wait behind them. With a higher `nice`, the
-//! kernel runs the request threads first and the projection in what they leave: under
-//! full load its batches grow instead (fewer, larger commits, cheaper per event), and
-//! with CPU to spare it runs as soon as events arrive, as before. The same holds for a
-//! rebuild or a start-up bulk load, which then does not slow the service it runs in.
-//! The priority is a weight, not a ban: against one busy request thread a projection
-//! thread still gets about a third of a core at nice 3 (the default), a quarter at 5, a
-//! tenth at 10, so the read models keep moving. The cost is lag: measured in
-//! BENCHMARKS.md, with the gain.
+//! stored, and the read models follow. When the CPU is the limit, the scheduler gives
+//! the projection's batch commits the same share as the requests, and a command can wait
+//! behind a commit nobody is waiting for yet. With a higher `nice`, the kernel runs the
+//! request threads first and the projection in what they leave; the same holds for a
+//! rebuild or a start-up bulk load, which then yields to the service it runs in. The
+//! priority is a weight, not a ban: against one busy request thread a projection thread
+//! still gets about a third of a core at nice 3, a quarter at 5, a tenth at 10, so the
+//! read models keep moving.
+//!
+//! It is off by default: measured on 2 cores (BENCHMARKS.md, sixth round), nice 3 gave
+//! about 9% more creates per second on the embedded store but pushed the tail of the
+//! projection lag at half load past the 50 ms the service aims for on most stores.
 
 use anyhow::Context;
 use tokio::runtime::{Handle, Runtime};

@@ -220,9 +220,15 @@ async fn empty_read_models_on_stored_events_are_loaded_in_bulk_and_answer_as_the
     // Tokens handed out by the other service are honoured, and new writes are projected
     // into the loaded read models.
     wait_for_all(&fresh, &tokens).await;
-    let more = fresh.create_order(&ada()).await;
+    assert_projects_a_new_order(&fresh, &live).await;
+    fresh.shutdown().await;
+}
+
+/// A new order written through `app` is in its summary after `live`'s last answers.
+async fn assert_projects_a_new_order(app: &TestApp, live: &[Value]) {
+    let more = app.create_order(&ada()).await;
     let summary = json_of(
-        fresh.get_after("/api/v1/orders/summary", &more.token).await,
+        app.get_after("/api/v1/orders/summary", &more.token).await,
         StatusCode::OK,
     )
     .await;
@@ -233,7 +239,20 @@ async fn empty_read_models_on_stored_events_are_loaded_in_bulk_and_answer_as_the
             .map(|n| n + 1),
         "{summary}"
     );
-    fresh.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_projected_at_a_lower_cpu_priority_answer_as_the_others() {
+    let app = TestApp::spawn().await;
+    let (tokens, live) = history_and_answers(&app, 12).await;
+    // The same events into new read models, projected on threads of their own.
+    let mut args = with_fresh_read_store(&app.args);
+    args.projection_nice = 7;
+    let niced = TestApp::spawn_with(args).await;
+    wait_for_all(&niced, &tokens).await;
+    assert_answers_without_a_token(&niced, &live, "caught up at nice 7").await;
+    assert_projects_a_new_order(&niced, &live).await;
+    niced.shutdown().await;
 }
 
 /// Starts the real binary on an ephemeral port and returns it with its address.
