@@ -751,12 +751,24 @@ async fn a_bulk_load_at_start_that_makes_no_progress_falls_back_to_catching_up()
         "queries meanwhile are answered from the (empty) active read models"
     );
     // Past the stall limit, the active generation is caught up batch by batch.
-    assert!(side.wait_for(&last, Duration::from_secs(60)).await);
-    assert_eq!(side.generation(), active);
+    fell_back_to_catching_up(&side, &active, &events, &ids, &last).await;
+}
+
+/// `side` gave its bulk load up and caught `active` up batch by batch: it serves it,
+/// with what such a catch-up answers. Stops it.
+async fn fell_back_to_catching_up(
+    side: &ReadSide,
+    active: &str,
+    events: &Arc<dyn EventStore>,
+    ids: &[Uuid],
+    last: &Position,
+) {
+    assert!(side.wait_for(last, Duration::from_secs(60)).await);
+    assert_eq!(side.generation(), active, "the active generation serves");
     assert_eq!(side.loading_generation(), None, "the load was given up");
     assert_eq!(
-        answers(&side, &ids).await,
-        caught_up_batch_by_batch(&events, &ids, &last).await
+        answers(side, ids).await,
+        caught_up_batch_by_batch(events, ids, last).await
     );
     side.shutdown().await;
 }
@@ -846,13 +858,7 @@ async fn a_bulk_load_that_cannot_begin_leaves_no_generation_behind_and_catches_u
         "its generation was dropped at once: {files:?}"
     );
     let active = side.generation();
-    assert!(side.wait_for(&last, Duration::from_secs(60)).await);
-    assert_eq!(side.generation(), active, "caught up batch by batch");
-    assert_eq!(
-        answers(&side, &ids).await,
-        caught_up_batch_by_batch(&events, &ids, &last).await
-    );
-    side.shutdown().await;
+    fell_back_to_catching_up(&side, &active, &events, &ids, &last).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
