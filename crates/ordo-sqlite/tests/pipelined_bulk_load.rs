@@ -277,8 +277,7 @@ fn run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_bulk_commits_give_the_read_models_of_one_by_one_commits() {
-    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    let (ids, last) = seed(&events).await;
+    let (events, ids, last) = seeded_log().await;
     let dir = tempfile::tempdir().expect("temp dir");
 
     let usual: Arc<dyn OrderReadStore> =
@@ -411,8 +410,7 @@ async fn wait_stored(store: &dyn OrderReadStore, position: &Position) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_commit_keeps_failing_is_parked_event_by_event_and_the_load_goes_on() {
-    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    let (ids, last) = seed(&events).await;
+    let (events, ids, last) = seeded_log().await;
     let doomed = ids[50];
     let doomed_events = OrderService::new(Arc::clone(&events))
         .history(doomed)
@@ -532,14 +530,12 @@ impl ReadStoreProvider for TestGenerations {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_that_makes_no_progress_gives_up_and_leaves_the_live_read_models_alone() {
-    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    let (ids, last) = seed(&events).await;
+    let (events, ids, last) = seeded_log().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let provider = Arc::new(TestGenerations::refusing(dir.path().join("read.db")));
-    let side = ReadSide::start_with(
-        Arc::clone(&events),
+    let side = start(
+        &events,
         provider.clone(),
-        config(),
         ReadSideOptions {
             // Long enough for a commit to have failed even on a loaded machine (before
             // the first one, the error would say "none reported").
@@ -547,8 +543,7 @@ async fn a_rebuild_that_makes_no_progress_gives_up_and_leaves_the_live_read_mode
             ..ReadSideOptions::default()
         },
     )
-    .await
-    .expect("start");
+    .await;
     assert!(side.wait_for(&last, Duration::from_secs(60)).await);
     let live = side.generation();
     let before = side.store().summary().await.expect("summary");
@@ -599,6 +594,24 @@ fn bulk_start(stall_limit: Duration) -> ReadSideOptions {
     }
 }
 
+/// A read side on `events` and `provider`, with the tests' runner settings.
+async fn start(
+    events: &Arc<dyn EventStore>,
+    provider: Arc<dyn ReadStoreProvider>,
+    options: ReadSideOptions,
+) -> Arc<ReadSide> {
+    ReadSide::start_with(Arc::clone(events), provider, config(), options)
+        .await
+        .expect("start the read side")
+}
+
+/// An event log holding [`seed`]'s orders: the log, their ids, its last position.
+async fn seeded_log() -> (Arc<dyn EventStore>, Vec<Uuid>, Position) {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let (ids, last) = seed(&events).await;
+    (events, ids, last)
+}
+
 /// Everything the read models answer that the tests compare.
 async fn answers(side: &ReadSide, ids: &[Uuid]) -> serde_json::Value {
     let store = side.store();
@@ -626,17 +639,15 @@ async fn start_batch_by_batch(
     events: &Arc<dyn EventStore>,
     dir: &std::path::Path,
 ) -> Arc<ReadSide> {
-    ReadSide::start_with(
-        Arc::clone(events),
+    start(
+        events,
         Arc::new(SqliteReadStores::new(dir.join("read.db"))),
-        config(),
         ReadSideOptions {
             bulk_start_min_events: u64::MAX,
             ..ReadSideOptions::default()
         },
     )
     .await
-    .expect("start batch by batch")
 }
 
 /// What read models caught up batch by batch from `events` answer once they hold `last`.
@@ -655,21 +666,18 @@ async fn caught_up_batch_by_batch(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_read_models_on_a_long_log_are_loaded_in_bulk_and_answer_what_a_catch_up_does() {
-    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    let (ids, last) = seed(&events).await;
+    let (events, ids, last) = seeded_log().await;
     let (bulk_dir, plain_dir) = (
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
     let plain = start_batch_by_batch(&events, plain_dir.path()).await;
-    let bulk = ReadSide::start_with(
-        Arc::clone(&events),
+    let bulk = start(
+        &events,
         Arc::new(SqliteReadStores::new(bulk_dir.path().join("read.db"))),
-        config(),
         bulk_start(Duration::from_secs(60)),
     )
-    .await
-    .expect("start in bulk");
+    .await;
     let (empty, first) = (bulk.generation(), plain.generation());
     assert!(plain.wait_for(&last, Duration::from_secs(60)).await);
     assert!(bulk.wait_for(&last, Duration::from_secs(60)).await);
@@ -704,14 +712,12 @@ async fn empty_read_models_on_a_long_log_are_loaded_in_bulk_and_answer_what_a_ca
     bulk.shutdown().await;
     bulk.settled().await;
     drop(bulk);
-    let again = ReadSide::start_with(
-        Arc::clone(&events),
+    let again = start(
+        &events,
         Arc::new(SqliteReadStores::new(bulk_dir.path().join("read.db"))),
-        config(),
         bulk_start(Duration::from_secs(60)),
     )
-    .await
-    .expect("restart");
+    .await;
     assert!(
         again
             .wait_for(&more.position, Duration::from_secs(60))
@@ -725,17 +731,14 @@ async fn empty_read_models_on_a_long_log_are_loaded_in_bulk_and_answer_what_a_ca
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_load_at_start_that_makes_no_progress_falls_back_to_catching_up() {
-    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    let (ids, last) = seed(&events).await;
+    let (events, ids, last) = seeded_log().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let side = ReadSide::start_with(
-        Arc::clone(&events),
+    let side = start(
+        &events,
         Arc::new(TestGenerations::refusing(dir.path().join("read.db"))),
-        config(),
         bulk_start(Duration::from_secs(2)),
     )
-    .await
-    .expect("start");
+    .await;
     let active = side.generation();
     let loading = side
         .loading_generation()
@@ -775,20 +778,17 @@ async fn fell_back_to_catching_up(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_stopped_during_its_bulk_load_discards_it_and_loads_again_at_the_next_start() {
-    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    let (ids, last) = seed(&events).await;
+    let (events, ids, last) = seeded_log().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("read.db");
     // A load that cannot finish (its generation refuses every commit) when the service
     // is stopped.
-    let stuck = ReadSide::start_with(
-        Arc::clone(&events),
+    let stuck = start(
+        &events,
         Arc::new(TestGenerations::refusing(&path)),
-        config(),
         bulk_start(Duration::from_secs(600)),
     )
-    .await
-    .expect("start");
+    .await;
     let empty = stuck.generation();
     tokio::time::timeout(Duration::from_secs(60), stuck.shutdown())
         .await
@@ -799,14 +799,12 @@ async fn a_service_stopped_during_its_bulk_load_discards_it_and_loads_again_at_t
     assert_eq!(stuck.generation(), empty, "nothing was switched");
     drop(stuck);
 
-    let restarted = ReadSide::start_with(
-        Arc::clone(&events),
+    let restarted = start(
+        &events,
         Arc::new(SqliteReadStores::new(&path)),
-        config(),
         bulk_start(Duration::from_secs(60)),
     )
-    .await
-    .expect("restart");
+    .await;
     assert!(restarted.wait_for(&last, Duration::from_secs(60)).await);
     assert_ne!(restarted.generation(), empty, "loaded in bulk again");
     assert_eq!(
@@ -831,21 +829,18 @@ fn generation_files(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_load_that_cannot_begin_leaves_no_generation_behind_and_catches_up() {
-    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    let (ids, last) = seed(&events).await;
+    let (events, ids, last) = seeded_log().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let provider = Arc::new(TestGenerations::new(
         dir.path().join("read.db"),
         NewGenerations::RefuseBulk,
     ));
-    let side = ReadSide::start_with(
-        Arc::clone(&events),
+    let side = start(
+        &events,
         provider.clone(),
-        config(),
         bulk_start(Duration::from_secs(60)),
     )
-    .await
-    .expect("a failed bulk load does not stop the start");
+    .await;
     assert_eq!(
         provider.created.load(Ordering::SeqCst),
         1,
@@ -863,18 +858,15 @@ async fn a_bulk_load_that_cannot_begin_leaves_no_generation_behind_and_catches_u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_asked_for_during_the_bulk_start_waits_for_it_instead_of_loading_twice() {
-    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    let (ids, last) = seed(&events).await;
+    let (events, ids, last) = seeded_log().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let provider = Arc::new(TestGenerations::counting(dir.path().join("read.db")));
-    let side = ReadSide::start_with(
-        Arc::clone(&events),
+    let side = start(
+        &events,
         provider.clone(),
-        config(),
         bulk_start(Duration::from_secs(60)),
     )
-    .await
-    .expect("start");
+    .await;
     let empty = side.generation();
     let reports = std::sync::Mutex::new(Vec::new());
     side.rebuild(&|done, total| reports.lock().expect("reports").push((done, total)))
@@ -907,8 +899,7 @@ async fn a_rebuild_asked_for_during_the_bulk_start_waits_for_it_instead_of_loadi
 /// they answer what they answer on the caller's runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projections_run_on_the_runtime_the_read_side_is_given() {
-    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    let (ids, last) = seed(&events).await;
+    let (events, ids, last) = seeded_log().await;
     let projections = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -916,17 +907,15 @@ async fn projections_run_on_the_runtime_the_read_side_is_given() {
         .expect("projection runtime");
     let metrics = projections.handle().metrics();
     let dir = tempfile::tempdir().expect("temp dir");
-    let side = ReadSide::start_with(
-        Arc::clone(&events),
+    let side = start(
+        &events,
         Arc::new(SqliteReadStores::new(dir.path().join("read.db"))),
-        config(),
         ReadSideOptions {
             projection_runtime: Some(projections.handle().clone()),
             ..bulk_start(Duration::from_secs(60))
         },
     )
-    .await
-    .expect("start");
+    .await;
     assert!(
         metrics.num_alive_tasks() >= 1,
         "the start-up load runs on the projection runtime"
