@@ -282,7 +282,7 @@ impl ProjectionRunner {
         let mut checkpoint = unless_stopped(stop, self.projection.load_checkpoint())
             .await??
             .unwrap_or_else(|| Checkpoint::origin(partitions));
-        self.publish(&checkpoint, None, 0);
+        self.publish_loaded(&checkpoint);
         let mut size = self.config.batch_size;
         // The next batch, read while the current one was being applied.
         let mut read_ahead: Option<Vec<RecordedEvent>> = None;
@@ -322,6 +322,7 @@ impl ProjectionRunner {
             }
             if batch.is_empty() {
                 self.mark_caught_up();
+                self.recovered();
                 unless_stopped(
                     stop,
                     self.store
@@ -473,6 +474,32 @@ impl ProjectionRunner {
         }
     }
 
+    /// The checkpoint loaded when the runner (re)starts. A runner restarting after a
+    /// failure is still failing, with its error, until it applies a batch or finds
+    /// nothing left to apply: its status does not flap to healthy at every retry.
+    fn publish_loaded(&self, checkpoint: &Checkpoint) {
+        self.status.send_modify(|s| {
+            if s.state == ProjectionState::Starting {
+                s.state = self.healthy_state();
+            }
+            s.checkpoint = Some(checkpoint.clone());
+        });
+    }
+
+    /// Nothing left to apply: a failure that came before is over.
+    fn recovered(&self) {
+        self.status.send_if_modified(|s| {
+            if s.state != ProjectionState::Failing {
+                return false;
+            }
+            s.state = self.healthy_state();
+            if s.events_parked == 0 {
+                s.last_error = None;
+            }
+            true
+        });
+    }
+
     fn publish_checkpoint(&self, checkpoint: &Checkpoint) {
         self.status.send_modify(|s| {
             s.state = self.healthy_state();
@@ -551,13 +578,20 @@ mod tests {
     use crate::store::ExpectedVersion;
 
     /// Records what it is given; fails the first `fail_first` batches, and always fails
-    /// batches holding an event of type `Poison`.
+    /// batches holding an event of type `Poison`. With `unavailable_first`, the store
+    /// behind it is down for that many batches first (the runner restarts after each),
+    /// and what the runner's status said at each of them is kept in `seen_status`.
     #[derive(Default)]
     struct Recorder {
         seen: Mutex<Vec<(String, u64)>>,
         checkpoint: Mutex<Option<Checkpoint>>,
         fail_first: Mutex<u32>,
         parked: Mutex<Vec<(String, u64, String)>>,
+        unavailable_first: Mutex<u32>,
+        /// Loading the checkpoint fails this many times first.
+        checkpoint_down: Mutex<u32>,
+        runner: std::sync::OnceLock<ProjectionHandle>,
+        seen_status: Mutex<Vec<ProjectionStatus>>,
     }
 
     #[async_trait]
@@ -566,6 +600,16 @@ mod tests {
             "recorder"
         }
         async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
+            {
+                let mut down = self
+                    .checkpoint_down
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if *down > 0 {
+                    *down -= 1;
+                    return Err(ProjectionError::Unavailable("store down (injected)".into()));
+                }
+            }
             Ok(self
                 .checkpoint
                 .lock()
@@ -578,6 +622,22 @@ mod tests {
             from: &Checkpoint,
             to: &Checkpoint,
         ) -> Result<(), ProjectionError> {
+            if let Some(runner) = self.runner.get() {
+                self.seen_status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(runner.status());
+            }
+            {
+                let mut down = self
+                    .unavailable_first
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if *down > 0 {
+                    *down -= 1;
+                    return Err(ProjectionError::Unavailable("store down (injected)".into()));
+                }
+            }
             {
                 let mut fail = self.fail_first.lock().unwrap_or_else(|e| e.into_inner());
                 if *fail > 0 {
@@ -897,6 +957,76 @@ mod tests {
         projection.release.add_permits(1_000);
         assert!(handle.wait_for(&last, Duration::from_secs(30)).await);
         assert_eq!(handle.status().state, ProjectionState::Running);
+        let _ = stop.send(());
+        task.await.expect("runner");
+    }
+
+    #[tokio::test]
+    async fn a_runner_restarting_after_failures_reports_failing_until_it_applies_again() {
+        let store = Arc::new(InMemoryStore::new());
+        let last = append_many(&store, 1, 3).await;
+        let projection = Arc::new(Recorder {
+            unavailable_first: Mutex::new(4),
+            ..Recorder::default()
+        });
+        let runner = ProjectionRunner::new(
+            Arc::clone(&store) as Arc<dyn EventStore>,
+            Arc::clone(&projection) as Arc<dyn Projection>,
+            config(),
+        );
+        let handle = runner.handle();
+        projection.runner.set(runner.handle()).expect("set once");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runner.run(async {
+            let _ = stopped.await;
+        }));
+        assert!(handle.wait_for(&last, Duration::from_secs(30)).await);
+        let seen = projection.seen_status.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 5, "four failed attempts, then the one applied");
+        // The first attempt: nothing failed yet. Every retry after a restart: still
+        // failing, with the error, not healthy again before anything was applied.
+        assert_eq!(seen[0].last_error, None);
+        for status in &seen[1..] {
+            assert_eq!(status.state, ProjectionState::Failing, "{status:?}");
+            assert!(
+                status
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("store down (injected)")),
+                "{status:?}"
+            );
+        }
+        let status = handle.status();
+        assert_eq!(
+            status.last_error, None,
+            "applied again: the failure is over"
+        );
+        assert_ne!(status.state, ProjectionState::Failing);
+        let _ = stop.send(());
+        task.await.expect("runner");
+    }
+
+    #[tokio::test]
+    async fn a_runner_that_failed_is_healthy_again_once_nothing_is_left_to_apply() {
+        // Nothing to apply after the failures: no batch clears them, reaching the end of
+        // the log does.
+        let store = Arc::new(InMemoryStore::new());
+        let projection = Arc::new(Recorder {
+            checkpoint_down: Mutex::new(2),
+            ..Recorder::default()
+        });
+        let (handle, stop, task) = spawn_runner(store, projection);
+        let mut status = handle.status.clone();
+        // (The guard `wait_for` returns is dropped at once: it blocks the runner's writes.)
+        let healthy = tokio::time::timeout(Duration::from_secs(30), async {
+            status
+                .wait_for(|s| s.state == ProjectionState::Running)
+                .await
+                .is_ok()
+        })
+        .await;
+        assert_eq!(healthy, Ok(true), "still {:?}", handle.status());
+        assert_eq!(handle.status().last_error, None);
         let _ = stop.send(());
         task.await.expect("runner");
     }
