@@ -27,9 +27,17 @@ use crate::wait::Waiter;
 pub struct RedisEventStore {
     url: StoreUrl,
     link: Link,
+    /// The connection of reads of the global log (projections catching up, rebuilds),
+    /// opened at the first one. Their replies run to thousands of events; on the command
+    /// connection every append's reply would wait behind such a reply being received and
+    /// parsed (a rebuild then cut the command rate by more than half, see BENCHMARKS.md).
+    log_reads: tokio::sync::OnceCell<Link>,
     waiter: Waiter,
     append: Script,
 }
+
+/// The most entries one XRANGE of a partition's log asks for.
+const LOG_READ_CHUNK: usize = 1_000;
 
 /// A Redis failure, with what the store was doing.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +93,7 @@ impl RedisEventStore {
         }
 
         let store = RedisEventStore {
+            log_reads: tokio::sync::OnceCell::new(),
             waiter: Waiter::new(url.clone()),
             append: append::script(),
             url,
@@ -261,29 +270,44 @@ impl EventStore for RedisEventStore {
         after: &Checkpoint,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let link = self
+            .log_reads
+            .get_or_try_init(|| Link::open(&self.url))
+            .await
+            .map_err(|e| failure(format!("cannot connect to Redis at {}", self.url), e))?;
         let mut out = Vec::new();
         for partition in 0..self.url.partitions {
-            let remaining = limit.saturating_sub(out.len());
-            if remaining == 0 {
-                break;
-            }
-            let Some(start) = after.cursor(partition).major.checked_add(1) else {
-                continue;
+            let mut start = match after.cursor(partition).major.checked_add(1) {
+                Some(start) => start,
+                None => continue,
             };
-            let mut cmd = redis::cmd("XRANGE");
-            cmd.arg(self.log_key(partition))
-                .arg(format!("{start}-0"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(remaining);
-            let reply: Value = self
-                .query(&cmd, || format!("read partition {partition} of the log"))
-                .await?;
-            out.extend(codec::decode_entries(
-                reply,
-                Source::Log,
-                self.url.partitions,
-            )?);
+            // In chunks: Redis serves nothing else while it builds one reply, appends
+            // included.
+            loop {
+                let remaining = limit.saturating_sub(out.len());
+                if remaining == 0 {
+                    return Ok(out);
+                }
+                let count = remaining.min(LOG_READ_CHUNK);
+                let mut cmd = redis::cmd("XRANGE");
+                cmd.arg(self.log_key(partition))
+                    .arg(format!("{start}-0"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count);
+                let reply: Value = link
+                    .query(&cmd)
+                    .await
+                    .map_err(|e| failure(format!("read partition {partition} of the log"), e))?;
+                let chunk = codec::decode_entries(reply, Source::Log, self.url.partitions)?;
+                let got = chunk.len();
+                let last = chunk.last().map(|e| e.position.cursor.major);
+                out.extend(chunk);
+                match last.and_then(|major| major.checked_add(1)) {
+                    Some(next) if got == count => start = next,
+                    _ => break,
+                }
+            }
         }
         Ok(out)
     }

@@ -633,6 +633,57 @@ async fn a_retry_reports_the_positions_the_events_were_stored_at(target: Target)
     );
 }
 
+async fn reads_of_the_log_longer_than_one_chunk_are_whole_and_in_order(target: Target) {
+    let store = connect_with(target, &format!("prefix={}&partitions=2", unique_prefix())).await;
+    // Two streams, one in each partition; the first holds more events than one XRANGE
+    // of the store asks for (1,000).
+    let mut names = (0..).map(|n| format!("order-{n}"));
+    let first = names
+        .by_ref()
+        .find(|n| partition_of(n, 2) == 0)
+        .expect("a name in partition 0");
+    let second = names
+        .find(|n| partition_of(n, 2) == 1)
+        .expect("a name in partition 1");
+    for (name, appends) in [(&first, 5), (&second, 1)] {
+        let stream = StreamId::new(name.clone());
+        for _ in 0..appends {
+            store
+                .append(&stream, ExpectedVersion::Any, events(500))
+                .await
+                .expect("append");
+        }
+    }
+    let origin = Checkpoint::origin(2);
+    let read = store.read_all(&origin, 2_200).await.expect("read");
+    assert_eq!(read.len(), 2_200);
+    let versions: Vec<u64> = read.iter().map(|e| e.version).collect();
+    assert_eq!(
+        versions,
+        (1..=2_200).collect::<Vec<_>>(),
+        "the first stream, in order"
+    );
+    assert!(read.iter().all(|e| e.stream_id.as_str() == first));
+
+    let mut after = origin.clone();
+    for e in &read {
+        after.advance(&e.position);
+    }
+    let rest = store.read_all(&after, 10_000).await.expect("read");
+    assert_eq!(
+        rest.len(),
+        300 + 500,
+        "the rest of the first, then the second"
+    );
+    assert_eq!(rest[0].version, 2_201);
+    assert_eq!(rest[299].version, 2_500);
+    assert!(rest[300..].iter().all(|e| e.stream_id.as_str() == second));
+    assert_eq!(
+        rest[300..].iter().map(|e| e.version).collect::<Vec<_>>(),
+        (1..=500).collect::<Vec<_>>()
+    );
+}
+
 macro_rules! on_both_targets {
     ($($case:ident),+ $(,)?) => {
         mod single {
@@ -662,6 +713,7 @@ on_both_targets!(
     appends_survive_a_flushed_script_cache,
     repeating_an_append_with_the_same_events_returns_the_first_outcome,
     a_retry_reports_the_positions_the_events_were_stored_at,
+    reads_of_the_log_longer_than_one_chunk_are_whole_and_in_order,
 );
 
 // ---------------------------------------------------------------------------------------
