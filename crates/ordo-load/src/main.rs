@@ -14,12 +14,15 @@
 //! - [`floors`]: the parse-only HTTP server, the fsync loop, the Redis and PostgreSQL
 //!   append loops.
 //! - [`replay`]: seeding N events and timing a full rebuild of the read models.
+//! - [`rebuild`]: a rebuild inside the running server (admin API), timed while the tool
+//!   drives load.
 //! - [`stats`] and [`report`]: percentiles and the markdown tables.
 
 mod driver;
 mod env;
 mod floors;
 mod mix;
+mod rebuild;
 mod replay;
 mod report;
 mod server;
@@ -36,7 +39,8 @@ use crate::driver::{LoadResult, LoadSpec};
 use crate::env::{Backends, StoreEnv, StoreKind};
 use crate::floors::FloorResult;
 use crate::mix::{CREATE_ONLY, DEFAULT_MIX, Mix};
-use crate::report::{AppendRow, BackendFloor, FloorRow, ReplayRow, Row};
+use crate::rebuild::Rebuild;
+use crate::report::{AppendRow, BackendFloor, DuringRow, FloorRow, ReplayRow, Row};
 use crate::server::Server;
 
 /// ordo-load: benchmark ordo over its HTTP API against the physical floors.
@@ -128,6 +132,13 @@ struct ReplayArgs {
     /// skipped) and of the rebuild, seconds.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
+    /// Then start the server on the seeded stores and drive the mixed load twice for this
+    /// many seconds: alone, then while the server rebuilds its read models (`POST
+    /// /api/v1/admin/replay`, started as the load's warm-up begins), reporting both and
+    /// the rebuild's time (0: skip). Seed enough events for the rebuild to outlast the
+    /// second load: the table says whether it did.
+    #[arg(long, default_value_t = 0)]
+    during_rebuild: u64,
     /// Catch up batch by batch even on a long log (as before read models that were never
     /// projected into were loaded in bulk at start), to compare the two.
     #[arg(long)]
@@ -525,14 +536,101 @@ async fn replay_cmd(args: ReplayArgs) -> anyhow::Result<bool> {
     let env = StoreEnv::create(args.store, &args.load.backends).await?;
     let result = replay_in(&env, &args).await;
     env.cleanup().await;
-    let row = result?;
-    let ok = row.loaded_rss.is_none_or(|(_, _, errors)| errors == 0);
+    let (row, mut during) = result?;
+    let ok = row.loaded_rss.is_none_or(|(_, _, errors)| errors == 0)
+        && during.iter().all(|r| r.result.errors == 0);
     println!("\nordo-load: {}\n", machine());
     println!("{}", report::replay_table(&[row]));
+    if !during.is_empty() {
+        println!("{}", report::during_rebuild_table(&mut during));
+    }
     Ok(ok)
 }
 
-async fn replay_in(env: &StoreEnv, args: &ReplayArgs) -> anyhow::Result<ReplayRow> {
+/// Starts the server on stores a replay measurement has just used. The read side that
+/// measurement ran has been shut down, but its clean-up task keeps the embedded read
+/// models locked for a few seconds more: the start is retried a few times.
+async fn start_on_seeded(
+    env: &StoreEnv,
+    args: &ReplayArgs,
+    extra_args: &[String],
+) -> anyhow::Result<Server> {
+    let mut server_args = env.server_args();
+    server_args.extend_from_slice(extra_args);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match Server::start(
+            &args.load.ordo_bin,
+            &server_args,
+            env.data_dir().join("ordo.log"),
+            Duration::from_secs(300),
+        )
+        .await
+        {
+            Ok(server) => return Ok(server),
+            Err(e) if attempt < 10 => {
+                eprintln!("ordo-load: the server did not start yet ({e:#}); retrying in 3 s");
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The mixed load for `--during-rebuild` seconds on a server over the seeded stores,
+/// then again while that server rebuilds its read models.
+async fn load_during_rebuild(
+    env: &StoreEnv,
+    args: &ReplayArgs,
+    events: u64,
+) -> anyhow::Result<Vec<DuringRow>> {
+    let token = [
+        "--admin-token".to_string(),
+        rebuild::ADMIN_TOKEN.to_string(),
+    ];
+    let server = start_on_seeded(env, args, &token).await?;
+    let mut load = args.load.clone();
+    load.duration = args.during_rebuild;
+    let row = |name: &str, result, rebuild| DuringRow {
+        store: env.kind.name().to_string(),
+        read_store: env.read_store_name().to_string(),
+        events,
+        load: name.to_string(),
+        result,
+        rebuild,
+    };
+    eprintln!("ordo-load: mixed load, no rebuild");
+    let alone = driver::drive(spec(&load, &server.base, DEFAULT_MIX, None)?).await?;
+    print_errors(env.kind.name(), "mixed before the rebuild", &alone);
+    eprintln!("ordo-load: mixed load during a rebuild of the read models");
+    let rebuild = Rebuild::start(&server.base).await?;
+    let during = driver::drive(spec(&load, &server.base, DEFAULT_MIX, None)?).await?;
+    let window_end = rebuild.elapsed();
+    print_errors(env.kind.name(), "mixed during a rebuild", &during);
+    let outcome = rebuild.wait(Duration::from_secs(args.timeout)).await;
+    server.stop().await?;
+    let outcome = outcome?;
+    if outcome.took < window_end {
+        eprintln!(
+            "ordo-load: the rebuild ended {:.1} s before the load did: seed more events to load through all of it",
+            (window_end - outcome.took).as_secs_f64()
+        );
+    }
+    Ok(vec![
+        row("mixed", alone, None),
+        row(
+            "mixed during a rebuild",
+            during,
+            Some((outcome, window_end)),
+        ),
+    ])
+}
+
+async fn replay_in(
+    env: &StoreEnv,
+    args: &ReplayArgs,
+) -> anyhow::Result<(ReplayRow, Vec<DuringRow>)> {
     let (events, reads) = env.open().await?;
     eprintln!(
         "ordo-load: seeding {} events into {}",
@@ -561,27 +659,7 @@ async fn replay_in(env: &StoreEnv, args: &ReplayArgs) -> anyhow::Result<ReplayRo
             measured.catch_up.0 as f64 / measured.catch_up.1.as_secs_f64().max(1e-9),
             measured.rebuild
         );
-        // The read side above has been shut down, but its clean-up task keeps the embedded
-        // read models locked for a few seconds more: retry the start a few times.
-        let mut attempt = 0;
-        let server = loop {
-            attempt += 1;
-            match Server::start(
-                &args.load.ordo_bin,
-                &env.server_args(),
-                env.data_dir().join("ordo.log"),
-                Duration::from_secs(300),
-            )
-            .await
-            {
-                Ok(server) => break server,
-                Err(e) if attempt < 10 => {
-                    eprintln!("ordo-load: the server did not start yet ({e:#}); retrying in 3 s");
-                    tokio::time::sleep(Duration::from_secs(3)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let server = start_on_seeded(env, args, &[]).await?;
         let mut load = args.load.clone();
         load.duration = args.then_load;
         eprintln!("ordo-load: mixed load on {} stored events", seeded);
@@ -591,7 +669,12 @@ async fn replay_in(env: &StoreEnv, args: &ReplayArgs) -> anyhow::Result<ReplayRo
         server.stop().await?;
         loaded_rss = Some((rss, r.commands_per_sec(), r.errors));
     }
-    Ok(ReplayRow {
+    let during = if args.during_rebuild > 0 {
+        load_during_rebuild(env, args, seeded).await?
+    } else {
+        Vec::new()
+    };
+    let row = ReplayRow {
         store: env.kind.name().to_string(),
         read_store: env.read_store_name().to_string(),
         events: measured.events,
@@ -599,5 +682,6 @@ async fn replay_in(env: &StoreEnv, args: &ReplayArgs) -> anyhow::Result<ReplayRo
         catch_up: measured.catch_up,
         rebuild: measured.rebuild,
         loaded_rss,
-    })
+    };
+    Ok((row, during))
 }

@@ -227,6 +227,10 @@ pub async fn measure(
         .unwrap_or_else(Instant::now);
     let rebuild = finished.saturating_duration_since(start);
     side.shutdown().await;
+    // The rebuild drops the generation it replaced, and only then lets go of the rebuild
+    // lock, some seconds after the switch: a server started on these stores next must
+    // not find either still held.
+    side.settled().await;
     Ok(ReplayResult {
         events,
         catch_up: (events, catch_up),

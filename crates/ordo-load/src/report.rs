@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::driver::LoadResult;
 use crate::floors::FloorResult;
+use crate::rebuild::RebuildOutcome;
 use crate::stats::{fmt_ms, fmt_rate, fmt_ratio};
 
 /// One load run against the real server.
@@ -165,6 +166,67 @@ pub fn append_table(rows: &mut [AppendRow]) -> String {
     out
 }
 
+/// The mixed load on a server over seeded stores, alone or while the server rebuilds its
+/// read models.
+#[derive(Debug)]
+pub struct DuringRow {
+    pub store: String,
+    pub read_store: String,
+    /// Events seeded before the loads (which add their own).
+    pub events: u64,
+    pub load: String,
+    pub result: LoadResult,
+    /// The rebuild, and when the measured window ended, counted from the rebuild's start.
+    pub rebuild: Option<(RebuildOutcome, Duration)>,
+}
+
+pub fn during_rebuild_table(rows: &mut [DuringRow]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| events store | read store | events seeded | load | commands/s | queries/s | cmd p50 / p99 / p99.9 ms | query p50 / p99 / p99.9 ms | lag p50 / p99 ms | errors | rebuild in the server |\n\
+         |---|---|---:|---|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for row in rows.iter_mut() {
+        let rebuild = row.rebuild.map_or("-".into(), |(outcome, window_end)| {
+            let span = if outcome.took >= window_end {
+                "through the measured window".to_string()
+            } else {
+                format!(
+                    "ended {:.1} s before the measured window did",
+                    (window_end - outcome.took).as_secs_f64()
+                )
+            };
+            format!(
+                "{:.1} s, {} events/s, {span}",
+                outcome.took.as_secs_f64(),
+                fmt_rate(outcome.events_per_sec())
+            )
+        });
+        let r = &mut row.result;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} | {} / {} | {} | {} |",
+            row.store,
+            row.read_store,
+            fmt_rate(row.events as f64),
+            row.load,
+            fmt_rate(r.commands_per_sec()),
+            fmt_rate(r.queries_per_sec()),
+            fmt_ms(r.command_latency.percentile(50.0)),
+            fmt_ms(r.command_latency.percentile(99.0)),
+            fmt_ms(r.command_latency.percentile(99.9)),
+            fmt_ms(r.query_latency.percentile(50.0)),
+            fmt_ms(r.query_latency.percentile(99.0)),
+            fmt_ms(r.query_latency.percentile(99.9)),
+            fmt_ms(r.lag.percentile(50.0)),
+            fmt_ms(r.lag.percentile(99.0)),
+            r.errors,
+            rebuild,
+        );
+    }
+    out
+}
+
 pub fn replay_table(rows: &[ReplayRow]) -> String {
     let mut out = String::new();
     out.push_str(
@@ -246,6 +308,55 @@ mod tests {
         let cols = |l: &str| l.matches('|').count();
         for l in table.lines() {
             assert_eq!(cols(l), cols(line), "{l}");
+        }
+    }
+
+    #[test]
+    fn a_load_during_a_rebuild_says_whether_the_rebuild_covered_it() {
+        let outcome = |secs| RebuildOutcome {
+            took: Duration::from_secs(secs),
+            events: 400_000,
+        };
+        let row = |load: &str, rebuild| DuringRow {
+            store: "sqlite".into(),
+            read_store: "sqlite".into(),
+            events: 400_000,
+            load: load.into(),
+            result: result(2_000, 1_000, 10),
+            rebuild,
+        };
+        let mut rows = vec![
+            row("mixed", None),
+            row(
+                "mixed during a rebuild",
+                Some((outcome(20), Duration::from_secs(12))),
+            ),
+            row(
+                "mixed during a rebuild",
+                Some((outcome(8), Duration::from_secs(12))),
+            ),
+        ];
+        let table = during_rebuild_table(&mut rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[2],
+            "| sqlite | sqlite | 400,000 | mixed | 200 | 100 | 50.0 / 99.0 / 100 | - / - / - | 5.00 / 9.90 | 0 | - |"
+        );
+        assert!(
+            lines[3].ends_with("| 20.0 s, 20,000 events/s, through the measured window |"),
+            "{}",
+            lines[3]
+        );
+        assert!(
+            lines[4].ends_with(
+                "| 8.0 s, 50,000 events/s, ended 4.0 s before the measured window did |"
+            ),
+            "{}",
+            lines[4]
+        );
+        let cols = |l: &str| l.matches('|').count();
+        for l in &lines {
+            assert_eq!(cols(l), cols(lines[2]), "{l}");
         }
     }
 
