@@ -631,6 +631,57 @@ impl ReadSide {
         }
     }
 
+    /// Polls the projection loading `generation` until it has stored everything the live
+    /// projection has published, reporting progress (`total` refreshed every couple of
+    /// seconds: counting what remains can be costly on some stores). Catching up is
+    /// judged against the live projection's checkpoint. A projection that stops moving
+    /// (a read store refusing the new generation's writes, say) fails the rebuild
+    /// instead of holding it, and the rebuild lock, for ever.
+    async fn catch_up_to_live(
+        &self,
+        building: &Running,
+        generation: &ReadGeneration,
+        origin: &Checkpoint,
+        total: &mut u64,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<(), RebuildError> {
+        let mut polls: u64 = 0;
+        let mut stall = StallWatch::new(self.stall_limit);
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            polls += 1;
+            let status = building.handle.status();
+            if let Err(stalled) = stall.check(&status) {
+                tracing::error!(generation = %generation.id, last_error = ?status.last_error, "the rebuild made no progress; giving up");
+                return Err(stalled);
+            }
+            let Some(checkpoint) = status.checkpoint.clone() else {
+                continue;
+            };
+            let done = status.events_applied + status.events_parked;
+            if polls.is_multiple_of(20) {
+                *total = (*total).max(done + self.events.count_after(&checkpoint).await?);
+            }
+            progress(done, (*total).max(done));
+            let live = self
+                .live()
+                .1
+                .status()
+                .checkpoint
+                .unwrap_or_else(|| origin.clone());
+            // The runner publishes a pipelined batch once its commit has started (and
+            // would have published past a commit that then failed): what counts is
+            // what the new generation has stored.
+            if checkpoint.is_at_or_past(&live)
+                && stored_checkpoint(generation, origin)
+                    .await
+                    .is_some_and(|stored| stored.is_at_or_past(&live))
+            {
+                return Ok(());
+            }
+        }
+    }
+
     /// Rebuilds every read model from the event store into a new generation while the
     /// live one keeps serving and projecting, then switches queries over in one step.
     /// `progress(done, total)` is called as events are applied.
@@ -663,47 +714,13 @@ impl ReadSide {
         );
         progress(0, total);
 
-        // Catch up while the live generation keeps serving. Counting what remains can
-        // be costly on some stores, so the total is refreshed every couple of seconds;
-        // catching up is judged against the live projection's checkpoint.
-        // A projection that stops moving (a read store refusing the new generation's
-        // writes, say) fails the rebuild instead of holding it, and the rebuild lock,
-        // for ever.
-        let mut polls: u64 = 0;
-        let mut stall = StallWatch::new(self.stall_limit);
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            polls += 1;
-            let status = building.handle.status();
-            if let Err(stalled) = stall.check(&status) {
-                let _ = building.stop().await;
-                tracing::error!(generation = %generation.id, last_error = ?status.last_error, "the rebuild made no progress; giving up");
-                return Err(stalled);
-            }
-            let Some(checkpoint) = status.checkpoint.clone() else {
-                continue;
-            };
-            let done = status.events_applied + status.events_parked;
-            if polls.is_multiple_of(20) {
-                total = total.max(done + self.events.count_after(&checkpoint).await?);
-            }
-            progress(done, total.max(done));
-            let live = self
-                .live()
-                .1
-                .status()
-                .checkpoint
-                .unwrap_or_else(|| origin.clone());
-            // The runner publishes a pipelined batch once its commit has started (and
-            // would have published past a commit that then failed): what counts is
-            // what the new generation has stored.
-            if checkpoint.is_at_or_past(&live)
-                && stored_checkpoint(&generation, &origin)
-                    .await
-                    .is_some_and(|stored| stored.is_at_or_past(&live))
-            {
-                break;
-            }
+        // Catch up while the live generation keeps serving.
+        if let Err(e) = self
+            .catch_up_to_live(&building, &generation, &origin, &mut total, progress)
+            .await
+        {
+            let _ = building.stop().await;
+            return Err(e);
         }
         // Caught up: build what the bulk load deferred before anything queries it.
         let finishing = std::time::Instant::now();
@@ -712,6 +729,16 @@ impl ReadSide {
             return Err(e.into());
         }
         tracing::info!(generation = %generation.id, elapsed_ms = finishing.elapsed().as_millis() as u64, "finished the bulk load");
+        // The new generation's writes waited for the index builds: apply what arrived
+        // meanwhile now, while the live generation still answers, rather than at the
+        // switch, where every read with a newer consistency token waits for it.
+        if let Err(e) = self
+            .catch_up_to_live(&building, &generation, &origin, &mut total, progress)
+            .await
+        {
+            let _ = building.stop().await;
+            return Err(e);
+        }
 
         // Switch: stop the live runner, let the new one reach where it stopped (so no
         // consistency token goes backwards), then serve from the new generation.

@@ -39,16 +39,55 @@ struct FailingCommits {
     always_fail: Option<Uuid>,
     /// Refuses to enter bulk mode as well.
     refuse_bulk: bool,
+    /// Builds its indexes slowly, holding commits off meanwhile, as PostgreSQL's lock
+    /// on the tables does.
+    slow_indexes: Option<Arc<SlowIndexes>>,
+    /// Commits read-lock it, a slow index build write-locks it.
+    gate: tokio::sync::RwLock<()>,
 }
 
 impl FailingCommits {
     fn new(inner: SqliteReadStore, fail: Vec<u32>, always_fail: Option<Uuid>) -> Self {
+        Self::wrapping(Arc::new(inner), fail, always_fail)
+    }
+
+    fn wrapping(inner: Arc<dyn OrderReadStore>, fail: Vec<u32>, always_fail: Option<Uuid>) -> Self {
         Self {
-            inner: Arc::new(inner),
+            inner,
             commits: AtomicU32::new(0),
             fail,
             always_fail,
             refuse_bulk: false,
+            slow_indexes: None,
+            gate: tokio::sync::RwLock::new(()),
+        }
+    }
+}
+
+/// What a generation whose index builds take [`SlowIndexes::TAKES`] saw.
+#[derive(Debug, Default)]
+struct SlowIndexes {
+    /// The read side whose live projection is looked at.
+    side: std::sync::OnceLock<std::sync::Weak<ReadSide>>,
+    /// Told when the index builds start.
+    building: tokio::sync::Notify,
+    finished: std::sync::atomic::AtomicBool,
+    /// The live projection's state at each commit after the index builds.
+    live_after: std::sync::Mutex<Vec<ProjectionState>>,
+}
+
+impl SlowIndexes {
+    const TAKES: Duration = Duration::from_secs(2);
+
+    fn record_commit(&self) {
+        if !self.finished.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(side) = self.side.get().and_then(std::sync::Weak::upgrade) {
+            self.live_after
+                .lock()
+                .expect("states")
+                .push(side.status().state);
         }
     }
 }
@@ -110,6 +149,10 @@ impl OrderReadStore for FailingCommits {
         from: &Checkpoint,
         to: &Checkpoint,
     ) -> Result<(), ReadStoreError> {
+        let _gate = self.gate.read().await;
+        if let Some(slow) = &self.slow_indexes {
+            slow.record_commit();
+        }
         let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(doomed) = self.always_fail
             && batch.views.iter().any(|(id, _)| *id == doomed)
@@ -154,7 +197,15 @@ impl OrderReadStore for FailingCommits {
         self.inner.begin_bulk().await
     }
     async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
-        self.inner.finish_bulk().await
+        let Some(slow) = &self.slow_indexes else {
+            return self.inner.finish_bulk().await;
+        };
+        let _gate = self.gate.write().await;
+        slow.building.notify_one();
+        tokio::time::sleep(SlowIndexes::TAKES).await;
+        self.inner.finish_bulk().await?;
+        slow.finished.store(true, Ordering::SeqCst);
+        Ok(())
     }
     async fn park(
         &self,
@@ -463,6 +514,8 @@ enum NewGenerations {
     RefuseCommits,
     /// Refuse every commit and to enter bulk mode.
     RefuseBulk,
+    /// Work, with slow index builds ([`SlowIndexes`]).
+    SlowIndexes,
 }
 
 /// Read models that count the generations created, whose new generations behave as
@@ -472,6 +525,7 @@ struct TestGenerations {
     inner: SqliteReadStores,
     new: NewGenerations,
     created: AtomicU32,
+    slow_indexes: Arc<SlowIndexes>,
 }
 
 impl TestGenerations {
@@ -480,6 +534,7 @@ impl TestGenerations {
             inner: SqliteReadStores::new(path.into()),
             new,
             created: AtomicU32::new(0),
+            slow_indexes: Arc::default(),
         }
     }
 
@@ -503,14 +558,17 @@ impl ReadStoreProvider for TestGenerations {
         if self.new == NewGenerations::Work {
             return Ok(generation);
         }
+        let mut store = FailingCommits::wrapping(generation.store, Vec::new(), None);
+        match self.new {
+            NewGenerations::Work => unreachable!("returned above"),
+            NewGenerations::RefuseCommits | NewGenerations::RefuseBulk => {
+                store.fail = (1..=10_000).collect();
+                store.refuse_bulk = self.new == NewGenerations::RefuseBulk;
+            }
+            NewGenerations::SlowIndexes => store.slow_indexes = Some(self.slow_indexes.clone()),
+        }
         Ok(ReadGeneration {
-            store: Arc::new(FailingCommits {
-                inner: generation.store,
-                commits: AtomicU32::new(0),
-                fail: (1..=10_000).collect(),
-                always_fail: None,
-                refuse_bulk: self.new == NewGenerations::RefuseBulk,
-            }),
+            store: Arc::new(store),
             ..generation
         })
     }
@@ -946,4 +1004,72 @@ async fn projections_run_on_the_runtime_the_read_side_is_given() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     projections.shutdown_background();
+}
+
+/// The new generation's writes wait while its indexes are built (PostgreSQL locks the
+/// tables for it), and commands keep coming: what they wrote meanwhile is applied to the
+/// new generation before the live projection is stopped for the switch, not after,
+/// when every read with a consistency token newer than the stop waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_applies_what_arrived_during_its_index_builds_before_it_switches() {
+    let (events, mut ids, _) = seeded_log().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let provider = Arc::new(TestGenerations::new(
+        dir.path().join("read.db"),
+        NewGenerations::SlowIndexes,
+    ));
+    let slow = Arc::clone(&provider.slow_indexes);
+    let side = start(
+        &events,
+        provider.clone(),
+        ReadSideOptions {
+            bulk_start_min_events: u64::MAX,
+            ..ReadSideOptions::default()
+        },
+    )
+    .await;
+    slow.side.set(Arc::downgrade(&side)).expect("set once");
+    let rebuild = tokio::spawn({
+        let side = Arc::clone(&side);
+        async move { side.rebuild(&|_, _| {}).await }
+    });
+
+    slow.building.notified().await;
+    let service = OrderService::new(Arc::clone(&events));
+    for i in 1_000..1_040u32 {
+        let created = service
+            .create(create(i), None, CommandContext::default())
+            .await
+            .expect("create");
+        ids.push(created.order_id);
+    }
+    let last = events
+        .read_all(&Checkpoint::origin(events.partitions()), usize::MAX)
+        .await
+        .expect("read")
+        .last()
+        .expect("events")
+        .position;
+    assert!(side.wait_for(&last, Duration::from_secs(30)).await);
+    assert!(
+        !slow.finished.load(Ordering::SeqCst),
+        "the orders were created and projected while the indexes were built"
+    );
+
+    rebuild.await.expect("rebuild task").expect("rebuild");
+    let live = slow.live_after.lock().expect("states").clone();
+    assert!(
+        !live.is_empty(),
+        "the new generation had orders to apply after its index builds"
+    );
+    assert!(
+        live.iter().all(|s| *s != ProjectionState::Stopped),
+        "it applied them while the live projection still ran: {live:?}"
+    );
+    assert!(side.wait_for(&last, Duration::from_secs(30)).await);
+    assert_eq!(
+        answers(&side, &ids).await,
+        caught_up_batch_by_batch(&events, &ids, &last).await
+    );
+    side.shutdown().await;
 }
