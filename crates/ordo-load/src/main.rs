@@ -605,12 +605,15 @@ async fn load_during_rebuild(
     print_errors(env.kind.name(), "mixed before the rebuild", &alone);
     eprintln!("ordo-load: mixed load during a rebuild of the read models");
     let rebuild = Rebuild::start(&server.base).await?;
-    let during = driver::drive(spec(&load, &server.base, DEFAULT_MIX, None)?).await?;
-    let window_end = rebuild.elapsed();
-    print_errors(env.kind.name(), "mixed during a rebuild", &during);
-    let outcome = rebuild.wait(Duration::from_secs(args.timeout)).await;
+    let started = rebuild.started();
+    let watching = tokio::spawn(rebuild.wait(Duration::from_secs(args.timeout)));
+    let during = driver::drive(spec(&load, &server.base, DEFAULT_MIX, None)?).await;
+    let window_end = started.elapsed();
+    let outcome = watching.await;
     server.stop().await?;
-    let outcome = outcome?;
+    let during = during?;
+    print_errors(env.kind.name(), "mixed during a rebuild", &during);
+    let outcome = outcome.context("the task watching the rebuild")??;
     if outcome.took < window_end {
         eprintln!(
             "ordo-load: the rebuild ended {:.1} s before the load did: seed more events to load through all of it",

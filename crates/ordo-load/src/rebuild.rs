@@ -65,14 +65,15 @@ impl Rebuild {
         })
     }
 
-    /// Time since the rebuild was asked for.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+    /// When the rebuild was asked for.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Polls the job every 100 ms until it is done (an error if it failed, or is still
-    /// running after `timeout` from its start).
-    pub async fn wait(&self, timeout: Duration) -> anyhow::Result<RebuildOutcome> {
+    /// running after `timeout` from its start). Run it beside the load: the time is that
+    /// of the first poll that sees the job done.
+    pub async fn wait(self, timeout: Duration) -> anyhow::Result<RebuildOutcome> {
         loop {
             let body: Value = self
                 .client
