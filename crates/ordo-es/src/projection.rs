@@ -594,21 +594,24 @@ mod tests {
         seen_status: Mutex<Vec<ProjectionStatus>>,
     }
 
+    /// Takes one from `left` when it is not zero yet: whether an injected failure is due.
+    fn count_down(left: &Mutex<u32>) -> bool {
+        let mut left = left.lock().unwrap_or_else(|e| e.into_inner());
+        let due = *left > 0;
+        if due {
+            *left -= 1;
+        }
+        due
+    }
+
     #[async_trait]
     impl Projection for Recorder {
         fn name(&self) -> &str {
             "recorder"
         }
         async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
-            {
-                let mut down = self
-                    .checkpoint_down
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if *down > 0 {
-                    *down -= 1;
-                    return Err(ProjectionError::Unavailable("store down (injected)".into()));
-                }
+            if count_down(&self.checkpoint_down) {
+                return Err(ProjectionError::Unavailable("store down (injected)".into()));
             }
             Ok(self
                 .checkpoint
@@ -628,15 +631,8 @@ mod tests {
                     .unwrap_or_else(|e| e.into_inner())
                     .push(runner.status());
             }
-            {
-                let mut down = self
-                    .unavailable_first
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if *down > 0 {
-                    *down -= 1;
-                    return Err(ProjectionError::Unavailable("store down (injected)".into()));
-                }
+            if count_down(&self.unavailable_first) {
+                return Err(ProjectionError::Unavailable("store down (injected)".into()));
             }
             {
                 let mut fail = self.fail_first.lock().unwrap_or_else(|e| e.into_inner());

@@ -75,6 +75,24 @@ fn per_sec(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
+/// The cells of a load's result that every load table shows: commands/s, queries/s,
+/// command and query latency p50 / p99 / p99.9, projection lag p50 / p99.
+fn load_cells(r: &mut LoadResult) -> String {
+    format!(
+        "{} | {} | {} / {} / {} | {} / {} / {} | {} / {}",
+        fmt_rate(r.commands_per_sec()),
+        fmt_rate(r.queries_per_sec()),
+        fmt_ms(r.command_latency.percentile(50.0)),
+        fmt_ms(r.command_latency.percentile(99.0)),
+        fmt_ms(r.command_latency.percentile(99.9)),
+        fmt_ms(r.query_latency.percentile(50.0)),
+        fmt_ms(r.query_latency.percentile(99.0)),
+        fmt_ms(r.query_latency.percentile(99.9)),
+        fmt_ms(r.lag.percentile(50.0)),
+        fmt_ms(r.lag.percentile(99.0)),
+    )
+}
+
 pub fn load_table(rows: &mut [Row]) -> String {
     let mut out = String::new();
     out.push_str(
@@ -86,20 +104,11 @@ pub fn load_table(rows: &mut [Row]) -> String {
         let cps = r.commands_per_sec();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} | {} / {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             row.store,
             row.load,
             row.concurrency,
-            fmt_rate(cps),
-            fmt_rate(r.queries_per_sec()),
-            fmt_ms(r.command_latency.percentile(50.0)),
-            fmt_ms(r.command_latency.percentile(99.0)),
-            fmt_ms(r.command_latency.percentile(99.9)),
-            fmt_ms(r.query_latency.percentile(50.0)),
-            fmt_ms(r.query_latency.percentile(99.0)),
-            fmt_ms(r.query_latency.percentile(99.9)),
-            fmt_ms(r.lag.percentile(50.0)),
-            fmt_ms(r.lag.percentile(99.0)),
+            load_cells(r),
             mb(row.peak_rss),
             r.errors,
             fmt_ratio(cps, row.http_floor),
@@ -205,21 +214,12 @@ pub fn during_rebuild_table(rows: &mut [DuringRow]) -> String {
         let r = &mut row.result;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             row.store,
             row.read_store,
             fmt_rate(row.events as f64),
             row.load,
-            fmt_rate(r.commands_per_sec()),
-            fmt_rate(r.queries_per_sec()),
-            fmt_ms(r.command_latency.percentile(50.0)),
-            fmt_ms(r.command_latency.percentile(99.0)),
-            fmt_ms(r.command_latency.percentile(99.9)),
-            fmt_ms(r.query_latency.percentile(50.0)),
-            fmt_ms(r.query_latency.percentile(99.0)),
-            fmt_ms(r.query_latency.percentile(99.9)),
-            fmt_ms(r.lag.percentile(50.0)),
-            fmt_ms(r.lag.percentile(99.0)),
+            load_cells(r),
             r.errors,
             rebuild,
         );
