@@ -729,8 +729,8 @@ impl ReadSide {
             return Err(e.into());
         }
         tracing::info!(generation = %generation.id, elapsed_ms = finishing.elapsed().as_millis() as u64, "finished the bulk load");
-        // The new generation's writes waited for the index builds: apply what arrived
-        // meanwhile now, while the live generation still answers, rather than at the
+        // The new generation's writes may have waited for the index builds (the embedded
+        // store's one writer builds them): apply what arrived meanwhile now, while the live generation still answers, rather than at the
         // switch, where every read with a newer consistency token waits for it.
         if let Err(e) = self
             .catch_up_to_live(&building, &generation, &origin, &mut total, progress)

@@ -1006,8 +1006,9 @@ async fn projections_run_on_the_runtime_the_read_side_is_given() {
     projections.shutdown_background();
 }
 
-/// The new generation's writes wait while its indexes are built (PostgreSQL locks the
-/// tables for it), and commands keep coming: what they wrote meanwhile is applied to the
+/// The new generation's writes wait while its indexes are built (the embedded store's
+/// one writer builds them; a plain CREATE INDEX on PostgreSQL held them off too), and
+/// commands keep coming: what they wrote meanwhile is applied to the
 /// new generation before the live projection is stopped for the switch, not after,
 /// when every read with a consistency token newer than the stop waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
