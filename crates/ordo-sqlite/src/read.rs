@@ -216,16 +216,17 @@ fn parse_doc(doc: &str) -> Result<OrderView, ReadStoreError> {
     serde_json::from_str(doc).map_err(corrupt)
 }
 
-/// Stores one order's state. `search_index`: keep the search index in step (off in bulk
-/// mode, where `finish_bulk` builds it at once).
+/// Stores one order's state. `search`: keep the search index in step, the rows it must
+/// index being added to it for [`index_for_search`] (`None` in bulk mode, where
+/// `finish_bulk` builds the index at once).
 fn apply_view(
     tx: &rusqlite::Transaction<'_>,
     id: Uuid,
     state: &ViewState,
-    search_index: bool,
+    search: Option<&mut Vec<i64>>,
 ) -> Result<(), JobError> {
     let key = id.to_string();
-    let existing: Option<(i64, bool)> = if search_index {
+    let existing: Option<(i64, bool)> = if search.is_some() {
         tx.prepare_cached("SELECT rowid, deleted FROM orders WHERE order_id = ?1")?
             .query_row([&key], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))
             .optional()?
@@ -264,11 +265,10 @@ fn apply_view(
                 )?;
             // An order's search text never changes: it is indexed once, when the order is
             // first stored (or stored again after a deletion).
-            if search_index && existing.is_none_or(|(_, deleted)| deleted) {
-                tx.prepare_cached(
-                    "INSERT INTO orders_search (rowid, search_text) VALUES (?1, ?2)",
-                )?
-                .execute(params![rowid, text])?;
+            if let Some(added) = search
+                && existing.is_none_or(|(_, deleted)| deleted)
+            {
+                added.push(rowid);
             }
         }
         ViewState::Deleted { version } => {
@@ -285,6 +285,25 @@ fn apply_view(
             .execute(params![key, *version as i64])?;
         }
     }
+    Ok(())
+}
+
+/// Adds the orders stored at `rowids` to the search index, in one statement. FTS5 writes
+/// the terms it holds in memory out as a new segment of the index at every statement
+/// savepoint, and SQLite opens one for every write statement inside a transaction: indexing
+/// order by order between the orders' own statements wrote a segment per order, and the
+/// merges of those segments were most of the cost of a live commit. One statement at the
+/// end of the batch writes one segment for the whole batch.
+fn index_for_search(tx: &rusqlite::Transaction<'_>, rowids: &[i64]) -> Result<(), JobError> {
+    if rowids.is_empty() {
+        return Ok(());
+    }
+    let list = serde_json::to_string(rowids).map_err(|e| ReadStoreError::Other(Box::new(e)))?;
+    tx.prepare_cached(
+        "INSERT INTO orders_search (rowid, search_text)
+         SELECT o.rowid, o.search_text FROM json_each(?1) AS j CROSS JOIN orders AS o ON o.rowid = j.value",
+    )?
+    .execute([list])?;
     Ok(())
 }
 
@@ -539,9 +558,11 @@ impl OrderReadStore for SqliteReadStore {
         let bulk = Arc::clone(&self.bulk);
         self.moving_checkpoint(projection, from, to, move |tx| {
             let in_bulk = lock(&bulk).is_some();
+            let mut added = Vec::new();
             for (id, state) in &batch.views {
-                apply_view(tx, *id, state, !in_bulk)?;
+                apply_view(tx, *id, state, (!in_bulk).then_some(&mut added))?;
             }
+            index_for_search(tx, &added)?;
             for email in &batch.customers {
                 apply_customer(tx, email, batch.customer_deltas.get(email), !in_bulk)?;
             }
@@ -922,8 +943,15 @@ mod tests {
             migrate(&mut conn, &SCHEMA[..2]).expect("old schema");
             let tx = conn.transaction().expect("tx");
             for v in [&ada, &bob] {
-                apply_view(&tx, v.order_id, &ViewState::Live(Box::new(v.clone())), true)
-                    .unwrap_or_else(|_| panic!("store an order"));
+                let mut added = Vec::new();
+                apply_view(
+                    &tx,
+                    v.order_id,
+                    &ViewState::Live(Box::new(v.clone())),
+                    Some(&mut added),
+                )
+                .and_then(|()| index_for_search(&tx, &added))
+                .unwrap_or_else(|_| panic!("store an order"));
             }
             tx.commit().expect("commit");
         }
@@ -1135,6 +1163,63 @@ mod tests {
         store.reset().await.expect("reset");
         assert_eq!(indexed(&store, "eng"), 0);
         assert!(search(&store, "engine").await.is_empty());
+    }
+
+    /// The segments the search index is made of (its automatic merges being off).
+    fn search_segments(store: &SqliteReadStore) -> i64 {
+        Connection::open(store.path())
+            .expect("open")
+            .query_row(
+                "SELECT count(DISTINCT segid) FROM orders_search_idx",
+                [],
+                |r| r.get(0),
+            )
+            .expect("segments")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_of_new_orders_is_one_segment_of_the_search_index() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteReadStore::open(dir.path().join("read.db")).expect("open");
+        // No merges, so that every segment written stays to be counted.
+        Connection::open(store.path())
+            .expect("open")
+            .execute_batch(
+                "INSERT INTO orders_search (orders_search, rank) VALUES ('automerge', 0);
+                 INSERT INTO orders_search (orders_search, rank) VALUES ('crisismerge', 1000);",
+            )
+            .expect("merges off");
+        let orders = |names: std::ops::Range<u32>| -> Vec<OrderView> {
+            names
+                .map(|n| {
+                    view(
+                        Uuid::now_v7(),
+                        &format!("c{n}@example.com"),
+                        &format!("Customer {n}"),
+                        "Analytical Engine",
+                        100 + i64::from(n),
+                    )
+                })
+                .collect()
+        };
+        let (first, second) = (orders(0..20), orders(20..40));
+        let one = Checkpoint::origin(1);
+        let mut two = one.clone();
+        two.advance(&ordo_es::Position::new(0, 20, 0));
+        let mut three = two.clone();
+        three.advance(&ordo_es::Position::new(0, 40, 0));
+        store
+            .commit("orders", batch(&first, &[]).into(), &one, &two)
+            .await
+            .expect("commit");
+        assert_eq!(search_segments(&store), 1, "one batch, one segment");
+        store
+            .commit("orders", batch(&second, &[]).into(), &two, &three)
+            .await
+            .expect("commit");
+        assert_eq!(search_segments(&store), 2, "two batches, two segments");
+        assert_eq!(indexed(&store, "eng"), 40);
+        assert_eq!(search(&store, "customer 3").await.len(), 11);
     }
 
     fn index_sql(conn: &Connection) -> Vec<String> {
