@@ -74,7 +74,22 @@ const SCHEMA: &[&str] = &[
     CREATE VIRTUAL TABLE orders_search USING fts5 (search_text, content = '', contentless_delete = 1, tokenize = 'trigram', detail = none);
     INSERT INTO orders_search (rowid, search_text)
         SELECT rowid, search_text FROM orders NOT INDEXED WHERE deleted = 0 ORDER BY rowid;",
+    // 4: a second search index for the orders stored by live batches; `orders_search`
+    // keeps those indexed in bulk (see `SEARCH_INDEXES`).
+    "CREATE VIRTUAL TABLE orders_search_live USING fts5 (search_text, content = '', contentless_delete = 1, tokenize = 'trigram', detail = none);",
 ];
+
+/// The search index is two FTS5 tables, searched together, each order in one of them:
+/// `orders_search` holds the orders indexed in bulk (`finish_bulk`, or the migration that
+/// built it), `orders_search_live` those that live batches stored since. FTS5 keeps an
+/// index as segments on levels and merges the segments of a level together, and a new
+/// segment joins any lower level that holds one as large: in one table, the few large
+/// segments of a bulk load drew every live batch's small one to them, and now and then a
+/// live commit merged the whole index at once (1.1 s at 300,000 orders, seconds at
+/// 1,000,000; BENCHMARKS.md, eighth round). The live table only ever holds segments of
+/// live batches, which FTS5 merges in step with their size; the bulk table only gets
+/// deletions.
+const SEARCH_INDEXES: [&str; 2] = ["orders_search", "orders_search_live"];
 
 /// The embedded read store.
 #[derive(Debug, Clone)]
@@ -273,8 +288,10 @@ fn apply_view(
         }
         ViewState::Deleted { version } => {
             if let Some((rowid, false)) = existing {
-                tx.prepare_cached("DELETE FROM orders_search WHERE rowid = ?1")?
-                    .execute([rowid])?;
+                for index in SEARCH_INDEXES {
+                    tx.prepare_cached(&format!("DELETE FROM {index} WHERE rowid = ?1"))?
+                        .execute([rowid])?;
+                }
             }
             tx.prepare_cached(
                 "INSERT INTO orders (order_id, version, deleted) VALUES (?1, ?2, 1)
@@ -288,19 +305,19 @@ fn apply_view(
     Ok(())
 }
 
-/// Adds the orders stored at `rowids` to the search index, in one statement. FTS5 writes
-/// the terms it holds in memory out as a new segment of the index at every statement
-/// savepoint, and SQLite opens one for every write statement inside a transaction: indexing
-/// order by order between the orders' own statements wrote a segment per order, and the
-/// merges of those segments were most of the cost of a live commit. One statement at the
-/// end of the batch writes one segment for the whole batch.
+/// Adds the orders stored at `rowids` to the live search index, in one statement. FTS5
+/// writes the terms it holds in memory out as a new segment of the index at every
+/// statement savepoint, and SQLite opens one for every write statement inside a
+/// transaction: indexing order by order between the orders' own statements wrote a segment
+/// per order, and the merges of those segments were most of the cost of a live commit.
+/// One statement at the end of the batch writes one segment for the whole batch.
 fn index_for_search(tx: &rusqlite::Transaction<'_>, rowids: &[i64]) -> Result<(), JobError> {
     if rowids.is_empty() {
         return Ok(());
     }
     let list = serde_json::to_string(rowids).map_err(|e| ReadStoreError::Other(Box::new(e)))?;
     tx.prepare_cached(
-        "INSERT INTO orders_search (rowid, search_text)
+        "INSERT INTO orders_search_live (rowid, search_text)
          SELECT o.rowid, o.search_text FROM json_each(?1) AS j CROSS JOIN orders AS o ON o.rowid = j.value",
     )?
     .execute([list])?;
@@ -485,12 +502,18 @@ fn list_filter(query: &ListQuery) -> (String, String, Vec<SqlValue>) {
         push("o.created_at <= ?", SqlValue::Integer(micros(to)));
     }
     if let Some(term) = &query.search {
-        // Terms of 3+ characters use the trigram index; shorter ones fall back to a scan.
-        if let Some(trigrams) = trigram_query(term) {
-            from = "orders_search s CROSS JOIN orders o ON o.rowid = s.rowid".to_string();
-            push("s.orders_search MATCH ?", SqlValue::Text(trigrams));
-        }
         push("instr(o.search_text, ?) > 0", SqlValue::Text(term.clone()));
+        // Terms of 3+ characters use the trigram indexes; shorter ones fall back to a scan.
+        if let Some(trigrams) = trigram_query(term) {
+            params.push(SqlValue::Text(trigrams));
+            let n = params.len();
+            // Each order is in one of the two indexes (see `SEARCH_INDEXES`).
+            from = format!(
+                "(SELECT rowid FROM orders_search WHERE orders_search MATCH ?{n}
+                  UNION ALL SELECT rowid FROM orders_search_live WHERE orders_search_live MATCH ?{n}) s
+                 CROSS JOIN orders o ON o.rowid = s.rowid"
+            );
+        }
     }
     (from, clauses.join(" AND "), params)
 }
@@ -654,7 +677,7 @@ impl OrderReadStore for SqliteReadStore {
         self.write(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute_batch(
-                "DELETE FROM orders; DELETE FROM orders_search; DELETE FROM customers;
+                "DELETE FROM orders; DELETE FROM orders_search; DELETE FROM orders_search_live; DELETE FROM customers;
                  DELETE FROM summary; DELETE FROM checkpoints; DELETE FROM parked_events;",
             )?;
             tx.commit()?;
@@ -721,7 +744,9 @@ impl OrderReadStore for SqliteReadStore {
                 "INSERT INTO orders_search (orders_search, rank) VALUES ('hashsize', 16777216)",
                 [],
             )?;
-            // In rowid order: FTS5 appends, instead of merging overlapping segments.
+            // The whole index is built here (see `SEARCH_INDEXES`); in rowid order, so that
+            // FTS5 appends instead of merging overlapping segments.
+            tx.execute_batch("DELETE FROM orders_search; DELETE FROM orders_search_live;")?;
             tx.execute(
                 "INSERT INTO orders_search (rowid, search_text)
                  SELECT rowid, search_text FROM orders NOT INDEXED WHERE deleted = 0 ORDER BY rowid",
@@ -891,13 +916,17 @@ mod tests {
                 "{query:?} scans every order:\n{plan}"
             );
             if query.search.is_some() {
-                // The index's candidates first, then one order by rowid for each.
+                // The candidates of both indexes first, then one order by rowid for each.
+                let lines: Vec<&str> = plan.lines().collect();
                 assert!(
-                    first.starts_with("SCAN s VIRTUAL TABLE")
-                        && plan
-                            .lines()
-                            .any(|l| l == "SEARCH o USING INTEGER PRIMARY KEY (rowid=?)"),
-                    "search must start from the trigram index:\n{plan}"
+                    first == "CO-ROUTINE s"
+                        && SEARCH_INDEXES.iter().all(|index| {
+                            lines.iter().any(|l| {
+                                l.starts_with(&format!("SCAN {index} VIRTUAL TABLE INDEX"))
+                            })
+                        })
+                        && lines.contains(&"SEARCH o USING INTEGER PRIMARY KEY (rowid=?)"),
+                    "search must start from the trigram indexes:\n{plan}"
                 );
             }
         }
@@ -943,15 +972,15 @@ mod tests {
             migrate(&mut conn, &SCHEMA[..2]).expect("old schema");
             let tx = conn.transaction().expect("tx");
             for v in [&ada, &bob] {
-                let mut added = Vec::new();
-                apply_view(
-                    &tx,
-                    v.order_id,
-                    &ViewState::Live(Box::new(v.clone())),
-                    Some(&mut added),
+                // Stored, and indexed as that release did (it had one search index).
+                apply_view(&tx, v.order_id, &ViewState::Live(Box::new(v.clone())), None)
+                    .unwrap_or_else(|_| panic!("store an order"));
+                tx.execute(
+                    "INSERT INTO orders_search (rowid, search_text)
+                     SELECT rowid, search_text FROM orders WHERE order_id = ?1",
+                    [v.order_id.to_string()],
                 )
-                .and_then(|()| index_for_search(&tx, &added))
-                .unwrap_or_else(|_| panic!("store an order"));
+                .expect("index an order");
             }
             tx.commit().expect("commit");
         }
@@ -1090,16 +1119,20 @@ mod tests {
         ids
     }
 
-    /// The search index's entries holding `trigram`.
+    /// The search indexes' entries holding `trigram`.
     fn indexed(store: &SqliteReadStore, trigram: &str) -> i64 {
-        Connection::open(store.path())
-            .expect("open")
-            .query_row(
-                "SELECT count(*) FROM orders_search WHERE orders_search MATCH ?1",
-                [format!("\"{trigram}\"")],
-                |r| r.get(0),
-            )
-            .expect("indexed")
+        let conn = Connection::open(store.path()).expect("open");
+        SEARCH_INDEXES
+            .iter()
+            .map(|index| {
+                conn.query_row(
+                    &format!("SELECT count(*) FROM {index} WHERE {index} MATCH ?1"),
+                    [format!("\"{trigram}\"")],
+                    |r| r.get::<_, i64>(0),
+                )
+                .expect("indexed")
+            })
+            .sum()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1165,15 +1198,17 @@ mod tests {
         assert!(search(&store, "engine").await.is_empty());
     }
 
-    /// The segments the search index is made of (its automatic merges being off).
-    fn search_segments(store: &SqliteReadStore) -> i64 {
+    /// The segments a search index (`orders_search` or `orders_search_live`) is made of.
+    fn search_segments(store: &SqliteReadStore, index: &str) -> Vec<i64> {
         Connection::open(store.path())
             .expect("open")
-            .query_row(
-                "SELECT count(DISTINCT segid) FROM orders_search_idx",
-                [],
-                |r| r.get(0),
-            )
+            .prepare(&format!(
+                "SELECT DISTINCT segid FROM {index}_idx ORDER BY segid"
+            ))
+            .expect("segments")
+            .query_map([], |r| r.get(0))
+            .expect("segments")
+            .collect::<rusqlite::Result<_>>()
             .expect("segments")
     }
 
@@ -1185,8 +1220,8 @@ mod tests {
         Connection::open(store.path())
             .expect("open")
             .execute_batch(
-                "INSERT INTO orders_search (orders_search, rank) VALUES ('automerge', 0);
-                 INSERT INTO orders_search (orders_search, rank) VALUES ('crisismerge', 1000);",
+                "INSERT INTO orders_search_live (orders_search_live, rank) VALUES ('automerge', 0);
+                 INSERT INTO orders_search_live (orders_search_live, rank) VALUES ('crisismerge', 1000);",
             )
             .expect("merges off");
         let orders = |names: std::ops::Range<u32>| -> Vec<OrderView> {
@@ -1212,14 +1247,106 @@ mod tests {
             .commit("orders", batch(&first, &[]).into(), &one, &two)
             .await
             .expect("commit");
-        assert_eq!(search_segments(&store), 1, "one batch, one segment");
+        assert_eq!(
+            search_segments(&store, "orders_search_live").len(),
+            1,
+            "one batch, one segment"
+        );
         store
             .commit("orders", batch(&second, &[]).into(), &two, &three)
             .await
             .expect("commit");
-        assert_eq!(search_segments(&store), 2, "two batches, two segments");
+        assert_eq!(
+            search_segments(&store, "orders_search_live").len(),
+            2,
+            "two batches, two segments"
+        );
         assert_eq!(indexed(&store, "eng"), 40);
         assert_eq!(search(&store, "customer 3").await.len(), 11);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn live_batches_never_merge_the_search_index_built_in_bulk() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteReadStore::open(dir.path().join("read.db")).expect("open");
+        let order = |n: u32| {
+            view(
+                Uuid::now_v7(),
+                &format!("c{n}@example.com"),
+                &format!("Customer {n}"),
+                if n.is_multiple_of(2) {
+                    "Analytical Engine"
+                } else {
+                    "Loom"
+                },
+                100 + i64::from(n),
+            )
+        };
+        let mut at = Checkpoint::origin(1);
+        let mut events = 0;
+        let mut commit = async |batch: ReadModelBatch| {
+            let from = at.clone();
+            events += batch.views.len() as u64;
+            at.advance(&ordo_es::Position::new(0, events, 0));
+            store
+                .commit("orders", batch.into(), &from, &at)
+                .await
+                .expect("commit");
+        };
+        store.begin_bulk().await.expect("bulk");
+        for first in (0..2_000).step_by(500) {
+            commit(batch(
+                &(first..first + 500).map(order).collect::<Vec<_>>(),
+                &[],
+            ))
+            .await;
+        }
+        store.finish_bulk().await.expect("finish");
+        let bulk = search_segments(&store, "orders_search");
+        assert!(!bulk.is_empty());
+        assert!(search_segments(&store, "orders_search_live").is_empty());
+        // More live batches than FTS5's `crisismerge` (16): in one index, the 16th segment
+        // on the lowest level merged all of them, the bulk load's among them.
+        let mut live = Vec::new();
+        for n in 2_000..2_040 {
+            let o = order(n);
+            live.push(o.order_id);
+            commit(batch(&[o], &[])).await;
+        }
+        assert_eq!(search_segments(&store, "orders_search"), bulk);
+        assert_eq!(indexed(&store, "eng"), 1_020);
+        // Deleted from either index, and searchable again once stored again.
+        let (from_bulk, from_live) = (search(&store, "c10@").await, vec![live[1]]);
+        assert_eq!(from_bulk.len(), 1);
+        commit(batch(&[], &[from_bulk[0], from_live[0]])).await;
+        assert!(search(&store, "c10@").await.is_empty());
+        assert!(search(&store, "c2001@").await.is_empty());
+        assert_eq!(indexed(&store, "eng"), 1_019);
+        assert_eq!(indexed(&store, "loo"), 1_019);
+        let again = |id: Uuid, n: u32| {
+            let mut v = order(n);
+            v.order_id = id;
+            v
+        };
+        commit(batch(
+            &[again(from_bulk[0], 10), again(from_live[0], 2_001)],
+            &[],
+        ))
+        .await;
+        assert_eq!(search(&store, "c10@").await, from_bulk);
+        assert_eq!(search(&store, "c2001@").await, from_live);
+        assert_eq!(indexed(&store, "eng"), 1_020);
+        assert_eq!(indexed(&store, "loo"), 1_020);
+        // A search finds orders of both indexes, each once.
+        let query = ListQuery {
+            search: Some("analytical".into()),
+            limit: 100,
+            ..ListQuery::default()
+        };
+        let page = store.list(&query).await.expect("search");
+        assert_eq!(page.total, 1_020);
+        let ids: std::collections::HashSet<Uuid> = page.orders.iter().map(|v| v.order_id).collect();
+        assert_eq!(ids.len(), 100);
     }
 
     fn index_sql(conn: &Connection) -> Vec<String> {
