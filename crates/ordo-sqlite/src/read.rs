@@ -1093,6 +1093,32 @@ mod tests {
         .expect("a valid view")
     }
 
+    /// A test projection's checkpoint, moved past one event per order of each batch.
+    struct Projected {
+        at: Checkpoint,
+        events: u64,
+    }
+
+    impl Projected {
+        fn new() -> Self {
+            Self {
+                at: Checkpoint::origin(1),
+                events: 0,
+            }
+        }
+
+        /// Commits `batch` as the projection's next one.
+        async fn commit(&mut self, store: &SqliteReadStore, batch: ReadModelBatch) {
+            let from = self.at.clone();
+            self.events += batch.views.len().max(1) as u64;
+            self.at.advance(&ordo_es::Position::new(0, self.events, 0));
+            store
+                .commit("orders", batch.into(), &from, &self.at)
+                .await
+                .expect("commit");
+        }
+    }
+
     /// One batch as the projection would commit it: live orders created, and deletions.
     fn batch(live: &[OrderView], deleted: &[Uuid]) -> ReadModelBatch {
         let mut batch = ReadModelBatch::default();
@@ -1139,17 +1165,8 @@ mod tests {
     async fn the_search_index_follows_orders_stored_deleted_and_stored_again() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteReadStore::open(dir.path().join("read.db")).expect("open");
-        let mut at = Checkpoint::origin(1);
-        let mut events = 0;
-        let mut commit = async |batch: ReadModelBatch| {
-            let from = at.clone();
-            events += 1;
-            at.advance(&ordo_es::Position::new(0, events, 0));
-            store
-                .commit("orders", batch.into(), &from, &at)
-                .await
-                .expect("commit");
-        };
+        let mut projected = Projected::new();
+        let mut commit = async |batch: ReadModelBatch| projected.commit(&store, batch).await;
         let ada = view(
             Uuid::now_v7(),
             "ada@example.com",
@@ -1237,30 +1254,15 @@ mod tests {
                 })
                 .collect()
         };
-        let (first, second) = (orders(0..20), orders(20..40));
-        let one = Checkpoint::origin(1);
-        let mut two = one.clone();
-        two.advance(&ordo_es::Position::new(0, 20, 0));
-        let mut three = two.clone();
-        three.advance(&ordo_es::Position::new(0, 40, 0));
-        store
-            .commit("orders", batch(&first, &[]).into(), &one, &two)
-            .await
-            .expect("commit");
-        assert_eq!(
-            search_segments(&store, "orders_search_live").len(),
-            1,
-            "one batch, one segment"
-        );
-        store
-            .commit("orders", batch(&second, &[]).into(), &two, &three)
-            .await
-            .expect("commit");
-        assert_eq!(
-            search_segments(&store, "orders_search_live").len(),
-            2,
-            "two batches, two segments"
-        );
+        let mut projected = Projected::new();
+        for (done, names) in [0..20, 20..40].into_iter().enumerate() {
+            projected.commit(&store, batch(&orders(names), &[])).await;
+            assert_eq!(
+                search_segments(&store, "orders_search_live").len(),
+                done + 1,
+                "one segment per batch"
+            );
+        }
         assert_eq!(indexed(&store, "eng"), 40);
         assert_eq!(search(&store, "customer 3").await.len(), 11);
     }
@@ -1282,17 +1284,8 @@ mod tests {
                 100 + i64::from(n),
             )
         };
-        let mut at = Checkpoint::origin(1);
-        let mut events = 0;
-        let mut commit = async |batch: ReadModelBatch| {
-            let from = at.clone();
-            events += batch.views.len() as u64;
-            at.advance(&ordo_es::Position::new(0, events, 0));
-            store
-                .commit("orders", batch.into(), &from, &at)
-                .await
-                .expect("commit");
-        };
+        let mut projected = Projected::new();
+        let mut commit = async |batch: ReadModelBatch| projected.commit(&store, batch).await;
         store.begin_bulk().await.expect("bulk");
         for first in (0..2_000).step_by(500) {
             commit(batch(
