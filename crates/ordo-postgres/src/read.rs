@@ -1135,6 +1135,7 @@ mod tests {
             f.store.top_customers(10).await.expect("top")[0].customer_name,
             "Ada"
         );
+        f.done().await;
     }
 
     #[tokio::test]
