@@ -293,14 +293,18 @@ async fn seed(store: &Arc<dyn EventStore>) -> (Vec<Uuid>, Position) {
             }
         }
     }
-    let last = store
+    (ids, last_position(store).await)
+}
+
+/// The position of the last event in the log of `store`.
+async fn last_position(store: &Arc<dyn EventStore>) -> Position {
+    store
         .read_all(&Checkpoint::origin(store.partitions()), usize::MAX)
         .await
         .expect("read")
         .last()
         .expect("events")
-        .position;
-    (ids, last)
+        .position
 }
 
 fn config() -> RunnerConfig {
@@ -1044,13 +1048,7 @@ async fn a_rebuild_applies_what_arrived_during_its_index_builds_before_it_switch
             .expect("create");
         ids.push(created.order_id);
     }
-    let last = events
-        .read_all(&Checkpoint::origin(events.partitions()), usize::MAX)
-        .await
-        .expect("read")
-        .last()
-        .expect("events")
-        .position;
+    let last = last_position(&events).await;
     assert!(side.wait_for(&last, Duration::from_secs(30)).await);
     assert!(
         !slow.finished.load(Ordering::SeqCst),
