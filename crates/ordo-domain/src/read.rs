@@ -221,6 +221,13 @@ pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Makes everything committed durable before the process stops (called once the
+    /// projections writing to the store have stopped; the store stays usable). Stores
+    /// that sync at every commit do nothing.
+    async fn close(&self) -> Result<(), ReadStoreError> {
+        Ok(())
+    }
+
     /// Records `parked` (an event the projection cannot apply) and moves the checkpoint
     /// of `projection` from `from` to `to` past it, in one transaction, with the same
     /// compare-and-set as [`commit`](OrderReadStore::commit).

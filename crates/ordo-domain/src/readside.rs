@@ -629,6 +629,15 @@ impl ReadSide {
                 "the read store did not finish the batch being written; stopping without it"
             );
         }
+        // Durable before the process goes (see `OrderReadStore::close`).
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.store().close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "closing the read store failed"),
+            Err(_) => tracing::warn!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "the read store did not close in time"
+            ),
+        }
     }
 
     /// Polls the projection loading `generation` until it has stored everything the live

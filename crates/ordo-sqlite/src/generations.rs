@@ -185,7 +185,7 @@ impl ReadStoreProvider for SqliteReadStores {
             let entry = entry.map_err(io_error)?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name != active && self.is_generation(&name) {
-                for suffix in ["", "-wal", "-shm"] {
+                for suffix in ["", "-wal", "-shm", ".unsynced"] {
                     match std::fs::remove_file(self.dir().join(format!("{name}{suffix}"))) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -229,6 +229,10 @@ mod tests {
         );
         assert_eq!(provider.drop_inactive().await.expect("drop"), 1);
         assert!(!dir.path().join("read.db").exists());
+        assert!(
+            !dir.path().join("read.db.unsynced").exists(),
+            "a dropped generation's unsynced-writes marker stays behind"
+        );
         assert!(dir.path().join(&second.id).exists());
         assert!(provider.activate("../elsewhere.db").await.is_err());
         assert!(provider.activate("read.gmissing.db").await.is_err());

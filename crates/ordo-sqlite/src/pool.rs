@@ -135,7 +135,20 @@ const WRITER_CHECKPOINT_PAGES: i64 = 8_000;
 /// The thread stops when this is dropped.
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
-    _stop: mpsc::Sender<()>,
+    stop: Mutex<Option<mpsc::Sender<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Checkpointer {
+    /// Stops the thread and waits until it has closed its connection (a checkpoint under
+    /// way is finished first).
+    pub(crate) fn stop(&self) {
+        drop(self.stop.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Starts the checkpointer of the database at `path`, whose writer is `writer` (its own
@@ -150,7 +163,7 @@ pub(crate) fn start_checkpointer(
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "synchronous", synchronous)?;
     let (stop, stopped) = mpsc::channel::<()>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("ordo-sqlite-checkpoint".into())
         .spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY)
@@ -166,7 +179,10 @@ pub(crate) fn start_checkpointer(
                 Some(format!("cannot start the checkpoint thread: {e}")),
             )
         })?;
-    Ok(Checkpointer { _stop: stop })
+    Ok(Checkpointer {
+        stop: Mutex::new(Some(stop)),
+        thread: Mutex::new(Some(thread)),
+    })
 }
 
 #[cfg(test)]
