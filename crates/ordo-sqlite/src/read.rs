@@ -858,7 +858,12 @@ impl OrderReadStore for SqliteReadStore {
 
     async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
         let bulk = Arc::clone(&self.bulk);
-        let synchronous = self.synchronous;
+        // Back to writing without syncs only while the marker guards them (not after a
+        // `close`, which removed it).
+        let synchronous = match &self.unsynced_marker {
+            Some(marker) if !marker.exists() => "NORMAL",
+            _ => self.synchronous,
+        };
         self.write(move |conn| {
             let mut bulk = lock(&bulk);
             let Some(indexes) = bulk.as_ref() else {
@@ -1673,5 +1678,31 @@ mod tests {
             store.close().await.expect("close");
             assert!(!marker.exists());
         }
+    }
+
+    fn writer_synchronous(store: &SqliteReadStore) -> i64 {
+        lock(&store.writer)
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .expect("synchronous")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bulk_load_writes_without_syncs_afterwards_only_while_the_marker_guards_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let guarded = SqliteReadStore::open_under_boot(&dir.path().join("a.db"), Some("boot-a"))
+            .expect("open");
+        guarded.begin_bulk().await.expect("begin");
+        guarded.finish_bulk().await.expect("finish");
+        assert_eq!(writer_synchronous(&guarded), 0, "OFF under the marker");
+        let closed = SqliteReadStore::open_under_boot(&dir.path().join("b.db"), Some("boot-a"))
+            .expect("open");
+        closed.close().await.expect("close");
+        closed.begin_bulk().await.expect("begin");
+        closed.finish_bulk().await.expect("finish");
+        assert_eq!(
+            writer_synchronous(&closed),
+            1,
+            "NORMAL once the marker is gone"
+        );
     }
 }
