@@ -5,8 +5,7 @@
 //! `data/read.db.active` (atomically: temporary file, fsync, rename, fsync of the
 //! directory), which is what every later start opens.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,6 +14,7 @@ use uuid::Uuid;
 use ordo_domain::{ReadGeneration, ReadStoreError, ReadStoreProvider, RebuildLock};
 
 use crate::SqliteReadStore;
+use crate::files::{remove_database, write_durably};
 
 /// The generations of one embedded read store. Holds an exclusive lock on
 /// `<path>.lock` from [`open_active`](ReadStoreProvider::open_active) until dropped, so two
@@ -134,10 +134,6 @@ impl SqliteReadStores {
     }
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
 #[async_trait]
 impl ReadStoreProvider for SqliteReadStores {
     async fn open_active(&self) -> Result<ReadGeneration, ReadStoreError> {
@@ -158,13 +154,7 @@ impl ReadStoreProvider for SqliteReadStores {
                 "no read-store generation {id:?}"
             )));
         }
-        let pointer = self.pointer();
-        let temporary = pointer.with_extension("active.tmp");
-        let mut file = std::fs::File::create(&temporary).map_err(io_error)?;
-        file.write_all(id.as_bytes()).map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
-        std::fs::rename(&temporary, &pointer).map_err(io_error)?;
-        sync_dir(&self.dir()).map_err(io_error)
+        write_durably(&self.pointer(), id.as_bytes()).map_err(io_error)
     }
 
     async fn active_id(&self) -> Result<String, ReadStoreError> {
@@ -185,13 +175,7 @@ impl ReadStoreProvider for SqliteReadStores {
             let entry = entry.map_err(io_error)?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name != active && self.is_generation(&name) {
-                for suffix in ["", "-wal", "-shm", ".unsynced"] {
-                    match std::fs::remove_file(self.dir().join(format!("{name}{suffix}"))) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(io_error(e)),
-                    }
-                }
+                remove_database(&self.dir().join(&name)).map_err(io_error)?;
                 dropped += 1;
             }
         }

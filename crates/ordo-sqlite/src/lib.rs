@@ -20,12 +20,15 @@
 //! ## Durability
 //!
 //! Events: WAL with `synchronous=FULL`: an acknowledged append survives a process crash
-//! and a power loss. Read models: WAL with `synchronous=NORMAL`: a power loss may roll
-//! back the last batches, together with their checkpoint, which the projection then
-//! replays. Because one thread writes, rowid order is commit order: the global log has no
+//! and a power loss. Read models: WAL written without syncs on Linux, guarded by a
+//! marker naming the boot they were written under: after a machine crash they are
+//! discarded and projected again, a clean close syncs them (see
+//! [`SqliteReadStore::open`]); elsewhere `synchronous=NORMAL`: a power loss may roll back
+//! the last batches, together with their checkpoint, which the projection then replays. Because one thread writes, rowid order is commit order: the global log has no
 //! gaps for readers to skip.
 
 mod events;
+mod files;
 mod generations;
 mod pool;
 mod read;

@@ -17,6 +17,7 @@ use ordo_domain::{Money, OrderPage, OrderView, StatusCounts, Summary, TopCustome
 use ordo_es::Checkpoint;
 
 use crate::events::migrate;
+use crate::files;
 use crate::pool::{Checkpointer, ReadPool, open_writer, start_checkpointer};
 
 const SCHEMA: &[&str] = &[
@@ -268,9 +269,7 @@ fn boot_id() -> Option<String> {
 
 /// The marker beside the database at `path` naming the boot its unsynced writes belong to.
 fn unsynced_marker_of(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".unsynced");
-    PathBuf::from(name)
+    files::with_suffix(path, ".unsynced")
 }
 
 /// Discards the database at `path` when its marker names another boot than `boot`, then
@@ -287,32 +286,15 @@ fn guard_unsynced_writes(path: &Path, boot: &str) -> std::io::Result<PathBuf> {
                 "the machine stopped while these read models held writes not synced to disk: \
                  discarding them; the projections load them again from the event log"
             );
-            for suffix in ["", "-wal", "-shm"] {
-                let mut file = path.as_os_str().to_owned();
-                file.push(suffix);
-                match std::fs::remove_file(PathBuf::from(file)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            files::remove_database(path)?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let temporary = marker.with_extension("unsynced.tmp");
-    {
-        let mut file = std::fs::File::create(&temporary)?;
-        std::io::Write::write_all(&mut file, boot.as_bytes())?;
-        file.sync_all()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
     }
-    std::fs::rename(&temporary, &marker)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    files::write_durably(&marker, boot.as_bytes())?;
     Ok(marker)
 }
 
@@ -845,12 +827,7 @@ impl OrderReadStore for SqliteReadStore {
                 );
                 return Ok(());
             }
-            std::fs::remove_file(&marker).map_err(|e| JobError::Store(unavailable(e)))?;
-            if let Some(dir) = marker.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| JobError::Store(unavailable(e)))?;
-            }
+            files::remove_durably(&marker).map_err(|e| JobError::Store(unavailable(e)))?;
             Ok(())
         })
         .await
