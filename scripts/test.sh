@@ -41,3 +41,6 @@ for combination in postgres:postgres postgres:sqlite redis:sqlite redis-cluster:
     ORDO_TEST_EVENT_STORE="$events" ORDO_TEST_READ_STORE="$reads" \
         cargo test --locked -p ordo --test api
 done
+
+echo "== the OpenAPI document: validated, then a contract test of the live service from it"
+scripts/contract.sh

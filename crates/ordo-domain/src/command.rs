@@ -11,6 +11,7 @@ use crate::values::{Currency, CustomerEmail, LineItem, ShippingAddress, Status, 
 
 /// One validation problem.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     pub field: String,
     pub message: String,

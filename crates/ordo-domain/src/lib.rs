@@ -32,6 +32,8 @@
 pub mod command;
 pub mod event;
 pub mod money;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod order;
 pub mod read;
 pub mod readside;

@@ -248,6 +248,7 @@ pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
 /// An event a projection could not apply, kept aside and reported instead of stalling
 /// every event behind it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ParkedEvent {
     pub position: String,

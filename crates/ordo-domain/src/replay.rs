@@ -37,6 +37,7 @@ pub enum ReplayRequest {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Running,
@@ -46,12 +47,14 @@ pub enum JobState {
 
 /// A job's progress, as the admin endpoint shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
     pub job_id: Uuid,
     pub state: JobState,
     pub events_done: u64,
     pub events_total: u64,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub error: Option<String>,
 }
 

@@ -8,6 +8,7 @@ use crate::money::Money;
 
 /// An order's status. `cancelled` is reached only through `CancelOrder`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pending,
@@ -175,6 +176,7 @@ impl Currency {
 
 /// A line of an order, as the event records it (lineTotal computed once, by the decision).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LineItem {
     pub product_id: String,
@@ -186,11 +188,14 @@ pub struct LineItem {
 
 /// A structured shipping address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ShippingAddress {
     pub line1: String,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub line2: Option<String>,
     pub city: String,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub region: Option<String>,
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, upper-case.

@@ -15,6 +15,7 @@ use crate::values::{LineItem, ShippingAddress, Status};
 
 /// What queries show of one order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderView {
     pub order_id: Uuid,
@@ -24,7 +25,9 @@ pub struct OrderView {
     pub total_amount: Money,
     pub currency: String,
     pub status: Status,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub cancellation_reason: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub shipping_address: Option<ShippingAddress>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -113,6 +116,7 @@ impl ViewState {
 
 /// A page of orders.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OrderPage {
     pub orders: Vec<OrderView>,
@@ -123,12 +127,14 @@ pub struct OrderPage {
 
 /// The summary read model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub total_orders: u64,
     pub orders_by_status: StatusCounts,
     pub total_revenue: Money,
     pub average_order_value: Money,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_updated: Option<OffsetDateTime>,
 }
@@ -178,6 +184,7 @@ impl Summary {
 
 /// One row of the top-customers read model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TopCustomer {
     pub customer_email: String,

@@ -1,32 +1,101 @@
 //! Operator endpoints: replay jobs, snapshots, projection status. They need
 //! `Authorization: Bearer <token>` equal to the configured admin token.
 
+use std::sync::Arc;
+
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use ordo_domain::{FieldError, OrderProjection, ReplayRequest, StartError};
+use ordo_domain::{FieldError, JobStatus, OrderProjection, ParkedEvent, ReplayRequest, StartError};
 
 use crate::error::ApiError;
 use crate::extract::json_body;
+use crate::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType, ValidationFailed,
+};
 use crate::{AppState, parse_order_id};
 
-pub fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/admin/replay", post(start_replay))
-        .route("/api/v1/admin/replay/{job}", get(replay_status))
-        .route("/api/v1/admin/snapshots/{id}", post(take_snapshot))
-        .route("/api/v1/admin/projections", get(projections))
-        .route_layer(middleware::from_fn_with_state(state, require_admin))
+/// The admin routes, behind `admin_token` (none: they answer 403).
+pub fn router(admin_token: Option<Arc<str>>) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start_replay))
+        .routes(routes!(replay_status))
+        .routes(routes!(take_snapshot))
+        .routes(routes!(projections))
+        .route_layer(middleware::from_fn_with_state(admin_token, require_admin))
+}
+
+/// A replay request. Without a body (or `{}`), every read model is rebuilt beside the
+/// live ones and switched over when complete.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ReplayRequest)]
+#[allow(dead_code)] // Documentation only: `parse_replay_request` reads the body.
+struct ReplayBody {
+    /// Repair every order with an event at or after this RFC 3339 instant.
+    from_timestamp: Option<OffsetDateTime>,
+    /// Repair one order.
+    aggregate_id: Option<Uuid>,
+}
+
+/// A replay job was started.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ReplayStarted {
+    job_id: Uuid,
+}
+
+/// A snapshot was taken.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotTaken {
+    order_id: Uuid,
+    /// The version the snapshot covers.
+    version: u64,
+}
+
+/// The projections of this process.
+#[derive(Serialize, ToSchema)]
+struct Projections {
+    projections: Vec<ProjectionReport>,
+}
+
+/// One projection: where it is, how far behind, and what it could not apply.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ProjectionReport {
+    name: String,
+    /// starting, catching-up, running, failing or stopped.
+    #[schema(example = "running")]
+    state: &'static str,
+    /// The sum of the checkpoint's cursors: grows as events are applied.
+    position: u64,
+    /// The checkpoint, opaque; null before the first batch.
+    checkpoint: Option<String>,
+    /// How old the oldest event not yet applied is, approximately; 0 when caught up.
+    lag_seconds: f64,
+    /// Events applied since the process started.
+    events_applied: u64,
+    last_error: Option<String>,
+    /// The read-model generation queries are served from.
+    generation: String,
+    /// A generation being loaded by a rebuild or a bulk start, if any.
+    loading_generation: Option<String>,
+    /// Events the projection could not apply, kept aside, oldest first.
+    parked: Vec<ParkedEvent>,
 }
 
 /// Compares without leaking, through timing, how much of the token matched.
@@ -38,8 +107,12 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     difference == 0
 }
 
-async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(expected) = state.admin_token.as_deref() else {
+async fn require_admin(
+    State(admin_token): State<Option<Arc<str>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = admin_token.as_deref() else {
         return crate::error::problem_response(
             StatusCode::FORBIDDEN,
             "admin endpoints are disabled: start ordo with --admin-token or ORDO_ADMIN_TOKEN set"
@@ -138,6 +211,27 @@ fn parse_replay_request(body: Option<&Value>) -> Result<ReplayRequest, ApiError>
     })
 }
 
+/// Starts rebuilding the read models from the events (all of them, one order, or every
+/// order touched since an instant).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/replay",
+    tag = "admin",
+    operation_id = "startReplay",
+    security(("admin" = [])),
+    request_body(content = Option<ReplayBody>, content_type = "application/json", description = "Optional."),
+    responses(
+        (status = 202, description = "Started; poll the job.", body = ReplayStarted, headers(("Location" = String, description = "The job's path."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn start_replay(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -148,13 +242,28 @@ async fn start_replay(
     let job = state.jobs.start(request).map_err(|e| match e {
         StartError::AlreadyRunning(_) => ApiError::Conflict(e.to_string()),
     })?;
-    let mut response = (StatusCode::ACCEPTED, Json(json!({ "jobId": job }))).into_response();
+    let mut response = (StatusCode::ACCEPTED, Json(ReplayStarted { job_id: job })).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/admin/replay/{job}")) {
         response.headers_mut().insert(header::LOCATION, v);
     }
     Ok(response)
 }
 
+/// A replay job's progress.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/replay/{job}",
+    tag = "admin",
+    operation_id = "replayStatus",
+    security(("admin" = [])),
+    params(("job" = String, Path, description = "The jobId the start answered.")),
+    responses(
+        (status = 200, description = "The job.", body = JobStatus),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn replay_status(
     State(state): State<AppState>,
     Path(job): Path<String>,
@@ -165,6 +274,22 @@ async fn replay_status(
     Ok(Json(status).into_response())
 }
 
+/// Takes a snapshot of one order now.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/snapshots/{id}",
+    tag = "admin",
+    operation_id = "takeSnapshot",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The order id.")),
+    responses(
+        (status = 201, description = "Taken.", body = SnapshotTaken),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn take_snapshot(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -173,37 +298,56 @@ async fn take_snapshot(
     match state.service.snapshot(id).await? {
         Some(version) => Ok((
             StatusCode::CREATED,
-            Json(json!({ "orderId": id, "version": version })),
+            Json(SnapshotTaken {
+                order_id: id,
+                version,
+            }),
         )
             .into_response()),
         None => Err(ApiError::NotFound("no order with this id".into())),
     }
 }
 
+/// The state of each projection.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/projections",
+    tag = "admin",
+    operation_id = "projections",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Every projection of this process.", body = Projections),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn projections(State(state): State<AppState>) -> Result<Response, ApiError> {
     let status = state.read_side.status();
     let (position, lag) = crate::ops::projection_gauges(&state, &status).await;
     let parked = state.reads().parked(OrderProjection::NAME).await?;
     let checkpoint = status.checkpoint.as_ref().map(|c| c.encode());
-    Ok(Json(json!({
-        "projections": [{
-            "name": status.name,
-            "state": status.state.as_str(),
-            "position": position,
-            "checkpoint": checkpoint,
-            "lagSeconds": lag,
-            "eventsApplied": status.events_applied,
-            "lastError": status.last_error,
-            "generation": state.read_side.generation(),
-            "loadingGeneration": state.read_side.loading_generation(),
-            "parked": parked,
-        }]
-    }))
+    Ok(Json(Projections {
+        projections: vec![ProjectionReport {
+            name: status.name,
+            state: status.state.as_str(),
+            position,
+            checkpoint,
+            lag_seconds: lag,
+            events_applied: status.events_applied,
+            last_error: status.last_error,
+            generation: state.read_side.generation(),
+            loading_generation: state.read_side.loading_generation(),
+            parked,
+        }],
+    })
     .into_response())
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -2,13 +2,14 @@
 
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post, put};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use ordo_domain::command::{parse_cancel_request, parse_status_request};
@@ -17,22 +18,116 @@ use ordo_es::Metadata;
 
 use crate::error::ApiError;
 use crate::extract::{header_text, if_match, json_body};
+use crate::openapi::{
+    BadRequest, CommandHeaders, Conflict, Gone, IdempotencyHeader, NotFound, PayloadTooLarge,
+    PreconditionFailed, Unavailable, UnsupportedMediaType, ValidationFailed,
+};
 use crate::{AppState, RequestId, parse_order_id};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/orders/order", post(create_order))
-        .route("/api/v1/orders/order/{id}/status", put(update_status))
-        .route("/api/v1/orders/order/{id}/cancel", put(cancel_order))
-        .route("/api/v1/orders/order/{id}", delete(delete_order))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_order))
+        .routes(routes!(update_status))
+        .routes(routes!(cancel_order))
+        .routes(routes!(delete_order))
 }
 
-#[derive(Serialize)]
+/// The answer to every successful command.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CommandAnswer {
     order_id: Uuid,
+    /// The order's version after the command (also the ETag).
     version: u64,
+    /// Send it back as X-Consistency-Token to read this write from the read models.
+    #[schema(example = "0.42.0")]
     consistency_token: String,
+}
+
+// The request bodies, as the OpenAPI document describes them. The handlers read bodies
+// as JSON values and parse them with the domain's parsers (`CreateOrder::parse`, ...),
+// which report every bad field at once; these types only document those rules.
+
+/// CreateOrder. Unknown fields are rejected (422).
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreateOrder, example = json!({
+    "customerName": "Ada Lovelace", "customerEmail": "ada@example.com", "currency": "EUR",
+    "items": [{"productId": "p-1", "productName": "Difference Engine", "quantity": 2, "unitPrice": 19.99}]
+}))]
+#[allow(dead_code)] // Documentation only.
+struct CreateOrderBody {
+    /// 1 to 200 characters after trimming; stored trimmed.
+    #[schema(min_length = 1, max_length = 200)]
+    customer_name: String,
+    /// local@domain with a dot in the domain; stored lower-cased.
+    #[schema(min_length = 3, max_length = 254, format = Email)]
+    customer_email: String,
+    /// 1 to 100 lines.
+    #[schema(min_items = 1, max_items = 100)]
+    items: Vec<ItemBody>,
+    /// ISO 4217: three upper-case letters. Default USD.
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
+    currency: Option<String>,
+    shipping_address: Option<AddressBody>,
+}
+
+/// One line of a CreateOrder.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = OrderLine)]
+#[allow(dead_code)] // Documentation only.
+struct ItemBody {
+    #[schema(min_length = 1, max_length = 64)]
+    product_id: String,
+    #[schema(min_length = 1, max_length = 200)]
+    product_name: String,
+    #[schema(minimum = 1, maximum = 10_000)]
+    quantity: u32,
+    /// A decimal with at most two fraction digits (1.990 is 1.99; 1.999 is rejected).
+    #[schema(value_type = f64, minimum = 0, maximum = 1_000_000, example = 19.99)]
+    unit_price: serde_json::Number,
+}
+
+/// A shipping address.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ShippingAddressInput)]
+#[allow(dead_code)] // Documentation only.
+struct AddressBody {
+    #[schema(min_length = 1, max_length = 200)]
+    line1: String,
+    #[schema(max_length = 200)]
+    line2: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
+    city: String,
+    #[schema(max_length = 200)]
+    region: Option<String>,
+    #[schema(min_length = 1, max_length = 20)]
+    postal_code: String,
+    /// ISO 3166-1 alpha-2, upper-case.
+    #[schema(pattern = "^[A-Z]{2}$", example = "DE")]
+    country: String,
+}
+
+/// UpdateOrderStatus: one forward step (pending, confirmed, processing, shipped,
+/// delivered); `cancelled` is reached only through the cancel endpoint (409 here).
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = UpdateOrderStatus)]
+#[allow(dead_code)] // Documentation only.
+struct StatusBody {
+    status: ordo_domain::Status,
+}
+
+/// CancelOrder. The body is optional; without a reason, null is stored.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CancelOrder)]
+#[allow(dead_code)] // Documentation only.
+struct CancelBody {
+    #[schema(max_length = 1000)]
+    reason: Option<String>,
 }
 
 fn answer(status: StatusCode, outcome: &CommandOutcome) -> Response {
@@ -112,6 +207,29 @@ async fn required_json(headers: &HeaderMap, body: Body) -> Result<serde_json::Va
         .ok_or_else(|| ApiError::BadRequest("the request needs a JSON body".into()))
 }
 
+/// Creates an order.
+///
+/// Stored durably before the answer; the read models follow asynchronously.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/order",
+    tag = "commands",
+    operation_id = "createOrder",
+    params(IdempotencyHeader, CommandHeaders),
+    request_body(content = CreateOrderBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; the same answer again for a repeated Idempotency-Key with the same body.", body = CommandAnswer, headers(
+            ("ETag" = String, description = "The order's version, quoted: send it as If-Match with the next command."),
+            ("X-Consistency-Token" = String, description = "The same token as in the body."),
+            ("Location" = String, description = "The order's path: /api/v1/orders/order/{id}."),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn create_order(
     State(state): State<AppState>,
     request_id: axum::Extension<RequestId>,
@@ -140,6 +258,30 @@ async fn create_order(
     .await
 }
 
+/// Moves an order one step forward in its status flow.
+#[utoipa::path(
+    put,
+    path = "/api/v1/orders/order/{id}/status",
+    tag = "commands",
+    operation_id = "updateOrderStatus",
+    params(("id" = String, Path, description = "The order id (a UUID; anything else is an unknown order)."), CommandHeaders),
+    request_body(content = StatusBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored.", body = CommandAnswer, headers(
+            ("ETag" = String, description = "The order's new version, quoted: send it as If-Match with the next command."),
+            ("X-Consistency-Token" = String, description = "The same token as in the body."),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 410, response = Gone),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn update_status(
     State(state): State<AppState>,
     request_id: axum::Extension<RequestId>,
@@ -160,6 +302,30 @@ async fn update_status(
     .await
 }
 
+/// Cancels an order that is pending, confirmed or processing.
+#[utoipa::path(
+    put,
+    path = "/api/v1/orders/order/{id}/cancel",
+    tag = "commands",
+    operation_id = "cancelOrder",
+    params(("id" = String, Path, description = "The order id (a UUID; anything else is an unknown order)."), CommandHeaders),
+    request_body(content = Option<CancelBody>, content_type = "application/json", description = "Optional."),
+    responses(
+        (status = 200, description = "Stored.", body = CommandAnswer, headers(
+            ("ETag" = String, description = "The order's new version, quoted: send it as If-Match with the next command."),
+            ("X-Consistency-Token" = String, description = "The same token as in the body."),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 410, response = Gone),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn cancel_order(
     State(state): State<AppState>,
     request_id: axum::Extension<RequestId>,
@@ -180,6 +346,26 @@ async fn cancel_order(
     .await
 }
 
+/// Deletes an order: it accepts no command afterwards and leaves every read model; its events stay.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orders/order/{id}",
+    tag = "commands",
+    operation_id = "deleteOrder",
+    params(("id" = String, Path, description = "The order id (a UUID; anything else is an unknown order)."), CommandHeaders),
+    responses(
+        (status = 200, description = "Stored.", body = CommandAnswer, headers(
+            ("ETag" = String, description = "The order's new version, quoted: send it as If-Match with the next command."),
+            ("X-Consistency-Token" = String, description = "The same token as in the body."),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 410, response = Gone),
+        (status = 412, response = PreconditionFailed),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn delete_order(
     State(state): State<AppState>,
     request_id: axum::Extension<RequestId>,

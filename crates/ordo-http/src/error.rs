@@ -41,15 +41,24 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-#[derive(Serialize)]
+/// An RFC 9457 problem document: the body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Problem<'a> {
+#[schema(example = json!({"type": "about:blank", "title": "Not Found", "status": 404, "detail": "no order with this id"}))]
+pub(crate) struct Problem<'a> {
+    /// Always `about:blank`: the status and title say what kind of problem it is.
     #[serde(rename = "type")]
     kind: &'a str,
+    /// The status's standard reason phrase.
     title: &'a str,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
+    /// What went wrong, in words meant for the client's developer; never internal details.
     detail: String,
+    /// Only on 422 validation failures: one entry per bad field.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<FieldError>>)]
     errors: Option<&'a [FieldError]>,
 }
 

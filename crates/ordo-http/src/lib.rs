@@ -26,17 +26,21 @@ mod commands;
 mod error;
 mod extract;
 mod metrics;
+mod openapi;
 mod ops;
 mod queries;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::{Extension, Router};
+use utoipa::{Modify, OpenApi as _};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use ordo_domain::{OrderReadStore, OrderService, ReadSide, ReplayJobs};
@@ -70,17 +74,33 @@ impl AppState {
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every route, each with its OpenAPI description (`#[utoipa::path]` beside its handler).
+fn routes(admin_token: Option<Arc<str>>) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(commands::router())
         .merge(queries::router())
         .merge(ops::router())
-        .merge(admin::router(state.clone()))
+        .merge(admin::router(admin_token))
+        .routes(routes!(openapi::openapi_json))
+}
+
+/// The OpenAPI 3.1 document of the API, as `GET /api-docs/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = routes(None).into_openapi();
+    openapi::Finish.modify(&mut doc);
+    doc
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let (routes, mut doc) = routes(state.admin_token.clone()).split_for_parts();
+    openapi::Finish.modify(&mut doc);
+    routes
         .route_layer(middleware::from_fn(tag_route))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY))
+        .layer(Extension(openapi::Document::new(&doc)))
         .with_state(state)
 }
 

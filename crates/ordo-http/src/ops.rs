@@ -2,31 +2,61 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use ordo_es::{ProjectionState, ProjectionStatus};
 
 use crate::AppState;
 use crate::error::problem_response;
+use crate::openapi::Unavailable;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
 }
 
+/// The answer of /health and of a ready /ready.
+#[derive(serde::Serialize, ToSchema)]
+#[allow(dead_code)] // Documentation only; the handlers write the same object.
+struct StatusAnswer {
+    /// `ok` (health) or `ready`.
+    #[schema(example = "ok")]
+    status: String,
+}
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    operation_id = "health",
+    responses((status = 200, description = "The process runs.", body = StatusAnswer)),
+)]
 async fn health() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Readiness: the stores answer and the projections run.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    operation_id = "ready",
+    responses(
+        (status = 200, description = "Ready.", body = StatusAnswer),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn ready(State(state): State<AppState>) -> Response {
     let mut problems = Vec::new();
     match tokio::time::timeout(PING_TIMEOUT, state.service.store().ping()).await {
@@ -93,6 +123,15 @@ pub(crate) async fn projection_gauges(state: &AppState, status: &ProjectionStatu
     (position, lag)
 }
 
+/// Prometheus metrics: commands by type and outcome, append latency, projection position
+/// and lag, replay progress, HTTP requests.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4.", content_type = "text/plain", body = String)),
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     let status = state.read_side.status();
     let (position, lag) = projection_gauges(&state, &status).await;

@@ -3,33 +3,131 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use ordo_domain::read::ListQuery;
-use ordo_domain::{AsOf, Money, OrderView, Sort, Status};
+use ordo_domain::{AsOf, Money, OrderPage, OrderView, Sort, Status, Summary};
 use ordo_es::{Metadata, Payload, Position, RecordedEvent};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::{header_text, query_pairs};
+use crate::openapi::{BadRequest, ConsistencyHeaders, NotFound, Unavailable};
 use crate::{AppState, parse_order_id};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/orders", get(list_orders))
-        .route("/api/v1/orders/order/{id}", get(get_order))
-        .route("/api/v1/orders/order/{id}/events", get(order_events))
-        .route("/api/v1/orders/status/{status}", get(orders_by_status))
-        .route("/api/v1/orders/customer/{email}", get(orders_by_customer))
-        .route("/api/v1/orders/summary", get(summary))
-        .route("/api/v1/orders/top-customers", get(top_customers))
-        .route("/api/v1/orders/search", get(search))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(order_events))
+        .routes(routes!(orders_by_status))
+        .routes(routes!(orders_by_customer))
+        .routes(routes!(summary))
+        .routes(routes!(top_customers))
+        .routes(routes!(search))
+}
+
+// The query parameters, as the OpenAPI document describes them; `list_query` and the
+// handlers parse the raw query string strictly (an unknown parameter is 400).
+
+/// Paging and sorting of every list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only.
+struct PagingParams {
+    /// 1-based; a page past the end is an empty list with the true total.
+    #[param(minimum = 1, default = 1)]
+    page: Option<u32>,
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    limit: Option<u32>,
+    #[param(inline)]
+    sort: Option<SortParam>,
+}
+
+/// The order of a list: newest first by default.
+#[derive(serde::Deserialize, ToSchema)]
+#[allow(dead_code)] // Documentation only.
+enum SortParam {
+    #[serde(rename = "-createdAt")]
+    Newest,
+    #[serde(rename = "createdAt")]
+    Oldest,
+    #[serde(rename = "totalAmount")]
+    Smallest,
+    #[serde(rename = "-totalAmount")]
+    Largest,
+}
+
+/// The filters of GET /api/v1/orders; every bound is inclusive.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+#[allow(dead_code)] // Documentation only.
+struct ListFilters {
+    status: Option<Status>,
+    /// Matched case-insensitively.
+    #[param(max_length = 254, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")]
+    customer_email: Option<String>,
+    #[param(value_type = Option<f64>, minimum = 0, example = 10.00)]
+    min_total: Option<Money>,
+    #[param(value_type = Option<f64>, minimum = 0, example = 100.00)]
+    max_total: Option<Money>,
+    /// RFC 3339.
+    created_from: Option<OffsetDateTime>,
+    /// RFC 3339.
+    created_to: Option<OffsetDateTime>,
+}
+
+/// The search term.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only.
+struct SearchParams {
+    /// Case-insensitive substring of the order id, customer name, customer e-mail or a
+    /// product name.
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
+    q: String,
+}
+
+/// Time travel: the order as it was.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+#[allow(dead_code)] // Documentation only.
+struct AsOfParams {
+    /// The order as it was after its event number N (1-based): folded from the event
+    /// store, for deleted orders too. Above the current version: 404.
+    #[param(minimum = 1)]
+    as_of_version: Option<u64>,
+    /// The order as it was at this RFC 3339 instant; before the order existed: 404. Not
+    /// together with asOfVersion.
+    as_of: Option<OffsetDateTime>,
+}
+
+/// The length of the top-customers list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only.
+struct TopCustomersParams {
+    #[param(minimum = 1, maximum = 100, default = 10)]
+    limit: Option<u32>,
+}
+
+/// The answer of the top-customers query.
+#[derive(serde::Serialize, ToSchema)]
+#[allow(dead_code)] // Documentation only; the handler builds the same object.
+struct TopCustomers {
+    /// By totalSpent, largest first, then e-mail.
+    customers: Vec<ordo_domain::TopCustomer>,
 }
 
 /// Default and longest read-your-writes waits (api.md).
@@ -80,6 +178,21 @@ fn with_etag(view: &OrderView) -> Response {
     response
 }
 
+/// One order: from the read models, or, with asOfVersion or asOf, as it was (folded
+/// from the event store).
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/order/{id}",
+    tag = "queries",
+    operation_id = "getOrder",
+    params(("id" = String, Path, description = "The order id (a UUID; anything else is an unknown order)."), AsOfParams, ConsistencyHeaders),
+    responses(
+        (status = 200, description = "Found.", body = OrderView, headers(("ETag" = String, description = "The order's version, quoted: send it as If-Match with a command."))),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn get_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -125,18 +238,47 @@ async fn get_order(
 /// The JSON form of a stored event, as the events endpoint and `ordo events` print it.
 /// Serialised as it is (the payload's stored text written out verbatim, never parsed
 /// again); fields in the order a JSON object of them always had (alphabetical).
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = StoredEvent)]
 pub struct EventJson<'a> {
+    /// The event's payload, as stored (its shape depends on eventType and schemaVersion).
+    #[schema(value_type = Object)]
     data: &'a Payload,
+    /// A UUID v7.
     event_id: Uuid,
+    /// OrderCreated, OrderStatusChanged, OrderCancelled or OrderDeleted.
+    #[schema(value_type = String, example = "OrderCreated")]
     event_type: &'a str,
+    #[schema(value_type = EventMetadata)]
     metadata: &'a Metadata,
+    /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
     occurred_at: String,
+    /// The event's place in the store's global log (opaque).
+    #[schema(example = "0.42.0")]
     position: String,
     schema_version: u32,
+    /// `order-<order id>`.
+    #[schema(value_type = String)]
     stream_id: &'a str,
+    /// 1-based, per order.
     version: u64,
+}
+
+/// Who and what caused an event; absent keys were not known.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // Documentation only: `Metadata` serialises these keys.
+struct EventMetadata {
+    /// The client's X-Correlation-Id, else the request id.
+    correlation_id: Option<String>,
+    /// The id of the request that issued the command.
+    causation_id: Option<String>,
+    idempotency_key: Option<String>,
+    /// A fingerprint of the body that carried the idempotency key.
+    request_hash: Option<String>,
+    user_agent: Option<String>,
 }
 
 pub fn event_json(e: &RecordedEvent) -> EventJson<'_> {
@@ -153,11 +295,27 @@ pub fn event_json(e: &RecordedEvent) -> EventJson<'_> {
     }
 }
 
-#[derive(serde::Serialize)]
+/// An order's events, oldest first.
+#[derive(serde::Serialize, ToSchema)]
+#[schema(as = OrderEvents)]
 struct EventsBody<'a> {
     events: Vec<EventJson<'a>>,
 }
 
+/// The order's events, oldest first, straight from the event store (deleted orders too).
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/order/{id}/events",
+    tag = "history",
+    operation_id = "orderEvents",
+    params(("id" = String, Path, description = "The order id (a UUID; anything else is an unknown order).")),
+    responses(
+        (status = 200, description = "Found.", body = EventsBody),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn order_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -244,6 +402,19 @@ fn parse_status(value: &str) -> Result<Status, ApiError> {
     })
 }
 
+/// Lists orders, filtered, sorted and paged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    tag = "queries",
+    operation_id = "listOrders",
+    params(ListFilters, PagingParams, ConsistencyHeaders),
+    responses(
+        (status = 200, description = "Found.", body = OrderPage),
+        (status = 400, response = BadRequest),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list_orders(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -271,6 +442,19 @@ async fn list_orders(
     Ok(Json(state.reads().list(&query).await?).into_response())
 }
 
+/// Orders in one status.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/status/{status}",
+    tag = "queries",
+    operation_id = "ordersByStatus",
+    params(("status" = Status, Path), PagingParams, ConsistencyHeaders),
+    responses(
+        (status = 200, description = "Found.", body = OrderPage),
+        (status = 400, response = BadRequest),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn orders_by_status(
     State(state): State<AppState>,
     Path(status): Path<String>,
@@ -283,6 +467,19 @@ async fn orders_by_status(
     Ok(Json(state.reads().list(&query).await?).into_response())
 }
 
+/// One customer's orders (the e-mail matched case-insensitively).
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/customer/{email}",
+    tag = "queries",
+    operation_id = "ordersByCustomer",
+    params(("email" = String, Path, min_length = 1, max_length = 254, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"), PagingParams, ConsistencyHeaders),
+    responses(
+        (status = 200, description = "Found.", body = OrderPage),
+        (status = 400, response = BadRequest),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn orders_by_customer(
     State(state): State<AppState>,
     Path(email): Path<String>,
@@ -301,6 +498,19 @@ async fn orders_by_customer(
     Ok(Json(state.reads().list(&query).await?).into_response())
 }
 
+/// Orders whose id, customer name, e-mail or a product name contains the term.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/search",
+    tag = "queries",
+    operation_id = "searchOrders",
+    params(SearchParams, PagingParams, ConsistencyHeaders),
+    responses(
+        (status = 200, description = "Found.", body = OrderPage),
+        (status = 400, response = BadRequest),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn search(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -316,6 +526,19 @@ async fn search(
     Ok(Json(state.reads().list(&query).await?).into_response())
 }
 
+/// Counts per status, revenue and average order value.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/summary",
+    tag = "queries",
+    operation_id = "orderSummary",
+    params(ConsistencyHeaders),
+    responses(
+        (status = 200, description = "Found.", body = Summary),
+        (status = 400, response = BadRequest),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn summary(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -326,6 +549,19 @@ async fn summary(
     Ok(Json(state.reads().summary().await?).into_response())
 }
 
+/// Customers by what they spent on orders neither cancelled nor deleted.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/top-customers",
+    tag = "queries",
+    operation_id = "topCustomers",
+    params(TopCustomersParams, ConsistencyHeaders),
+    responses(
+        (status = 200, description = "Found.", body = TopCustomers),
+        (status = 400, response = BadRequest),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn top_customers(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
