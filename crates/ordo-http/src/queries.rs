@@ -12,7 +12,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use ordo_domain::read::ListQuery;
-use ordo_domain::{AsOf, Money, OrderView, Sort, Status};
+use ordo_domain::view::{format_date, parse_date};
+use ordo_domain::{AsOf, DailyFigures, Money, OrderView, Sort, Status, fill_days};
 use ordo_es::{Metadata, Payload, Position, RecordedEvent};
 use uuid::Uuid;
 
@@ -30,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/orders/summary", get(summary))
         .route("/api/v1/orders/top-customers", get(top_customers))
         .route("/api/v1/orders/search", get(search))
+        .route("/api/v1/orders/daily", get(daily))
 }
 
 /// Default and longest read-your-writes waits (api.md).
@@ -338,4 +340,49 @@ async fn top_customers(
     await_consistency(&state, &headers).await?;
     let customers = state.reads().top_customers(limit).await?;
     Ok(Json(serde_json::json!({ "customers": customers })).into_response())
+}
+
+/// The daily answer: every day of the range, oldest first, zeros included.
+#[derive(serde::Serialize)]
+struct DailyBody {
+    from: String,
+    to: String,
+    days: Vec<DailyFigures>,
+}
+
+/// Orders and revenue per UTC day: `days` days (1..=366, default 30) ending with `to`
+/// (YYYY-MM-DD, default today in UTC).
+async fn daily(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut days = 30;
+    let mut to = None;
+    for (name, value) in query_pairs(raw.as_deref(), &["days", "to"])? {
+        match name.as_str() {
+            "days" => days = parse_bounded("days", &value, 366)?,
+            _ => {
+                to = Some(parse_date(&value).ok_or_else(|| {
+                    ApiError::BadRequest("to must be a date such as 2026-01-31 (YYYY-MM-DD)".into())
+                })?);
+            }
+        }
+    }
+    let to = to.unwrap_or_else(|| OffsetDateTime::now_utc().date());
+    // Years before 1 would not be written as four digits.
+    let from = to
+        .checked_sub(time::Duration::days(i64::from(days) - 1))
+        .filter(|from| from.year() >= 1)
+        .ok_or_else(|| {
+            ApiError::BadRequest("to is too early: the range would start before year 1".into())
+        })?;
+    await_consistency(&state, &headers).await?;
+    let stored = state.reads().daily(from, to).await?;
+    Ok(Json(DailyBody {
+        from: format_date(from),
+        to: format_date(to),
+        days: fill_days(from, to, &stored),
+    })
+    .into_response())
 }
