@@ -1599,6 +1599,7 @@ mod tests {
                 ("read_models".to_string(), 1),
                 ("read_models".to_string(), 2),
                 ("read_models".to_string(), 3),
+                ("read_models".to_string(), 4),
             ]
         );
         testdb::drop_schema(&schema).await;
