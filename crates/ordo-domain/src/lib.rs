@@ -15,6 +15,7 @@
 //! - [`service`]: [`OrderService`] runs commands (If-Match, idempotency keys, retries on
 //!   lost races) and folds past states for history and time travel.
 //! - [`view`] and [`read`]: the read side: [`OrderView`], [`Summary`], [`TopCustomer`],
+//!   [`DailyFigures`] (orders and revenue per UTC day),
 //!   the [`OrderReadStore`] contract that storage backends implement, and the
 //!   [`OrderProjection`] that turns event batches into read-model changes.
 //! - [`readside`] and [`replay`]: the live read side ([`ReadSide`]: the active read-store
@@ -57,4 +58,7 @@ pub use service::{
     AsOf, CommandContext, CommandError, CommandOutcome, HistoryError, IdempotencyKey, OrderService,
 };
 pub use values::{Currency, CustomerEmail, Status};
-pub use view::{OrderPage, OrderView, StatusCounts, Summary, TopCustomer, ViewState};
+pub use view::{
+    DailyFigures, DayDelta, OrderPage, OrderView, StatusCounts, Summary, TopCustomer, ViewState,
+    fill_days,
+};

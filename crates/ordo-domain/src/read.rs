@@ -1,12 +1,12 @@
 //! The read side: the read-store contract, query shapes, and the projection that keeps
 //! the read models current.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use ordo_es::{BoxError, Checkpoint, DomainEvent, Projection, ProjectionError, RecordedEvent};
@@ -15,7 +15,10 @@ use crate::event::OrderEvent;
 use crate::money::Money;
 use crate::order::Order;
 use crate::values::Status;
-use crate::view::{OrderPage, OrderView, Summary, TopCustomer, ViewState, summary_contribution};
+use crate::view::{
+    DailyFigures, DayDelta, OrderPage, OrderView, Summary, TopCustomer, ViewState, order_day,
+    summary_contribution,
+};
 
 /// Sort orders of lists.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -124,13 +127,31 @@ pub struct ReadModelBatch {
     pub customer_deltas: std::collections::BTreeMap<String, (i64, Money)>,
     /// The latest occurredAt among the batch's events (the summary keeps the maximum).
     pub last_event_at: Option<OffsetDateTime>,
+    /// Per UTC day of createdAt: the change in the day's orders and revenue (see
+    /// [`DailyFigures`]). Days whose changes cancel out within the batch are left out.
+    pub daily_deltas: BTreeMap<Date, DayDelta>,
 }
 
 impl ReadModelBatch {
-    /// Accounts for one order going from `before` to `after`: summary counters and the
-    /// top-customer deltas.
+    /// Accounts for one order going from `before` to `after`: summary counters, the
+    /// top-customer deltas and the daily deltas.
     pub fn record_change(&mut self, before: &ViewState, after: &ViewState) {
         for (state, sign) in [(before, -1i64), (after, 1i64)] {
+            if let Some(view) = state.live() {
+                let day = order_day(view);
+                let delta = self.daily_deltas.entry(day).or_default();
+                delta.orders += sign;
+                if view.counts_as_revenue() {
+                    delta.revenue = if sign > 0 {
+                        delta.revenue + view.total_amount
+                    } else {
+                        delta.revenue - view.total_amount
+                    };
+                }
+                if *delta == DayDelta::default() {
+                    self.daily_deltas.remove(&day);
+                }
+            }
             if let Some((status, revenue)) = summary_contribution(state) {
                 self.status_delta[status.index()] += sign;
                 self.revenue_delta = if sign > 0 {
@@ -201,6 +222,11 @@ pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
     async fn list(&self, query: &ListQuery) -> Result<OrderPage, ReadStoreError>;
     async fn summary(&self) -> Result<Summary, ReadStoreError>;
     async fn top_customers(&self, limit: u32) -> Result<Vec<TopCustomer>, ReadStoreError>;
+
+    /// The stored figures of the UTC days from `from` to `to` (both included), oldest
+    /// first. Days without orders may be missing: [`fill_days`](crate::view::fill_days)
+    /// puts them in as zeros.
+    async fn daily(&self, from: Date, to: Date) -> Result<Vec<DailyFigures>, ReadStoreError>;
 
     /// Drops every read model and checkpoint (before a full rebuild).
     async fn reset(&self) -> Result<(), ReadStoreError>;
@@ -615,5 +641,96 @@ impl Projection for OrderProjection {
     }
     async fn flush(&self) -> Result<(), ProjectionError> {
         self.settle_in_flight().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::{date, datetime};
+
+    use super::*;
+
+    fn live(created_at: OffsetDateTime, cents: i128, status: Status) -> ViewState {
+        let mut view: OrderView = serde_json::from_value(serde_json::json!({
+            "orderId": Uuid::nil(),
+            "customerName": "Ada",
+            "customerEmail": "ada@example.com",
+            "items": [],
+            "totalAmount": 0,
+            "currency": "EUR",
+            "status": "pending",
+            "cancellationReason": null,
+            "shippingAddress": null,
+            "createdAt": "2026-01-01T00:00:00Z",
+            "updatedAt": "2026-01-01T00:00:00Z",
+            "version": 1,
+        }))
+        .expect("view");
+        view.created_at = created_at;
+        view.total_amount = Money::from_cents(cents);
+        view.status = status;
+        ViewState::Live(Box::new(view))
+    }
+
+    fn delta(orders: i64, cents: i128) -> DayDelta {
+        DayDelta {
+            orders,
+            revenue: Money::from_cents(cents),
+        }
+    }
+
+    #[test]
+    fn daily_deltas_follow_creates_status_changes_cancels_and_deletes() {
+        let late = datetime!(2026-03-01 23:59:59.999 UTC);
+        let early = datetime!(2026-03-02 00:00 UTC);
+        let mut batch = ReadModelBatch::default();
+        batch.record_change(&ViewState::Absent, &live(late, 1_000, Status::Pending));
+        batch.record_change(&ViewState::Absent, &live(early, 250, Status::Pending));
+        assert_eq!(
+            batch.daily_deltas,
+            BTreeMap::from([
+                (date!(2026 - 03 - 01), delta(1, 1_000)),
+                (date!(2026 - 03 - 02), delta(1, 250))
+            ])
+        );
+
+        // A status change moves nothing: the day is left out.
+        let mut batch = ReadModelBatch::default();
+        batch.record_change(
+            &live(late, 1_000, Status::Pending),
+            &live(late, 1_000, Status::Shipped),
+        );
+        assert!(batch.daily_deltas.is_empty());
+
+        // A cancelled order still counts as an order, not as revenue; deleted, as neither.
+        let mut batch = ReadModelBatch::default();
+        batch.record_change(
+            &live(late, 1_000, Status::Shipped),
+            &live(late, 1_000, Status::Cancelled),
+        );
+        assert_eq!(batch.daily_deltas[&date!(2026 - 03 - 01)], delta(0, -1_000));
+        batch.record_change(
+            &live(late, 1_000, Status::Cancelled),
+            &ViewState::Deleted { version: 4 },
+        );
+        batch.record_change(
+            &live(early, 250, Status::Confirmed),
+            &ViewState::Deleted { version: 3 },
+        );
+        assert_eq!(
+            batch.daily_deltas,
+            BTreeMap::from([
+                (date!(2026 - 03 - 01), delta(-1, -1_000)),
+                (date!(2026 - 03 - 02), delta(-1, -250))
+            ])
+        );
+
+        // Created and deleted within one batch: nothing to write.
+        let mut batch = ReadModelBatch::default();
+        let created = live(early, 700, Status::Pending);
+        batch.record_change(&ViewState::Absent, &created);
+        batch.record_change(&created, &ViewState::Deleted { version: 2 });
+        assert!(batch.daily_deltas.is_empty());
+        assert_eq!(batch.revenue_delta, Money::ZERO);
     }
 }

@@ -10,7 +10,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use ordo_domain::read::ListQuery;
-use ordo_domain::{AsOf, Money, OrderPage, OrderView, Sort, Status, Summary};
+use ordo_domain::view::{format_date, parse_date};
+use ordo_domain::{
+    AsOf, DailyFigures, Money, OrderPage, OrderView, Sort, Status, Summary, fill_days,
+};
 use ordo_es::{Metadata, Payload, Position, RecordedEvent};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -32,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(summary))
         .routes(routes!(top_customers))
         .routes(routes!(search))
+        .routes(routes!(daily))
 }
 
 // The query parameters, as the OpenAPI document describes them; `list_query` and the
@@ -574,4 +578,79 @@ async fn top_customers(
     await_consistency(&state, &headers).await?;
     let customers = state.reads().top_customers(limit).await?;
     Ok(Json(serde_json::json!({ "customers": customers })).into_response())
+}
+
+/// The daily answer: every day of the range, oldest first, zeros included.
+#[derive(serde::Serialize, ToSchema)]
+#[schema(as = DailyOrders)]
+struct DailyBody {
+    /// The first day, YYYY-MM-DD.
+    #[schema(format = Date, example = "2026-11-03")]
+    from: String,
+    /// The last day, YYYY-MM-DD.
+    #[schema(format = Date, example = "2026-12-02")]
+    to: String,
+    days: Vec<DailyFigures>,
+}
+
+/// The range of the daily query.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only.
+struct DailyParams {
+    /// How many days, ending with `to`.
+    #[param(minimum = 1, maximum = 366, default = 30)]
+    days: Option<u32>,
+    /// The last day (UTC), YYYY-MM-DD; default today.
+    #[param(value_type = Option<String>, format = Date, example = "2026-12-02")]
+    to: Option<String>,
+}
+
+/// Orders and revenue per UTC day: orders created that day and not deleted, and the
+/// revenue of those neither cancelled nor deleted (summed over every day: the summary).
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/daily",
+    tag = "queries",
+    operation_id = "dailyOrders",
+    params(DailyParams, ConsistencyHeaders),
+    responses(
+        (status = 200, description = "Every day of the range, oldest first, zeros included.", body = DailyBody),
+        (status = 400, response = BadRequest),
+        (status = 503, response = Unavailable),
+    ),
+)]
+async fn daily(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut days = 30;
+    let mut to = None;
+    for (name, value) in query_pairs(raw.as_deref(), &["days", "to"])? {
+        match name.as_str() {
+            "days" => days = parse_bounded("days", &value, 366)?,
+            _ => {
+                to = Some(parse_date(&value).ok_or_else(|| {
+                    ApiError::BadRequest("to must be a date such as 2026-01-31 (YYYY-MM-DD)".into())
+                })?);
+            }
+        }
+    }
+    let to = to.unwrap_or_else(|| OffsetDateTime::now_utc().date());
+    // Years before 1 would not be written as four digits.
+    let from = to
+        .checked_sub(time::Duration::days(i64::from(days) - 1))
+        .filter(|from| from.year() >= 1)
+        .ok_or_else(|| {
+            ApiError::BadRequest("to is too early: the range would start before year 1".into())
+        })?;
+    await_consistency(&state, &headers).await?;
+    let stored = state.reads().daily(from, to).await?;
+    Ok(Json(DailyBody {
+        from: format_date(from),
+        to: format_date(to),
+        days: fill_days(from, to, &stored),
+    })
+    .into_response())
 }

@@ -454,6 +454,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_generation_keeps_daily_figures_and_dropping_the_old_one_empties_them() {
+        use ordo_domain::{DailyFigures, DayDelta, Money};
+        use time::macros::date;
+        let (url, base) = testdb::fresh_url().await;
+        let provider = PgReadStores::connect(&url)
+            .await
+            .expect("connect to the test server");
+        let day = date!(2026 - 12 - 02);
+        let commit = |store: Arc<dyn OrderReadStore>, orders: i64, cents: i128| async move {
+            let mut batch = ReadModelBatch::default();
+            batch.daily_deltas.insert(
+                day,
+                DayDelta {
+                    orders,
+                    revenue: Money::from_cents(cents),
+                },
+            );
+            let origin = Checkpoint::origin(1);
+            let mut to = origin.clone();
+            to.advance(&Position::new(0, 1, 0));
+            store
+                .commit("orders", batch.into(), &origin, &to)
+                .await
+                .expect("commit");
+        };
+        let figures = |orders, cents| {
+            vec![DailyFigures {
+                date: day,
+                orders,
+                revenue: Money::from_cents(cents),
+            }]
+        };
+        let first = provider.open_active().await.expect("open");
+        commit(first.store.clone(), 2, 500).await;
+        let second = provider.create_generation().await.expect("create");
+        assert!(
+            second
+                .store
+                .daily(day, day)
+                .await
+                .expect("daily")
+                .is_empty(),
+            "a new generation has the table, empty"
+        );
+        commit(second.store.clone(), 3, 700).await;
+        provider.activate(&second.id).await.expect("activate");
+        assert_eq!(provider.drop_inactive().await.expect("drop"), 1);
+        assert!(first.store.daily(day, day).await.expect("daily").is_empty());
+        let active = provider.open_active().await.expect("active");
+        assert_eq!(
+            active.store.daily(day, day).await.expect("daily"),
+            figures(3, 700)
+        );
+        drop((first, second, active));
+        testdb::drop_schema_family(&base).await;
+    }
+
+    #[tokio::test]
     async fn ids_that_are_not_existing_generations_are_refused() {
         let (url, base) = testdb::fresh_url().await;
         let provider = PgReadStores::connect(&url)

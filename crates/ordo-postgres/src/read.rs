@@ -1,5 +1,5 @@
 //! The order read models: order views with indexed columns, the summary counters, top
-//! customers and projection checkpoints. Each projection batch commits in one
+//! customers, orders per day and projection checkpoints. Each projection batch commits in one
 //! transaction together with its checkpoint (compare-and-set).
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -16,8 +16,8 @@ use uuid::Uuid;
 use ordo_domain::read::search_text;
 use ordo_domain::view::StatusCounts;
 use ordo_domain::{
-    ListQuery, Money, OrderPage, OrderReadStore, OrderView, ParkedEvent, ReadModelBatch,
-    ReadStoreError, Sort, Summary, TopCustomer, ViewState,
+    DailyFigures, ListQuery, Money, OrderPage, OrderReadStore, OrderView, ParkedEvent,
+    ReadModelBatch, ReadStoreError, Sort, Summary, TopCustomer, ViewState,
 };
 use ordo_es::{Checkpoint, Cursor};
 
@@ -131,6 +131,26 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             AND total_cents IS NOT NULL AND created_at IS NOT NULL));
     "#,
     },
+    Migration {
+        version: 4,
+        description: "orders and revenue per day",
+        sql: r#"
+        -- Per UTC day of createdAt: the orders not deleted, and the revenue of those
+        -- neither cancelled nor deleted. Moved by each batch's deltas; a day left with no
+        -- order has no row. Filled here from the orders already stored, so an upgraded
+        -- store answers without a replay.
+        CREATE TABLE {s}.daily_orders (
+            day date PRIMARY KEY,
+            orders bigint NOT NULL,
+            revenue_cents numeric NOT NULL
+        );
+        INSERT INTO {s}.daily_orders (day, orders, revenue_cents)
+            SELECT (created_at AT TIME ZONE 'UTC')::date, count(*),
+                   coalesce(sum(total_cents) FILTER (WHERE status <> 'cancelled'), 0)
+            FROM {s}.orders WHERE NOT deleted
+            GROUP BY 1;
+    "#,
+    },
 ];
 
 /// Statements with the schema spliced in once.
@@ -147,6 +167,9 @@ struct Statements {
     move_customers: String,
     drop_customers: String,
     name_customers: String,
+    move_days: String,
+    drop_days: String,
+    daily: String,
     get: String,
     summary: String,
     top_customers: String,
@@ -221,6 +244,21 @@ impl Statements {
                      ORDER BY o.created_at DESC, o.order_id DESC LIMIT 1)
                  WHERE t.customer_email = ANY($1::text[])"
             ),
+            move_days: format!(
+                "INSERT INTO {s}.daily_orders AS t (day, orders, revenue_cents)
+                 SELECT d.day, d.n, d.revenue::numeric
+                 FROM unnest($1::date[], $2::int8[], $3::text[]) AS d(day, n, revenue)
+                 ON CONFLICT (day) DO UPDATE SET orders = t.orders + excluded.orders,
+                     revenue_cents = t.revenue_cents + excluded.revenue_cents"
+            ),
+            drop_days: format!(
+                "DELETE FROM {s}.daily_orders
+                 WHERE day = ANY($1::date[]) AND orders = 0 AND revenue_cents = 0"
+            ),
+            daily: format!(
+                "SELECT day, orders, revenue_cents::text FROM {s}.daily_orders
+                 WHERE day BETWEEN $1 AND $2 ORDER BY day"
+            ),
             get: format!("SELECT doc::text FROM {s}.orders WHERE order_id = $1 AND NOT deleted"),
             summary: format!(
                 "SELECT pending, confirmed, processing, shipped, delivered, cancelled, revenue_cents::text, last_updated
@@ -246,10 +284,11 @@ impl Statements {
 }
 
 /// Empties every read model of the (quoted) schema `s`: orders, summary, top customers,
-/// checkpoints and parked events.
+/// orders per day, checkpoints and parked events.
 pub(crate) fn reset_sql(s: &str) -> String {
     format!(
-        "TRUNCATE {s}.orders, {s}.order_search, {s}.top_customers, {s}.checkpoints, {s}.parked_events;
+        "TRUNCATE {s}.orders, {s}.order_search, {s}.top_customers, {s}.daily_orders, {s}.checkpoints,
+             {s}.parked_events;
          UPDATE {s}.order_summary SET pending = 0, confirmed = 0, processing = 0, shipped = 0,
              delivered = 0, cancelled = 0, revenue_cents = 0, last_updated = NULL;"
     )
@@ -568,6 +607,18 @@ impl OrderReadStore for PgReadStore {
             )
             .await?;
         }
+        if !batch.daily_deltas.is_empty() {
+            let mut days = Vec::with_capacity(batch.daily_deltas.len());
+            let mut counts = Vec::with_capacity(days.capacity());
+            let mut revenues = Vec::with_capacity(days.capacity());
+            for (day, delta) in &batch.daily_deltas {
+                days.push(*day);
+                counts.push(delta.orders);
+                revenues.push(delta.revenue.cents().to_string());
+            }
+            run(&tx, &sql.move_days, &[&days, &counts, &revenues]).await?;
+            run(&tx, &sql.drop_days, &[&days]).await?;
+        }
         // Read only now, after this transaction wrote orders: finish_bulk locks the
         // tables before it starts and clears the flag before it commits, so a batch sees
         // bulk mode only if finish_bulk's name refresh comes after it.
@@ -719,6 +770,20 @@ impl OrderReadStore for PgReadStore {
                     customer_name: row.try_get(1).map_err(get_err)?,
                     order_count: u64::try_from(count).map_err(|e| corrupt("order count", e))?,
                     total_spent: parse_cents(row.try_get::<_, &str>(3).map_err(get_err)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn daily(&self, from: Date, to: Date) -> Result<Vec<DailyFigures>, ReadStoreError> {
+        let rows = self.query(&self.sql.daily, &[&from, &to]).await?;
+        rows.iter()
+            .map(|row| {
+                let orders: i64 = row.try_get(1).map_err(get_err)?;
+                Ok(DailyFigures {
+                    date: row.try_get(0).map_err(get_err)?,
+                    orders: u64::try_from(orders).map_err(|e| corrupt("orders of a day", e))?,
+                    revenue: parse_cents(row.try_get::<_, &str>(2).map_err(get_err)?)?,
                 })
             })
             .collect()
@@ -929,7 +994,7 @@ mod tests {
     use ordo_domain::values::LineItem;
     use ordo_domain::{Currency, CustomerEmail, OrderEvent, OrderProjection, Status};
     use ordo_es::{DomainEvent, Metadata, Position, Projection, RecordedEvent, StreamId};
-    use time::macros::datetime;
+    use time::macros::{date, datetime};
 
     use super::*;
     use crate::testdb;
@@ -1081,6 +1146,186 @@ mod tests {
         );
         assert!(found(store.list(&search("steam")).await.expect("search")).is_empty());
         drop(store);
+        testdb::drop_schema(&old).await;
+        f.done().await;
+    }
+
+    fn status(from: Status, to: Status) -> OrderEvent {
+        OrderEvent::StatusChanged(OrderStatusChanged { from, to })
+    }
+
+    fn deleted() -> OrderEvent {
+        OrderEvent::Deleted(OrderDeleted {})
+    }
+
+    type Step = (Uuid, u64, OrderEvent, OffsetDateTime);
+
+    /// Orders created on four days, then changed, cancelled and deleted later; the
+    /// figures they leave are [`daily_expected`].
+    fn daily_history() -> Vec<Step> {
+        let [a, b, c, d, e, g] = [(); 6].map(|_| Uuid::now_v7());
+        let order = |cents| created("Ada", "ada@example.com", "Lamp", cents);
+        vec![
+            (g, 1, order(900), datetime!(2026-11-29 08:00 UTC)),
+            (
+                a,
+                1,
+                order(1_000),
+                datetime!(2026-11-30 23:59:59.999999 UTC),
+            ),
+            (b, 1, order(2_550), datetime!(2026-12-01 00:00 UTC)),
+            (c, 1, order(450), datetime!(2026-12-01 12:00 UTC)),
+            (g, 2, deleted(), datetime!(2026-12-01 14:00 UTC)),
+            (
+                a,
+                2,
+                status(Status::Pending, Status::Confirmed),
+                datetime!(2026-12-02 09:00 UTC),
+            ),
+            (b, 2, cancelled(), datetime!(2026-12-02 09:01 UTC)),
+            (c, 2, deleted(), datetime!(2026-12-02 09:02 UTC)),
+            (d, 1, order(10_000), datetime!(2026-12-01 18:00 UTC)),
+            (d, 2, deleted(), datetime!(2026-12-02 09:03 UTC)),
+            (e, 1, order(725), datetime!(2026-12-02 10:00 UTC)),
+            (
+                e,
+                2,
+                status(Status::Pending, Status::Confirmed),
+                datetime!(2026-12-02 11:00 UTC),
+            ),
+        ]
+    }
+
+    /// 11-29: its only order deleted, no row; 11-30: the order of a microsecond before
+    /// midnight; 12-01: one cancelled order (one deleted, one created and deleted);
+    /// 12-02: one order.
+    fn daily_expected() -> Vec<DailyFigures> {
+        let day = |date, orders, cents| DailyFigures {
+            date,
+            orders,
+            revenue: Money::from_cents(cents),
+        };
+        vec![
+            day(date!(2026 - 11 - 30), 1, 1_000),
+            day(date!(2026 - 12 - 01), 1, 0),
+            day(date!(2026 - 12 - 02), 1, 725),
+        ]
+    }
+
+    const DAILY_FROM: Date = date!(2026 - 11 - 01);
+    const DAILY_TO: Date = date!(2026 - 12 - 31);
+
+    async fn daily_of(store: &PgReadStore) -> Vec<DailyFigures> {
+        store.daily(DAILY_FROM, DAILY_TO).await.expect("daily")
+    }
+
+    #[tokio::test]
+    async fn the_figures_of_each_day_follow_creates_status_changes_cancels_and_deletes() {
+        let mut f = Fixture::new().await;
+        let steps = daily_history();
+        f.project(steps[..5].to_vec()).await;
+        assert_eq!(
+            daily_of(&f.store).await,
+            vec![
+                DailyFigures {
+                    date: date!(2026 - 11 - 30),
+                    orders: 1,
+                    revenue: Money::from_cents(1_000)
+                },
+                DailyFigures {
+                    date: date!(2026 - 12 - 01),
+                    orders: 2,
+                    revenue: Money::from_cents(3_000)
+                },
+            ],
+            "the day whose only order was deleted has no row left"
+        );
+        for step in &steps[5..] {
+            f.project(vec![step.clone()]).await;
+        }
+        let stored = daily_of(&f.store).await;
+        assert_eq!(stored, daily_expected());
+        assert_eq!(
+            f.store
+                .daily(date!(2026 - 12 - 01), date!(2026 - 12 - 01))
+                .await
+                .expect("daily"),
+            vec![daily_expected()[1]],
+            "both ends are included"
+        );
+        // Summed over the days: the summary's totals.
+        let summary = f.store.summary().await.expect("summary");
+        let filled = ordo_domain::fill_days(DAILY_FROM, DAILY_TO, &stored);
+        assert_eq!(filled.len(), 61);
+        assert_eq!(
+            filled.iter().map(|d| d.orders).sum::<u64>(),
+            summary.total_orders
+        );
+        assert_eq!(
+            filled.iter().map(|d| d.revenue).sum::<Money>(),
+            summary.total_revenue
+        );
+        // Changes that cancel out within a batch write nothing.
+        let (kept, gone) = (Uuid::now_v7(), Uuid::now_v7());
+        let at = datetime!(2026-12-02 15:00 UTC);
+        f.project(vec![
+            (gone, 1, created("Bo", "bo@example.com", "Desk", 800), at),
+            (gone, 2, deleted(), at),
+            (kept, 1, created("Cy", "cy@example.com", "Pen", 25), at),
+        ])
+        .await;
+        assert_eq!(daily_of(&f.store).await[2].revenue, Money::from_cents(750));
+        // A reset empties the model; the log projected again gives the same figures.
+        f.store.reset().await.expect("reset");
+        assert!(daily_of(&f.store).await.is_empty());
+        f.checkpoint = Checkpoint::origin(1);
+        f.project(steps).await;
+        assert_eq!(daily_of(&f.store).await, daily_expected());
+        f.done().await;
+    }
+
+    #[tokio::test]
+    async fn a_bulk_load_gives_the_daily_figures_of_batches_applied_one_by_one() {
+        let steps = daily_history();
+        let mut usual = Fixture::new().await;
+        for step in &steps {
+            usual.project(vec![step.clone()]).await;
+        }
+        let mut bulk = Fixture::new().await;
+        bulk.projection.begin_bulk().await.expect("bulk mode");
+        for chunk in steps.chunks(5) {
+            bulk.project(chunk.to_vec()).await;
+        }
+        bulk.projection.finish_bulk().await.expect("finish");
+        assert_eq!(daily_of(&usual.store).await, daily_expected());
+        assert_eq!(daily_of(&bulk.store).await, daily_expected());
+        usual.done().await;
+        bulk.done().await;
+    }
+
+    #[tokio::test]
+    async fn orders_stored_before_the_daily_table_are_counted_by_its_migration() {
+        let mut f = Fixture::new().await;
+        f.project(daily_history()).await;
+        // The orders copied into a schema at migration 3, before the daily table.
+        let (url, old) = testdb::fresh_url().await;
+        let options = ConnectOptions::parse(&url).expect("url");
+        let pool = options.pool().expect("pool");
+        migrate(&pool, &options, "read_models", &MIGRATIONS[..3])
+            .await
+            .expect("schema 3");
+        drop(pool);
+        let client = testdb::raw_client().await;
+        client
+            .batch_execute(&format!(
+                "INSERT INTO \"{old}\".orders SELECT * FROM \"{new}\".orders",
+                new = f.schema
+            ))
+            .await
+            .expect("copy the orders");
+        let upgraded = PgReadStore::connect(&url).await.expect("migrate to 4");
+        assert_eq!(daily_of(&upgraded).await, daily_expected());
+        drop(upgraded);
         testdb::drop_schema(&old).await;
         f.done().await;
     }
@@ -1354,6 +1599,7 @@ mod tests {
                 ("read_models".to_string(), 1),
                 ("read_models".to_string(), 2),
                 ("read_models".to_string(), 3),
+                ("read_models".to_string(), 4),
             ]
         );
         testdb::drop_schema(&schema).await;

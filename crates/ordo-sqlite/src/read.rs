@@ -1,4 +1,5 @@
-//! The SQLite read store: order views, summary, top customers, search, checkpoints.
+//! The SQLite read store: order views, summary, top customers, orders per day, search,
+//! checkpoints.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,13 +8,15 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use ordo_domain::read::{
     ListQuery, OrderReadStore, ParkedEvent, ReadModelBatch, ReadStoreError, Sort, search_text,
 };
-use ordo_domain::{Money, OrderPage, OrderView, StatusCounts, Summary, TopCustomer, ViewState};
+use ordo_domain::{
+    DailyFigures, Money, OrderPage, OrderView, StatusCounts, Summary, TopCustomer, ViewState,
+};
 use ordo_es::Checkpoint;
 
 use crate::events::migrate;
@@ -78,6 +81,20 @@ const SCHEMA: &[&str] = &[
     // 4: a second search index for the orders stored by live batches; `orders_search`
     // keeps those indexed in bulk (see `SEARCH_INDEXES`).
     "CREATE VIRTUAL TABLE orders_search_live USING fts5 (search_text, content = '', contentless_delete = 1, tokenize = 'trigram', detail = none);",
+    // 5: orders and revenue per UTC day of createdAt, filled from the orders already
+    // stored. `day` counts days since 1970-01-01; the floor division keeps an order's
+    // microseconds whole (SQLite's date functions round to milliseconds).
+    "CREATE TABLE daily_orders (
+        day INTEGER PRIMARY KEY,
+        orders INTEGER NOT NULL,
+        revenue_cents INTEGER NOT NULL
+    );
+    INSERT INTO daily_orders (day, orders, revenue_cents)
+        SELECT day, count(*), sum(CASE WHEN status <> 'cancelled' THEN total_cents ELSE 0 END)
+        FROM (SELECT (created_at - ((created_at % 86400000000) + 86400000000) % 86400000000) / 86400000000 AS day,
+                     status, total_cents
+              FROM orders NOT INDEXED WHERE deleted = 0)
+        GROUP BY day;",
 ];
 
 /// The search index is two FTS5 tables, searched together, each order in one of them:
@@ -157,6 +174,22 @@ fn from_micros(us: i64) -> Result<OffsetDateTime, ReadStoreError> {
 
 fn cents_i64(m: Money) -> Result<i64, ReadStoreError> {
     i64::try_from(m.cents()).map_err(|_| corrupt("amount out of range"))
+}
+
+/// The Julian day number of 1970-01-01: `daily_orders.day` counts days from it.
+const EPOCH_JULIAN_DAY: i32 = OffsetDateTime::UNIX_EPOCH.date().to_julian_day();
+
+/// A date as the key of `daily_orders`.
+fn day_number(date: Date) -> i64 {
+    i64::from(date.to_julian_day() - EPOCH_JULIAN_DAY)
+}
+
+fn from_day_number(day: i64) -> Result<Date, ReadStoreError> {
+    i32::try_from(day)
+        .ok()
+        .and_then(|d| d.checked_add(EPOCH_JULIAN_DAY))
+        .and_then(|jd| Date::from_julian_day(jd).ok())
+        .ok_or_else(|| corrupt(format!("day {day} of daily_orders is out of range")))
 }
 
 impl SqliteReadStore {
@@ -477,6 +510,24 @@ fn apply_summary(tx: &rusqlite::Transaction<'_>, batch: &ReadModelBatch) -> Resu
     Ok(())
 }
 
+/// Adds the batch's per-day deltas to `daily_orders`; a day left with no order has no row.
+fn apply_daily(tx: &rusqlite::Transaction<'_>, batch: &ReadModelBatch) -> Result<(), JobError> {
+    for (day, delta) in &batch.daily_deltas {
+        let day = day_number(*day);
+        tx.prepare_cached(
+            "INSERT INTO daily_orders (day, orders, revenue_cents) VALUES (?1, ?2, ?3)
+             ON CONFLICT (day) DO UPDATE SET orders = orders + excluded.orders,
+               revenue_cents = revenue_cents + excluded.revenue_cents",
+        )?
+        .execute(params![day, delta.orders, cents_i64(delta.revenue)?])?;
+        tx.prepare_cached(
+            "DELETE FROM daily_orders WHERE day = ?1 AND orders = 0 AND revenue_cents = 0",
+        )?
+        .execute([day])?;
+    }
+    Ok(())
+}
+
 fn stored_checkpoint(conn: &Connection, projection: &str) -> Result<Option<Checkpoint>, JobError> {
     let text: Option<String> = conn
         .prepare_cached("SELECT checkpoint FROM checkpoints WHERE projection = ?1")?
@@ -664,6 +715,7 @@ impl OrderReadStore for SqliteReadStore {
             for email in &batch.customers {
                 apply_customer(tx, email, batch.customer_deltas.get(email), !in_bulk)?;
             }
+            apply_daily(tx, &batch)?;
             apply_summary(tx, &batch)
         })
         .await
@@ -748,12 +800,42 @@ impl OrderReadStore for SqliteReadStore {
         .await
     }
 
+    async fn daily(&self, from: Date, to: Date) -> Result<Vec<DailyFigures>, ReadStoreError> {
+        let (from, to) = (day_number(from), day_number(to));
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT day, orders, revenue_cents FROM daily_orders
+                 WHERE day BETWEEN ?1 AND ?2 ORDER BY day",
+            )?;
+            let rows = stmt
+                .query_map([from, to], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (day, orders, cents) in rows {
+                out.push(DailyFigures {
+                    date: from_day_number(day)?,
+                    orders: u64::try_from(orders)
+                        .map_err(|_| corrupt(format!("day {day} has {orders} orders")))?,
+                    revenue: Money::from_cents(i128::from(cents)),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn reset(&self) -> Result<(), ReadStoreError> {
         self.write(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute_batch(
                 "DELETE FROM orders; DELETE FROM orders_search; DELETE FROM orders_search_live; DELETE FROM customers;
-                 DELETE FROM summary; DELETE FROM checkpoints; DELETE FROM parked_events;",
+                 DELETE FROM summary; DELETE FROM daily_orders; DELETE FROM checkpoints; DELETE FROM parked_events;",
             )?;
             tx.commit()?;
             Ok(())
@@ -1119,6 +1201,69 @@ mod tests {
         );
         // Both trigrams of "abcy" are in Bob's text, but not the term itself.
         assert!(found(store.list(&search("abcy")).await.expect("search")).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_from_before_the_daily_model_fills_it_from_its_orders() {
+        use time::macros::{date, datetime};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("read.db");
+        let at = |v: &mut OrderView, t: OffsetDateTime, status: ordo_domain::Status| {
+            v.created_at = t;
+            v.updated_at = t;
+            v.status = status;
+        };
+        let mut live = Vec::new();
+        for (t, status, cents) in [
+            // A microsecond before midnight, and half a second before the epoch: the
+            // day is the floor, never rounded.
+            (datetime!(2026-11-30 23:59:59.999999 UTC), "pending", 1_000),
+            (datetime!(1969-12-31 23:59:59.5 UTC), "shipped", 100),
+            (datetime!(2026-12-01 00:00 UTC), "cancelled", 2_550),
+            (datetime!(2026-12-01 13:00 UTC), "confirmed", 300),
+        ] {
+            let mut v = view(Uuid::now_v7(), "ada@example.com", "Ada", "Lamp", cents);
+            at(
+                &mut v,
+                t,
+                ordo_domain::Status::parse(status).expect("status"),
+            );
+            live.push(v);
+        }
+        let deleted = Uuid::now_v7();
+        {
+            // The schema as the previous release left it, with those orders in it.
+            let mut conn = open_writer(&path, "NORMAL", 32).expect("open");
+            migrate(&mut conn, &SCHEMA[..4]).expect("old schema");
+            let tx = conn.transaction().expect("tx");
+            for v in &live {
+                apply_view(&tx, v.order_id, &ViewState::Live(Box::new(v.clone())), None)
+                    .unwrap_or_else(|_| panic!("store an order"));
+            }
+            apply_view(&tx, deleted, &ViewState::Deleted { version: 2 }, None)
+                .unwrap_or_else(|_| panic!("store a tombstone"));
+            tx.commit().expect("commit");
+        }
+        let (from, to) = (date!(1969 - 12 - 01), date!(2026 - 12 - 31));
+        let upgraded = SqliteReadStore::open(&path).expect("open and migrate");
+        let figures = upgraded.daily(from, to).await.expect("daily");
+        let day = |date, orders, cents| DailyFigures {
+            date,
+            orders,
+            revenue: Money::from_cents(cents),
+        };
+        assert_eq!(
+            figures,
+            vec![
+                day(date!(1969 - 12 - 31), 1, 100),
+                day(date!(2026 - 11 - 30), 1, 1_000),
+                day(date!(2026 - 12 - 01), 2, 300),
+            ]
+        );
+        // The same as the projection's batches give.
+        let fresh = SqliteReadStore::open(dir.path().join("fresh.db")).expect("open");
+        Projected::new().commit(&fresh, batch(&live, &[])).await;
+        assert_eq!(fresh.daily(from, to).await.expect("daily"), figures);
     }
 
     #[test]
@@ -1569,6 +1714,17 @@ mod tests {
         );
         let top = bulk.top_customers(10).await.expect("top");
         assert_eq!(top, usual.top_customers(10).await.expect("top"));
+        let (from, to) = (
+            time::macros::date!(2026 - 11 - 01),
+            time::macros::date!(2026 - 11 - 30),
+        );
+        let daily = bulk.daily(from, to).await.expect("daily");
+        assert_eq!(daily, usual.daily(from, to).await.expect("daily"));
+        assert_eq!(
+            (daily.len(), daily[0].orders),
+            (1, 2),
+            "the deleted order left its day"
+        );
         // Both of Ada's orders have one createdAt; the later id decides.
         assert_eq!(
             top[0].customer_name, "Ada L.",

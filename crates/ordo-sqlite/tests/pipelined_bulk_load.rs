@@ -185,6 +185,13 @@ impl OrderReadStore for FailingCommits {
     ) -> Result<Vec<ordo_domain::TopCustomer>, ReadStoreError> {
         self.inner.top_customers(limit).await
     }
+    async fn daily(
+        &self,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<Vec<ordo_domain::DailyFigures>, ReadStoreError> {
+        self.inner.daily(from, to).await
+    }
     async fn reset(&self) -> Result<(), ReadStoreError> {
         self.inner.reset().await
     }
@@ -420,6 +427,15 @@ async fn pipelined_bulk_commits_give_the_read_models_of_one_by_one_commits() {
     assert_eq!(
         bulk.top_customers(50).await.expect("top"),
         usual.top_customers(50).await.expect("top")
+    );
+    let today = time::OffsetDateTime::now_utc().date();
+    let (from, to) = (
+        today - time::Duration::days(2),
+        today + time::Duration::days(1),
+    );
+    assert_eq!(
+        bulk.daily(from, to).await.expect("daily"),
+        usual.daily(from, to).await.expect("daily")
     );
     for query in [
         ListQuery::default(),

@@ -131,12 +131,14 @@ async fn start_job(app: &TestApp, body: Option<Value>) -> String {
     body["jobId"].as_str().expect("jobId").to_string()
 }
 
-const QUERIES: [&str; 5] = [
+const QUERIES: [&str; 6] = [
     "/api/v1/orders?limit=100&sort=totalAmount",
     "/api/v1/orders/summary",
     "/api/v1/orders/top-customers?limit=100",
     "/api/v1/orders/search?q=gear&limit=100",
     "/api/v1/orders/status/cancelled?limit=100",
+    // The days of the fixtures' orders.
+    "/api/v1/orders/daily?to=2025-03-04&days=5",
 ];
 
 async fn answers(app: &TestApp) -> Vec<Value> {
@@ -511,6 +513,17 @@ async fn the_old_format_fixture_projects_into_the_same_read_models_as_its_modern
     let old_answers = answers(&old).await;
     assert_eq!(old_answers, answers(&new).await);
     assert_eq!(old_answers[1]["totalRevenue"].to_string(), "44.98");
+    // 03-01: live; 03-02: cancelled (an order, no revenue); 03-03: deleted.
+    let daily: Value = serde_json::from_str(
+        r#"{"from": "2025-02-28", "to": "2025-03-04", "days": [
+            {"date": "2025-02-28", "orders": 0, "revenue": 0.00},
+            {"date": "2025-03-01", "orders": 1, "revenue": 44.98},
+            {"date": "2025-03-02", "orders": 1, "revenue": 0.00},
+            {"date": "2025-03-03", "orders": 0, "revenue": 0.00},
+            {"date": "2025-03-04", "orders": 0, "revenue": 0.00}]}"#,
+    )
+    .expect("json");
+    assert_eq!(old_answers[5], daily);
     let ada = json_of(
         old.get("/api/v1/orders/order/0193a0c0-0000-7000-8000-000000000001")
             .await,
@@ -528,6 +541,20 @@ async fn the_old_format_fixture_projects_into_the_same_read_models_as_its_modern
         history["events"][0]["schemaVersion"], 1,
         "stored events are never rewritten"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_rebuild_gives_the_same_daily_figures() {
+    let app = TestApp::spawn().await;
+    for token in load_fixture(&app, "orders-v2.json").await {
+        app.get_after("/api/v1/orders/summary", &token).await;
+    }
+    let before = answers(&app).await;
+    assert_eq!(before[5]["days"][1]["orders"], 1, "{}", before[5]);
+    let job = start_job(&app, None).await;
+    let done = wait_for_job(&app, &job).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(answers(&app).await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

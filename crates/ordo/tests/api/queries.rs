@@ -610,3 +610,262 @@ async fn operations_endpoints_answer() {
         assert!(metrics.contains(name), "missing {name} in\n{metrics}");
     }
 }
+
+/// Exact cents of a money value as the API writes it (two fraction digits, always).
+fn cents(value: &Value) -> i64 {
+    let text = value.to_string();
+    let (units, fraction) = text
+        .split_once('.')
+        .unwrap_or_else(|| panic!("{text}: no fraction digits"));
+    assert_eq!(fraction.len(), 2, "{text}: two fraction digits");
+    let units: i64 = units.parse().expect("units");
+    units * 100 + fraction.parse::<i64>().expect("cents")
+}
+
+/// Appends one order event with the given time (its createdAt, for an OrderCreated);
+/// returns its position.
+async fn append_at(
+    app: &TestApp,
+    stream: &str,
+    version: u64,
+    event_type: &str,
+    data: Value,
+    at: time::OffsetDateTime,
+) -> String {
+    use ordo_es::{ExpectedVersion, Metadata, NewEvent, StreamId};
+    app.stores
+        .events
+        .append(
+            &StreamId::new(stream),
+            ExpectedVersion::Exact(version - 1),
+            vec![NewEvent {
+                event_id: uuid::Uuid::now_v7(),
+                aggregate_type: "Order".into(),
+                event_type: event_type.into(),
+                schema_version: if event_type == "OrderCreated" { 2 } else { 1 },
+                occurred_at: at,
+                data: data.into(),
+                metadata: Metadata::default(),
+            }],
+        )
+        .await
+        .expect("append")
+        .last_position()
+        .to_string()
+}
+
+fn created_data(total: &str) -> Value {
+    let total: Value = serde_json::from_str(total).expect("amount");
+    json!({
+        "customerName": "Ada Lovelace", "customerEmail": "ada@example.com", "currency": "EUR",
+        "items": [{"productId": "p-1", "productName": "Lamp", "quantity": 1, "unitPrice": total, "lineTotal": total}],
+        "totalAmount": total, "shippingAddress": null
+    })
+}
+
+fn date_text(date: time::Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+#[tokio::test]
+async fn daily_figures_fill_every_day_oldest_first_and_add_up_to_the_summary() {
+    use time::{Duration, OffsetDateTime, Time};
+    let app = TestApp::spawn().await;
+    let today = OffsetDateTime::now_utc().date();
+    let (_, token) = seed(&app).await;
+    // Orders of earlier days, written as the event log holds them.
+    let three_days_ago = today - Duration::days(3);
+    let ten_days_ago = today - Duration::days(10);
+    let late = three_days_ago
+        .with_time(Time::from_hms_micro(23, 59, 59, 999_999).expect("time"))
+        .assume_utc();
+    let early = three_days_ago.midnight().assume_utc();
+    let (a, b, c) = [(); 3].map(|_| uuid::Uuid::now_v7().to_string()).into();
+    let mut positions = vec![
+        append_at(&app, &a, 1, "OrderCreated", created_data("12.34"), late).await,
+        append_at(&app, &b, 1, "OrderCreated", created_data("5"), early).await,
+        append_at(
+            &app,
+            &c,
+            1,
+            "OrderCreated",
+            created_data("7.00"),
+            ten_days_ago.midnight().assume_utc(),
+        )
+        .await,
+    ];
+    let now = OffsetDateTime::now_utc();
+    positions.push(
+        append_at(
+            &app,
+            &b,
+            2,
+            "OrderCancelled",
+            json!({"reason": null, "previousStatus": "pending"}),
+            now,
+        )
+        .await,
+    );
+    positions.push(append_at(&app, &c, 2, "OrderDeleted", json!({}), now).await);
+    for position in positions.iter().chain([&token]) {
+        app.get_after("/api/v1/orders/summary", position).await;
+    }
+
+    // A year up to tomorrow: the seeded orders are in it even if midnight passes.
+    let to = today + Duration::days(1);
+    let body = json_of(
+        app.get(&format!(
+            "/api/v1/orders/daily?days=366&to={}",
+            date_text(to)
+        ))
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let keys: Vec<&String> = body.as_object().expect("object").keys().collect();
+    assert_eq!(keys, ["days", "from", "to"]);
+    assert_eq!(body["to"], json!(date_text(to)));
+    assert_eq!(body["from"], json!(date_text(to - Duration::days(365))));
+    let days = body["days"].as_array().expect("days");
+    assert_eq!(days.len(), 366);
+    for (i, day) in days.iter().enumerate() {
+        let keys: Vec<&String> = day.as_object().expect("object").keys().collect();
+        assert_eq!(keys, ["date", "orders", "revenue"], "{day}");
+        assert_eq!(
+            day["date"],
+            json!(date_text(to - Duration::days(365 - i as i64))),
+            "every day, oldest first"
+        );
+        cents(&day["revenue"]);
+    }
+    let on = |date: time::Date| {
+        days.iter()
+            .find(|d| d["date"] == json!(date_text(date)))
+            .expect("the day")
+    };
+    // One order a microsecond before midnight, one at midnight (cancelled: no revenue).
+    assert_eq!(on(three_days_ago)["orders"], 2);
+    assert_eq!(on(three_days_ago)["revenue"].to_string(), "12.34");
+    assert_eq!(on(three_days_ago + Duration::days(1))["orders"], 0);
+    // Its only order deleted: a day of zeros.
+    assert_eq!(on(ten_days_ago)["orders"], 0);
+    assert_eq!(on(ten_days_ago)["revenue"].to_string(), "0.00");
+
+    let summary = json_of(app.get("/api/v1/orders/summary").await, StatusCode::OK).await;
+    let orders: u64 = days.iter().map(|d| d["orders"].as_u64().expect("n")).sum();
+    let revenue: i64 = days.iter().map(|d| cents(&d["revenue"])).sum();
+    assert_eq!(json!(orders), summary["totalOrders"]);
+    assert_eq!(revenue, cents(&summary["totalRevenue"]));
+    assert_eq!((orders, revenue), (6, 14_498 + 1_234));
+
+    // By default, the 30 days up to today (UTC).
+    let body = json_of(app.get("/api/v1/orders/daily").await, StatusCode::OK).await;
+    let after = OffsetDateTime::now_utc().date();
+    let to = [today, after]
+        .into_iter()
+        .find(|d| body["to"] == json!(date_text(*d)))
+        .unwrap_or_else(|| panic!("to is not today: {body}"));
+    assert_eq!(body["from"], json!(date_text(to - Duration::days(29))));
+    assert_eq!(body["days"].as_array().expect("days").len(), 30);
+    assert_eq!(body["days"][0]["date"], body["from"]);
+    assert_eq!(body["days"][29]["date"], body["to"]);
+
+    // One day, as written on the wire.
+    let one = app
+        .get(&format!(
+            "/api/v1/orders/daily?to={}&days=1",
+            date_text(three_days_ago)
+        ))
+        .await;
+    assert_eq!(one.status(), StatusCode::OK);
+    let d = date_text(three_days_ago);
+    assert_eq!(
+        one.text().await.expect("body"),
+        format!(
+            r#"{{"from":"{d}","to":"{d}","days":[{{"date":"{d}","orders":2,"revenue":12.34}}]}}"#
+        )
+    );
+}
+
+#[tokio::test]
+async fn bad_daily_parameters_are_400_naming_the_parameter() {
+    let app = TestApp::spawn().await;
+    for (query, named) in [
+        ("days=0", "days"),
+        ("days=367", "days"),
+        ("days=-1", "days"),
+        ("days=1.5", "days"),
+        ("days=", "days"),
+        ("days=ten", "days"),
+        ("days=99999999999999999999", "days"),
+        ("to=2026-13-01", "to"),
+        ("to=2026-02-29", "to"),
+        ("to=20261201", "to"),
+        ("to=2026-12-01T00:00:00Z", "to"),
+        ("to=yesterday", "to"),
+        ("to=", "to"),
+        ("to=0001-01-01&days=2", "to"),
+        ("from=2026-01-01", "from"),
+        ("days=3&days=4", "days"),
+        ("to=2026-12-01%00", "to"),
+    ] {
+        let problem = expect_problem(
+            app.get(&format!("/api/v1/orders/daily?{query}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        let detail = problem["detail"].as_str().expect("detail");
+        assert!(detail.contains(named), "{query}: {detail}");
+    }
+    // The edges are accepted.
+    for query in [
+        "days=1",
+        "days=366",
+        "to=0001-01-01&days=1",
+        "to=9999-12-31",
+    ] {
+        let response = app.get(&format!("/api/v1/orders/daily?{query}")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn the_daily_figures_wait_for_the_consistency_token() {
+    let app = TestApp::spawn().await;
+    let today = time::OffsetDateTime::now_utc().date();
+    let answer = app.create_order(&ada()).await;
+    let to = date_text(today + time::Duration::days(1));
+    let body = json_of(
+        app.get_after(
+            &format!("/api/v1/orders/daily?days=2&to={to}"),
+            &answer.token,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let days = body["days"].as_array().expect("days");
+    let orders: u64 = days.iter().map(|d| d["orders"].as_u64().expect("n")).sum();
+    let revenue: i64 = days.iter().map(|d| cents(&d["revenue"])).sum();
+    assert_eq!((orders, revenue), (1, 3_998), "{body}");
+    let bad = app
+        .request(Method::GET, "/api/v1/orders/daily")
+        .header("X-Consistency-Token", "garbage")
+        .send()
+        .await
+        .expect("request");
+    expect_problem(bad, StatusCode::BAD_REQUEST).await;
+    let future = app
+        .request(Method::GET, "/api/v1/orders/daily")
+        .header("X-Consistency-Token", "0.999999999.0")
+        .header("X-Consistency-Timeout-Ms", "50")
+        .send()
+        .await
+        .expect("request");
+    expect_problem(future, StatusCode::SERVICE_UNAVAILABLE).await;
+}
