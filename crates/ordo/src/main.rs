@@ -48,6 +48,7 @@ async fn serve_with(args: ordo::config::ServeArgs) -> anyhow::Result<()> {
     let stores = Stores::open(&args.stores).await?;
     let settings = ordo::Settings {
         admin_token: args.admin_token.map(|t| t.expose().to_string()),
+        ..ordo::Settings::default()
     };
     serve(&args.listen, stores, settings).await
 }
