@@ -419,6 +419,17 @@ impl Client {
                 match read {
                     Ok(batch) => {
                         self.from_store = batch.len() >= chunk;
+                        // The store returns only events after the checkpoint; a full read
+                        // of none would be read again and again.
+                        if self.from_store
+                            && batch.iter().all(|e| self.checkpoint.covers(&e.position))
+                        {
+                            tracing::error!(
+                                checkpoint = %self.checkpoint.encode(),
+                                "the event store returned only events before the checkpoint; ending the event stream"
+                            );
+                            return None;
+                        }
                         self.backlog
                             .extend(batch.iter().map(|e| Arc::new(Published::of(e))));
                     }
