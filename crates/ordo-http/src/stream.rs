@@ -49,6 +49,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::Stream;
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
@@ -512,9 +513,15 @@ async fn event_stream(
         let (token, item) = client.next_event().await?;
         Some((Ok::<_, Infallible>(frame(&token, &item)), client))
     });
-    Ok(Sse::new(events)
+    Ok(sse(events))
+}
+
+/// The SSE response of `events`, with a comment line whenever it has been idle for
+/// [`KEEP_ALIVE`].
+fn sse(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
+        .into_response()
 }
 
 #[cfg(test)]
@@ -578,6 +585,20 @@ mod tests {
         // The payload's number is written as stored, not through a float.
         assert!(lines[2].contains("\"amount\":19.99"), "{}", lines[2]);
         assert_eq!(&lines[3..], ["", ""], "a blank line ends the message");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_sends_a_comment_line_within_15_seconds() {
+        use futures_util::StreamExt;
+        let response = sse(futures_util::stream::pending());
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let mut body = response.into_body().into_data_stream();
+        for _ in 0..3 {
+            let started = tokio::time::Instant::now();
+            let frame = body.next().await.expect("a frame").expect("bytes");
+            assert_eq!(&frame[..], b":\n\n", "a comment line, then the blank line");
+            assert!(started.elapsed() <= Duration::from_secs(15));
+        }
     }
 
     #[tokio::test]
@@ -777,6 +798,88 @@ mod tests {
         let mut late = feed.client(None, feed.join().expect("slot"));
         append(&store, "new", 3..4).await;
         assert_eq!(types(&take(&mut late, 1).await), ["Test3"]);
+        feed.shut_down();
+    }
+
+    /// Concurrent appenders to several partitions, clients that keep up, resume and lag:
+    /// each gets every event once, each partition in its order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn under_concurrent_appends_every_client_gets_every_event_once_in_partition_order() {
+        let store = Arc::new(InMemoryStore::with_partitions(4));
+        let feed = feed_on(
+            &store,
+            StreamLimits {
+                live_buffer: 4,
+                read_chunk: 5,
+                ..StreamLimits::default()
+            },
+        );
+        let live = feed.client(None, feed.join().expect("slot"));
+        let resumed = feed.client(Some(Checkpoint::origin(4)), feed.join().expect("slot"));
+        let slow = feed.client(None, feed.join().expect("slot"));
+        let size = |i: usize| 1 + i % 3;
+        let total: usize = 4 * (0..100).map(size).sum::<usize>();
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let store = Arc::clone(&store);
+            writers.push(tokio::spawn(async move {
+                let mut n = 0;
+                for i in 0..100 {
+                    append(&store, &format!("w{w}-{}", i % 7), n..n + size(i)).await;
+                    n += size(i);
+                    tokio::task::yield_now().await;
+                }
+                n
+            }));
+        }
+        let readers: Vec<_> = [(live, false), (resumed, false), (slow, true)]
+            .into_iter()
+            .map(|(mut client, slow)| {
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while got.len() < total {
+                        if slow && got.len() % 50 == 0 {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        let (_, item) =
+                            tokio::time::timeout(Duration::from_secs(30), client.next_event())
+                                .await
+                                .expect("events arrive")
+                                .expect("the stream goes on");
+                        got.push(item.position);
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut written = 0;
+        for writer in writers {
+            written += writer.await.expect("writer");
+        }
+        assert_eq!(written, total);
+        let all = store
+            .read_all(&Checkpoint::origin(4), 10_000)
+            .await
+            .expect("read");
+        let mut expected: Vec<Position> = all.iter().map(|e| e.position).collect();
+        expected.sort_by_key(|p| (p.partition, p.cursor));
+        for reader in readers {
+            let got = reader.await.expect("reader");
+            for partition in 0..4 {
+                let cursors: Vec<_> = got
+                    .iter()
+                    .filter(|p| p.partition == partition)
+                    .map(|p| p.cursor)
+                    .collect();
+                assert!(
+                    cursors.windows(2).all(|w| w[0] < w[1]),
+                    "partition {partition} in order, each once"
+                );
+            }
+            let mut sorted = got.clone();
+            sorted.sort_by_key(|p| (p.partition, p.cursor));
+            assert_eq!(sorted, expected, "every event");
+        }
         feed.shut_down();
     }
 
