@@ -400,6 +400,10 @@ async fn a_malformed_resume_token_is_a_400_naming_it() {
         let detail = problem["detail"].as_str().unwrap_or("");
         assert!(detail.starts_with("after "), "{bad}: {problem}");
     }
+    // An empty id is no id (an SSE `id:` field with no value clears it).
+    let empty = request(&app, Some(""), None).await;
+    assert_eq!(empty.status(), StatusCode::OK);
+    drop(empty);
     let unknown = app
         .request(Method::GET, &format!("{STREAM}?from=1"))
         .send()
