@@ -14,6 +14,8 @@
 //!   read models, with read-your-writes on `X-Consistency-Token`), and history (from the
 //!   event store: events, `asOfVersion`, `asOf`).
 //! - `ops.rs`: `/health`, `/ready`, `/metrics`.
+//! - `stream.rs`: `GET /api/v1/events/stream`, the global log as Server-Sent Events, fed
+//!   by one tail of the log per process ([`EventFeed`]).
 //! - `admin.rs`: replay jobs, snapshots and projection status, behind a bearer token.
 //! - `error.rs`, `extract.rs`: problem documents, and reading bodies, headers and query
 //!   strings without trusting them.
@@ -29,6 +31,7 @@ mod metrics;
 mod openapi;
 mod ops;
 mod queries;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +51,7 @@ use ordo_domain::{OrderReadStore, OrderService, ReadSide, ReplayJobs};
 pub use error::{ApiError, PROBLEM_JSON};
 pub use metrics::Metrics;
 pub use queries::{EventJson, event_json};
+pub use stream::{EventFeed, StreamLimits};
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -61,6 +65,8 @@ pub struct AppState {
     pub partitions: u32,
     /// The admin bearer token; admin endpoints answer 403 without one.
     pub admin_token: Option<Arc<str>>,
+    /// The tail of the global log that feeds the event stream.
+    pub event_feed: Arc<EventFeed>,
 }
 
 impl AppState {
@@ -80,6 +86,7 @@ fn routes(admin_token: Option<Arc<str>>) -> OpenApiRouter<AppState> {
         .merge(commands::router())
         .merge(queries::router())
         .merge(ops::router())
+        .merge(stream::router())
         .merge(admin::router(admin_token))
         .routes(routes!(openapi::openapi_json))
 }

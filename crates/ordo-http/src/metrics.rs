@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const BUCKETS: &[f64] = &[
@@ -52,6 +53,10 @@ pub struct ProjectionGauges {
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    /// Clients of the event stream connected now.
+    event_stream_clients: AtomicU64,
+    /// Times a stream client fell behind the live feed and read from the store instead.
+    event_stream_resyncs: AtomicU64,
 }
 
 impl Metrics {
@@ -77,6 +82,18 @@ impl Metrics {
             .entry((method.into(), route.into(), status))
             .or_default() += 1;
         inner.http_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn event_stream_client_joined(&self) {
+        self.event_stream_clients.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn event_stream_client_left(&self) {
+        self.event_stream_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn event_stream_resynced(&self) {
+        self.event_stream_resyncs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Renders everything, with the gauges the caller reads from the projections.
@@ -153,6 +170,30 @@ impl Metrics {
             "ordo_http_request_seconds",
             "HTTP request duration.",
             &inner.http_seconds,
+        );
+        family(
+            &mut out,
+            "ordo_event_stream_clients",
+            "gauge",
+            "Clients of the event stream connected now.",
+            std::iter::once((
+                String::new(),
+                self.event_stream_clients
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            )),
+        );
+        family(
+            &mut out,
+            "ordo_event_stream_resyncs_total",
+            "counter",
+            "Times an event stream client fell behind the live feed and read from the store instead.",
+            std::iter::once((
+                String::new(),
+                self.event_stream_resyncs
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            )),
         );
         out
     }

@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// Token for the admin endpoints (Authorization: Bearer TOKEN).
     #[arg(long, env = "ORDO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+    /// Clients of the event stream (GET /api/v1/events/stream) served at once; one more
+    /// is answered 503 with Retry-After (0 turns the stream off).
+    #[arg(long, env = "ORDO_STREAM_MAX_CLIENTS", default_value_t = ordo_http::StreamLimits::default().max_clients)]
+    pub stream_max_clients: usize,
     #[command(flatten)]
     pub stores: StoreArgs,
 }
@@ -207,6 +211,7 @@ mod tests {
         let cli = Cli::try_parse_from(["ordo"]).expect("parse");
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.listen, "127.0.0.1:3000");
+        assert_eq!(cli.serve.stream_max_clients, 256);
         assert_eq!(cli.serve.stores.data_dir, PathBuf::from("./data"));
     }
 

@@ -17,9 +17,11 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
-use ordo_domain::{OrderService, ReadSide, ReadSideOptions, ReadStoreProvider, ReplayJobs};
+use ordo_domain::{
+    OrderProjection, OrderService, ReadSide, ReadSideOptions, ReadStoreProvider, ReplayJobs,
+};
 use ordo_es::{EventStore, RunnerConfig, SnapshotStore};
-use ordo_http::{AppState, Metrics};
+use ordo_http::{AppState, EventFeed, Metrics, StreamLimits};
 
 pub use config::StoreArgs;
 pub use runtime::ProjectionRuntime;
@@ -145,6 +147,8 @@ async fn open_read_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn ReadStorePr
 pub struct Settings {
     /// Enables the admin endpoints.
     pub admin_token: Option<String>,
+    /// The bounds of `GET /api/v1/events/stream`.
+    pub event_stream: StreamLimits,
 }
 
 /// Starts the read side (the active read models and their projection).
@@ -163,9 +167,9 @@ pub async fn start_read_side(stores: &Stores) -> anyhow::Result<Arc<ReadSide>> {
     .context("cannot open the read models")
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then stops accepting, lets
-/// requests in flight finish, and stops the projection runner between two batches (each
-/// batch is committed with its checkpoint, so nothing is lost).
+/// Serves the API on `listener` until `shutdown` completes, then stops accepting, ends the
+/// event streams, lets requests in flight finish, and stops the projection runner between
+/// two batches (each batch is committed with its checkpoint, so nothing is lost).
 pub async fn run(
     listener: TcpListener,
     stores: Stores,
@@ -174,22 +178,59 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let read_side = start_read_side(&stores).await?;
     let service = stores.service();
+    let metrics = Arc::new(Metrics::default());
+    let event_feed = EventFeed::new(
+        Arc::clone(&stores.events),
+        settings.event_stream.clone(),
+        Arc::clone(&metrics),
+        tail_start(&read_side).await,
+    );
+    let tail = tokio::spawn(Arc::clone(&event_feed).follow_log());
     let state = AppState {
         jobs: ReplayJobs::new(Arc::clone(&read_side), service.clone()),
         service,
         read_side: Arc::clone(&read_side),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         partitions: stores.events.partitions(),
         admin_token: settings.admin_token.map(Arc::from),
+        event_feed: Arc::clone(&event_feed),
     };
     let app = ordo_http::router(state);
     tracing::info!(address = %listener.local_addr()?, "ordo is listening");
+    let feed = Arc::clone(&event_feed);
+    let stopping = async move {
+        shutdown.await;
+        // An event stream never ends by itself: the graceful shutdown would wait for ever.
+        feed.shut_down();
+    };
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stopping)
         .await;
+    // Also when serving failed: the tail must not outlive the server.
+    event_feed.shut_down();
+    if let Err(e) = tail.await {
+        tracing::warn!(error = %e, "the event stream's tail ended abnormally");
+    }
     read_side.shutdown().await;
     tracing::info!("ordo stopped");
     served.context("the HTTP server failed")
+}
+
+/// Where the event stream's tail starts reading: the read models' stored checkpoint, at
+/// or before the end of the log and usually close to it, so that the tail need not read
+/// the whole log to find its end (the origin when there is none yet).
+async fn tail_start(read_side: &ReadSide) -> Option<ordo_es::Checkpoint> {
+    match read_side
+        .store()
+        .load_checkpoint(OrderProjection::NAME)
+        .await
+    {
+        Ok(checkpoint) => checkpoint,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the projection checkpoint; the event stream's tail starts at the origin");
+            None
+        }
+    }
 }
 
 /// Binds `addr` and runs until SIGINT or SIGTERM.

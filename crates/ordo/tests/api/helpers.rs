@@ -91,12 +91,21 @@ impl TestApp {
         app
     }
 
+    /// Starts the service on new stores, with these settings.
+    pub async fn spawn_configured(settings: Settings) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut app = Self::spawn_with_settings(store_args(dir.path()), settings).await;
+        app._dir = Some(dir);
+        app
+    }
+
     /// Starts the service on the given stores (to restart on the same data).
     pub async fn spawn_with(args: StoreArgs) -> TestApp {
         Self::spawn_with_settings(
             args,
             Settings {
                 admin_token: Some(ADMIN_TOKEN.into()),
+                ..Settings::default()
             },
         )
         .await

@@ -11,5 +11,6 @@ mod hostile;
 mod openapi;
 mod outage;
 mod queries;
+mod stream;
 
 mod helpers;
