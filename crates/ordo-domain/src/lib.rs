@@ -47,7 +47,7 @@ pub use money::Money;
 pub use order::{Order, OrderCommand, OrderError};
 pub use read::{
     ListQuery, OrderProjection, OrderReadStore, ParkedEvent, ReadGeneration, ReadModelBatch,
-    ReadStoreError, ReadStoreProvider, RebuildLock, Sort,
+    ReadStoreError, ReadStoreInspector, ReadStoreProvider, RebuildLock, Sort,
 };
 pub use readside::{ReadSide, ReadSideOptions, RebuildError};
 pub use replay::{JobState, JobStatus, ReplayJobs, ReplayRequest, StartError};
