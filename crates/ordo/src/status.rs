@@ -35,7 +35,8 @@ const SERVER_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
-    /// True when every store (and a server named with `--server`) answered.
+    /// True when every store answered, and the server too when it was named
+    /// (`--server`) or given a token.
     pub ok: bool,
     /// What kept `ok` false, one sentence each.
     pub problems: Vec<String>,
@@ -240,7 +241,11 @@ pub async fn gather(args: &StatusArgs) -> anyhow::Result<Report> {
     if server.explicit && !server.answered {
         problems.push(format!("no server answered at {}", server.url));
     }
-    if let (true, Some(e)) = (server.answered, &server.error) {
+    // Another service on the default address is only reported; a server asked for by
+    // name, or with a token, must answer as an ordo server.
+    if let (true, Some(e)) = (server.answered, &server.error)
+        && (server.explicit || token.is_some())
+    {
         problems.push(format!("server: {e}"));
     }
     if let Some(live) = live {
