@@ -1,6 +1,6 @@
 //! # ordo-domain: the order domain
 //!
-//! The business rules of ordo (../shared/spec/domain.md), with no I/O of its own.
+//! The business rules of ordo (docs/domain.md), with no I/O of its own.
 //!
 //! ## Layout
 //!

@@ -32,7 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/orders/search", get(search))
 }
 
-/// Default and longest read-your-writes waits (api.md).
+/// Default and longest read-your-writes waits (docs/api.md).
 const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 const MAX_WAIT_MS: u64 = 30_000;
 
