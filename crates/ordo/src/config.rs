@@ -82,10 +82,10 @@ pub struct StoreArgs {
     /// Event store URL: sqlite://PATH, redis://HOST:PORT,
     /// redis+cluster://HOST:PORT[,HOST:PORT...] or postgres://... [default: embedded in the
     /// data dir]
-    #[arg(long, env = "ORDO_EVENT_STORE", global = true)]
+    #[arg(long, env = "ORDO_EVENT_STORE", global = true, hide_env_values = true)]
     pub event_store: Option<String>,
     /// Read store URL: sqlite://PATH or postgres://... [default: embedded in the data dir]
-    #[arg(long, env = "ORDO_READ_STORE", global = true)]
+    #[arg(long, env = "ORDO_READ_STORE", global = true, hide_env_values = true)]
     pub read_store: Option<String>,
     /// Snapshot an order every this many events (0: only on demand).
     #[arg(

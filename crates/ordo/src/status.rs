@@ -75,7 +75,8 @@ pub struct ReadStoreReport {
     pub error: Option<String>,
     /// The generation queries are answered from.
     pub active_generation: Option<String>,
-    /// Generations that are not active: a rebuild being loaded, or one left by an
+    /// Generations that are not active: while a rebuild runs, the one being loaded (or,
+    /// for a few seconds after the switch, the one it replaced); otherwise one left by an
     /// interrupted rebuild (dropped at the next start).
     pub other_generations: Vec<String>,
     /// True while a rebuild (or the bulk load a service starts with) runs, in any process.
@@ -91,7 +92,8 @@ pub struct ProjectionReport {
     pub active: bool,
     /// The stored checkpoint (opaque), `null` when it never committed one.
     pub checkpoint: Option<String>,
-    /// The checkpoint as one number (the sum of its partitions' positions).
+    /// The checkpoint as one number (the sum of its partitions' cursors): it grows as the
+    /// projection moves; on PostgreSQL it is a transaction id, not a count.
     pub position: Option<u64>,
     /// Events stored after the checkpoint.
     pub events_behind: Option<u64>,
@@ -642,18 +644,29 @@ pub fn table(report: &Report) -> String {
         (None, Some(active)) => format!("reachable: active generation {active}"),
         (None, None) => "reachable".into(),
     };
-    for (label, kind, url, state) in [
-        ("event store", events.kind, &events.url, events_state),
-        ("read store ", reads.kind, &reads.url, reads_state),
+    let none = Vec::new();
+    for (label, kind, url, state, warnings) in [
+        (
+            "event store",
+            events.kind,
+            &events.url,
+            events_state,
+            &events.warnings,
+        ),
+        ("read store ", reads.kind, &reads.url, reads_state, &none),
     ] {
         let _ = writeln!(out, "{label}  {} {url}", kind.unwrap_or("unsupported"));
         let _ = writeln!(out, "             {state}");
-    }
-    for warning in &events.warnings {
-        let _ = writeln!(out, "             warning: {warning}");
+        for warning in warnings {
+            let _ = writeln!(out, "             warning: {warning}");
+        }
     }
     let rebuild = match (reads.rebuild_running, reads.other_generations.is_empty()) {
-        (Some(true), _) => format!("running, loading {}", reads.other_generations.join(", ")),
+        (Some(true), true) => "running (the rebuild lock is held: a rebuild, a start-up bulk load, or the clean-up in the seconds after a switch)".into(),
+        (Some(true), false) => format!(
+            "running; beside the active generation: {} (being loaded, or the one a switch just replaced)",
+            reads.other_generations.join(", ")
+        ),
         (Some(false), true) => "none running".into(),
         (Some(false), false) => format!(
             "none running; {} left by an interrupted rebuild (dropped at the next start)",
@@ -668,11 +681,12 @@ pub fn table(report: &Report) -> String {
         .projections
         .iter()
         .map(|p| {
-            let generation = if p.active {
-                format!("{} (active)", p.generation)
-            } else {
-                format!("{} (rebuild)", p.generation)
+            let role = match (p.active, reads.rebuild_running) {
+                (true, _) => "active",
+                (false, Some(true)) => "other",
+                (false, _) => "leftover",
             };
+            let generation = format!("{} ({role})", p.generation);
             [
                 p.name.clone(),
                 generation,
