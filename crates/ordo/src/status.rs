@@ -2,10 +2,10 @@
 //! directly, so it answers whether or not a server runs; with the live state of the
 //! projections merged in from a server that does.
 //!
-//! It changes nothing: the stores are opened read-only (the embedded ones are never
-//! created, not even their directory; no schema or key is created or migrated), and the
-//! only lock it touches is the embedded read models' process lock, tried and let go at
-//! once to see whether a process holds it.
+//! It changes nothing: no store is created (not even the data dir, schema or key
+//! prefix) or migrated, nothing is written to one, and the only lock it touches is the
+//! embedded read models' process lock, tried and let go at once to see whether a
+//! process holds it.
 //!
 //! The JSON form (`--json`) is documented in docs/cli.md; its keys are stable.
 
