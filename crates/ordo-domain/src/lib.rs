@@ -1,6 +1,6 @@
 //! # ordo-domain: the order domain
 //!
-//! The business rules of ordo (../shared/spec/domain.md), with no I/O of its own.
+//! The business rules of ordo (docs/domain.md), with no I/O of its own.
 //!
 //! ## Layout
 //!
@@ -50,7 +50,7 @@ pub use money::Money;
 pub use order::{Order, OrderCommand, OrderError};
 pub use read::{
     ListQuery, OrderProjection, OrderReadStore, ParkedEvent, ReadGeneration, ReadModelBatch,
-    ReadStoreError, ReadStoreProvider, RebuildLock, Sort,
+    ReadStoreError, ReadStoreInspector, ReadStoreProvider, RebuildLock, Sort,
 };
 pub use readside::{ReadSide, ReadSideOptions, RebuildError};
 pub use replay::{JobState, JobStatus, ReplayJobs, ReplayRequest, StartError};

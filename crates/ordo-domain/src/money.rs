@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Money(i128);
 
-/// The largest unit price domain.md allows: 1,000,000.00.
+/// The largest unit price docs/domain.md allows: 1,000,000.00.
 pub const MAX_UNIT_PRICE: Money = Money(100_000_000);
 
 /// Why a JSON number is not a valid amount.

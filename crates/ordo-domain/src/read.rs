@@ -315,6 +315,34 @@ pub trait ReadStoreProvider: Send + Sync + fmt::Debug + 'static {
     async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError>;
 }
 
+/// A read-only look at a read store's generations, for `ordo status`: nothing it does
+/// creates, migrates or locks anything, so it runs safely beside a running service (or
+/// on a store that does not exist, which it reports instead of creating).
+#[async_trait]
+pub trait ReadStoreInspector: Send + Sync + fmt::Debug + 'static {
+    /// The id of the active generation as stored now.
+    async fn active_generation(&self) -> Result<String, ReadStoreError>;
+    /// Every generation that exists, the active one included (a generation that is not
+    /// active is a rebuild being loaded, or one an interrupted rebuild left behind).
+    async fn generation_ids(&self) -> Result<Vec<String>, ReadStoreError>;
+    /// True while a rebuild (or the bulk load a service starts with) runs on these read
+    /// models, in any process.
+    async fn rebuild_running(&self) -> Result<bool, ReadStoreError>;
+    /// The checkpoint `projection` has committed in `generation`; `None` when it never
+    /// committed one (or the generation holds no read models yet).
+    async fn checkpoint(
+        &self,
+        generation: &str,
+        projection: &str,
+    ) -> Result<Option<Checkpoint>, ReadStoreError>;
+    /// The events `projection` parked in `generation`, oldest first.
+    async fn parked(
+        &self,
+        generation: &str,
+        projection: &str,
+    ) -> Result<Vec<ParkedEvent>, ReadStoreError>;
+}
+
 /// Held by whoever may create and drop read-store generations; released when dropped.
 pub struct RebuildLock(
     #[allow(dead_code, reason = "held for its Drop")] Box<dyn std::any::Any + Send + Sync>,

@@ -260,7 +260,7 @@ impl OrderService {
         }
     }
 
-    /// Runs a command on an existing order. Answers in the contract's precedence:
+    /// Runs a command on an existing order. Answers in the precedence of docs/api.md:
     /// unknown (404), deleted (410), If-Match (412), then the rules (409).
     pub async fn execute(
         &self,

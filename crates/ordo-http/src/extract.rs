@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
-/// The largest body accepted (api.md: 256 KiB).
+/// The largest body accepted (docs/api.md: 256 KiB).
 pub const MAX_BODY: usize = 256 * 1024;
 
 /// Reads a JSON body. `None` when the body is empty and `optional` is set.

@@ -1,6 +1,6 @@
 //! # ordo-http: the HTTP layer
 //!
-//! The outside of ordo (../shared/spec/api.md) as an axum [`Router`]. Handlers parse
+//! The outside of ordo (docs/api.md) as an axum [`Router`]. Handlers parse
 //! untrusted input into domain commands and queries, call the [`OrderService`] (write
 //! side) or the [`OrderReadStore`] (read side), and turn every failure into one
 //! [`ApiError`], the only type that knows HTTP statuses. Every error is

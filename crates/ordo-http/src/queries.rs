@@ -134,7 +134,7 @@ struct TopCustomers {
     customers: Vec<ordo_domain::TopCustomer>,
 }
 
-/// Default and longest read-your-writes waits (api.md).
+/// Default and longest read-your-writes waits (docs/api.md).
 const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 const MAX_WAIT_MS: u64 = 30_000;
 

@@ -295,6 +295,51 @@ pub(crate) async fn migrate(
     Ok(())
 }
 
+/// Why the schema cannot serve `component` (called `what` in the message) as it is:
+/// none of its migrations applied (no such store there), or some missing. `None` when
+/// every one is applied. Reads only: no schema, table or lock is taken or created.
+pub(crate) async fn missing_migrations(
+    pool: &Pool,
+    options: &ConnectOptions,
+    component: &str,
+    what: &str,
+    migrations: &[Migration],
+) -> Result<Option<String>, DbError> {
+    let client = pool.get().await?;
+    let table = format!("{}.schema_migrations", options.qualified());
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await?
+        .get(0);
+    let applied: Vec<i32> = if exists {
+        client
+            .query(
+                &format!("SELECT version FROM {table} WHERE component = $1"),
+                &[&component],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let missing = migrations
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .count();
+    Ok(if missing == migrations.len() {
+        Some(format!("no {what} in schema {:?}", options.schema))
+    } else if missing > 0 {
+        Some(format!(
+            "the {what} in schema {:?} lacks {missing} migration(s) of this ordo: `ordo serve` applies them",
+            options.schema
+        ))
+    } else {
+        None
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use ordo_es::{
     RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId,
 };
 
-use crate::db::{ConnectOptions, DbError, Migration, migrate};
+use crate::db::{ConnectOptions, DbError, Migration, migrate, missing_migrations};
 
 /// The only partition: PostgreSQL orders the whole log itself.
 const PARTITION: u32 = 0;
@@ -207,6 +207,25 @@ impl PgEventStore {
         let options = ConnectOptions::parse(url).map_err(StoreError::Invalid)?;
         let pool = options.pool().map_err(|e| StoreError::Other(e.into()))?;
         migrate(&pool, &options, "event_store", MIGRATIONS).await?;
+        Ok(PgEventStore {
+            pool,
+            sql: Statements::new(&options.qualified()),
+            schema: options.schema,
+            appended: Notify::new(),
+        })
+    }
+
+    /// [`connect`](Self::connect) to an event store that exists, creating and migrating
+    /// nothing (for tools that look, such as `ordo status`): [`StoreError::Invalid`]
+    /// when the schema holds no event store or an older one.
+    pub async fn connect_existing(url: &str) -> Result<PgEventStore, StoreError> {
+        let options = ConnectOptions::parse(url).map_err(StoreError::Invalid)?;
+        let pool = options.pool().map_err(|e| StoreError::Other(e.into()))?;
+        if let Some(missing) =
+            missing_migrations(&pool, &options, "event_store", "event store", MIGRATIONS).await?
+        {
+            return Err(StoreError::Invalid(missing));
+        }
         Ok(PgEventStore {
             pool,
             sql: Statements::new(&options.qualified()),

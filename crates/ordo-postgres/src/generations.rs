@@ -12,10 +12,14 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 use uuid::Uuid;
 
-use ordo_domain::{ReadGeneration, ReadStoreError, ReadStoreProvider, RebuildLock};
+use ordo_domain::{
+    OrderReadStore, ParkedEvent, ReadGeneration, ReadStoreError, ReadStoreInspector,
+    ReadStoreProvider, RebuildLock,
+};
+use ordo_es::Checkpoint;
 
 use crate::PgReadStore;
-use crate::db::{ConnectOptions, DbError, Migration, migrate};
+use crate::db::{ConnectOptions, DbError, Migration, migrate, missing_migrations};
 use crate::read;
 
 /// Key (with the schema's hash) of the transaction-scoped advisory lock that serialises
@@ -92,6 +96,32 @@ impl PgReadStores {
         admin.pool_size = admin.pool_size.min(2);
         let pool = admin.pool().map_err(other)?;
         migrate(&pool, &options, "read_generations", MIGRATIONS).await?;
+        Ok(PgReadStores {
+            pointer: format!("{}.read_generation", options.qualified()),
+            options,
+            pool,
+        })
+    }
+
+    /// [`connect`](Self::connect) to read models that exist, creating and migrating
+    /// nothing (for tools that look, such as `ordo status`, through
+    /// [`ReadStoreInspector`]): an error naming what is missing when the schema holds no
+    /// ordo read store.
+    pub async fn connect_existing(url: &str) -> Result<PgReadStores, ReadStoreError> {
+        let mut options = ConnectOptions::parse(url).map_err(other)?;
+        options.pool_size = 1;
+        let pool = options.pool().map_err(other)?;
+        if let Some(missing) = missing_migrations(
+            &pool,
+            &options,
+            "read_generations",
+            "read store",
+            MIGRATIONS,
+        )
+        .await?
+        {
+            return Err(other(missing));
+        }
         Ok(PgReadStores {
             pointer: format!("{}.read_generation", options.qualified()),
             options,
@@ -350,6 +380,94 @@ impl ReadStoreProvider for PgReadStores {
     }
 }
 
+impl PgReadStores {
+    /// Generation `id` read-only; `None` when it holds no read models.
+    async fn inspect(&self, id: &str) -> Result<Option<PgReadStore>, ReadStoreError> {
+        if !self.is_generation(id) {
+            return Err(ReadStoreError::Corrupt(format!(
+                "no read-store generation {id:?}"
+            )));
+        }
+        let mut options = self.options.clone();
+        options.schema = id.to_string();
+        PgReadStore::open_existing(options).await
+    }
+}
+
+/// Read-only: no schema, table or lock is created or taken.
+#[async_trait]
+impl ReadStoreInspector for PgReadStores {
+    async fn active_generation(&self) -> Result<String, ReadStoreError> {
+        let client = self.pool.get().await.map_err(DbError::from)?;
+        PgReadStores::active_id(self, &client).await
+    }
+
+    /// The active generation and every `S_g<hex>` schema; `S` itself only when active
+    /// (otherwise it just holds the pointer).
+    async fn generation_ids(&self) -> Result<Vec<String>, ReadStoreError> {
+        let client = self.pool.get().await.map_err(DbError::from)?;
+        let active = PgReadStores::active_id(self, &client).await?;
+        let mut ids: Vec<String> = client
+            .query(
+                "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname::text, $1) ORDER BY 1",
+                &[&self.generation_prefix()],
+            )
+            .await
+            .map_err(DbError::from)?
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .filter(|id| self.is_generation(id))
+            .collect();
+        if !ids.contains(&active) {
+            ids.push(active);
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Whether some session holds the rebuild advisory lock, from `pg_locks`: asking
+    /// never takes it. A two-key advisory lock shows as classid = key 1, objid = key 2
+    /// (as unsigned 32-bit values), objsubid = 2.
+    async fn rebuild_running(&self) -> Result<bool, ReadStoreError> {
+        let client = self.pool.get().await.map_err(DbError::from)?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS (
+                     SELECT 1 FROM pg_locks
+                      WHERE locktype = 'advisory' AND granted AND objsubid = 2
+                        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                        AND classid = ((($1::int4)::bigint) & 4294967295)::oid
+                        AND objid = (((hashtext($2::text))::bigint) & 4294967295)::oid)",
+                &[&REBUILD_LOCK, &self.options.schema],
+            )
+            .await
+            .map_err(DbError::from)?;
+        Ok(row.get(0))
+    }
+
+    async fn checkpoint(
+        &self,
+        generation: &str,
+        projection: &str,
+    ) -> Result<Option<Checkpoint>, ReadStoreError> {
+        match self.inspect(generation).await? {
+            Some(store) => store.load_checkpoint(projection).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn parked(
+        &self,
+        generation: &str,
+        projection: &str,
+    ) -> Result<Vec<ParkedEvent>, ReadStoreError> {
+        match self.inspect(generation).await? {
+            Some(store) => store.parked(projection).await,
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use ordo_domain::{OrderReadStore, ParkedEvent, ReadModelBatch};
@@ -508,6 +626,65 @@ mod tests {
             figures(3, 700)
         );
         drop((first, second, active));
+        testdb::drop_schema_family(&base).await;
+    }
+
+    #[tokio::test]
+    async fn the_inspector_creates_nothing_and_sees_a_rebuild_by_its_lock() {
+        let (url, base) = testdb::fresh_url().await;
+        let err = PgReadStores::connect_existing(&url)
+            .await
+            .expect_err("no read store there");
+        assert!(err.to_string().contains("read store failure"), "{err}");
+        assert!(schemas_like(&base).await.is_empty(), "nothing was created");
+
+        let provider = PgReadStores::connect(&url)
+            .await
+            .expect("connect to the test server");
+        let active = provider.open_active().await.expect("open");
+        let moved = touch(active.store.as_ref(), "p").await;
+        let inspector = PgReadStores::connect_existing(&url)
+            .await
+            .expect("an existing read store");
+        assert_eq!(inspector.active_generation().await.expect("active"), base);
+        assert_eq!(
+            inspector.checkpoint(&base, "p").await.expect("read"),
+            Some(moved)
+        );
+        assert!(inspector.parked(&base, "p").await.expect("read").is_empty());
+        assert!(!inspector.rebuild_running().await.expect("ask"));
+
+        let lock = provider
+            .try_lock_rebuild()
+            .await
+            .expect("ask")
+            .expect("free");
+        let building = provider.create_generation().await.expect("create");
+        assert!(inspector.rebuild_running().await.expect("ask"));
+        assert_eq!(
+            inspector.generation_ids().await.expect("list"),
+            [base.clone(), building.id.clone()]
+        );
+        assert_eq!(
+            inspector.checkpoint(&building.id, "p").await.expect("read"),
+            None
+        );
+        assert!(
+            provider.try_lock_rebuild().await.expect("ask").is_none(),
+            "looking never took the lock from its holder"
+        );
+        drop(lock);
+        let mut released = false;
+        for _ in 0..100 {
+            // The session closes in the background.
+            if !inspector.rebuild_running().await.expect("ask") {
+                released = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(released, "the lock's release is seen");
+        drop((active, building));
         testdb::drop_schema_family(&base).await;
     }
 

@@ -21,7 +21,7 @@ use ordo_domain::{
 };
 use ordo_es::{Checkpoint, Cursor};
 
-use crate::db::{ConnectOptions, DbError, Migration, migrate};
+use crate::db::{ConnectOptions, DbError, Migration, migrate, missing_migrations};
 
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -334,6 +334,32 @@ impl PgReadStore {
             schema: options.schema,
             bulk: Arc::new(std::sync::Mutex::new(None)),
         })
+    }
+
+    /// The read store in the schema of `options` if it holds one with every migration
+    /// applied, creating and migrating nothing; `None` when the schema holds no read
+    /// models (for tools that look, such as `ordo status`).
+    pub(crate) async fn open_existing(
+        options: ConnectOptions,
+    ) -> Result<Option<PgReadStore>, ReadStoreError> {
+        let mut options = options;
+        // A look needs one connection, not a service's pool.
+        options.pool_size = 1;
+        let pool = options
+            .pool()
+            .map_err(|e| ReadStoreError::Other(e.into()))?;
+        if missing_migrations(&pool, &options, "read_models", "read models", MIGRATIONS)
+            .await?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        Ok(Some(PgReadStore {
+            pool,
+            sql: Statements::new(&options.qualified()),
+            schema: options.schema,
+            bulk: Arc::new(std::sync::Mutex::new(None)),
+        }))
     }
 
     /// The schema the tables live in.

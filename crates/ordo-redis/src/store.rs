@@ -61,6 +61,17 @@ impl RedisEventStore {
     /// another count is refused ([`StoreError::Invalid`]), because it would move streams to
     /// other partitions. An unreachable server is [`StoreError::Unavailable`].
     pub async fn connect(url: &str) -> Result<RedisEventStore, StoreError> {
+        Self::connect_with(url, true).await
+    }
+
+    /// [`connect`](Self::connect) to a store that exists, writing nothing (for tools that
+    /// look, such as `ordo status`): [`StoreError::Invalid`] when no store was ever
+    /// recorded under the prefix.
+    pub async fn connect_existing(url: &str) -> Result<RedisEventStore, StoreError> {
+        Self::connect_with(url, false).await
+    }
+
+    async fn connect_with(url: &str, create: bool) -> Result<RedisEventStore, StoreError> {
         let url = StoreUrl::parse(url)
             .map_err(|e| StoreError::Invalid(format!("bad Redis store URL: {e}")))?;
         let link = Link::open(&url)
@@ -72,16 +83,24 @@ impl RedisEventStore {
             let link = link.clone();
             async move { link.query::<Option<String>>(&cmd).await }
         };
-        let mut set = redis::cmd("SET");
-        set.arg(&key).arg(url.partitions).arg("NX");
-        query(set)
-            .await
-            .map_err(|e| failure(format!("cannot record the partition count at {url}"), e))?;
+        if create {
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(url.partitions).arg("NX");
+            query(set)
+                .await
+                .map_err(|e| failure(format!("cannot record the partition count at {url}"), e))?;
+        }
         let mut get = redis::cmd("GET");
         get.arg(&key);
         let recorded = query(get)
             .await
             .map_err(|e| failure(format!("cannot read the partition count at {url}"), e))?;
+        if recorded.is_none() && !create {
+            return Err(StoreError::Invalid(format!(
+                "no event store under prefix {:?} at {url} (no key {key})",
+                url.prefix
+            )));
+        }
         if recorded.as_deref() != Some(url.partitions.to_string().as_str()) {
             return Err(StoreError::Invalid(format!(
                 "the store under prefix {:?} has {} partitions (key {key}); this process asked \
@@ -99,8 +118,10 @@ impl RedisEventStore {
             url,
             link,
         };
-        for warning in store.durability_warnings().await {
-            tracing::warn!(store = %store.url, "{warning}");
+        if create {
+            for warning in store.durability_warnings().await {
+                tracing::warn!(store = %store.url, "{warning}");
+            }
         }
         Ok(store)
     }

@@ -500,6 +500,43 @@ async fn a_store_refuses_another_partition_count(target: Target) {
     );
 }
 
+/// A look at a store (`ordo status`) writes nothing: a prefix never used stays empty.
+async fn connecting_to_an_existing_store_creates_none(target: Target) {
+    let prefix = unique_prefix();
+    let url = with_params(&target.url(), &format!("prefix={prefix}&partitions=4"));
+    let err = RedisEventStore::connect_existing(&url)
+        .await
+        .expect_err("nothing under a new prefix");
+    assert!(
+        matches!(&err, StoreError::Invalid(m) if m.contains("no event store")),
+        "{err:?}"
+    );
+    let err = RedisEventStore::connect_existing(&url)
+        .await
+        .expect_err("still nothing: the first look recorded no partition count");
+    assert!(matches!(&err, StoreError::Invalid(_)), "{err:?}");
+    let created = connect_with(target, &format!("prefix={prefix}&partitions=4")).await;
+    created
+        .append(
+            &StreamId::new("looked-at"),
+            ExpectedVersion::NoStream,
+            events(2),
+        )
+        .await
+        .expect("append");
+    let existing = RedisEventStore::connect_existing(&url)
+        .await
+        .expect("an existing store");
+    assert_eq!(existing.partitions(), 4);
+    assert_eq!(
+        existing
+            .count_after(&Checkpoint::origin(4))
+            .await
+            .expect("count"),
+        2
+    );
+}
+
 /// EVAL's script cache does not survive a restart or a failover; the store loads the
 /// script again on NOSCRIPT.
 async fn appends_survive_a_flushed_script_cache(target: Target) {
@@ -710,6 +747,7 @@ on_both_targets!(
     expected_any_appends_at_the_next_version,
     a_blocked_wait_uses_dedicated_connections_and_releases_them,
     a_store_refuses_another_partition_count,
+    connecting_to_an_existing_store_creates_none,
     appends_survive_a_flushed_script_cache,
     repeating_an_append_with_the_same_events_returns_the_first_outcome,
     a_retry_reports_the_positions_the_events_were_stored_at,

@@ -96,9 +96,62 @@ pub(crate) fn migrate(conn: &mut Connection, steps: &[&str]) -> rusqlite::Result
 impl SqliteEventStore {
     /// Opens (creating if needed) the event store in the file at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_with(path.as_ref(), true)
+    }
+
+    /// Opens the event store at `path` only if it exists and has this version's schema,
+    /// creating, migrating and writing nothing (for tools that look, such as
+    /// `ordo status`); [`StoreError::Invalid`] says what is missing.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.is_dir()
+        {
+            return Err(StoreError::Invalid(format!(
+                "no event store at {}: {} does not exist",
+                path.display(),
+                dir.display()
+            )));
+        }
+        if !path.is_file() {
+            return Err(StoreError::Invalid(format!(
+                "no event store at {}",
+                path.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(unavailable)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(unavailable)?;
+        let steps: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(unavailable)?;
+        drop(conn);
+        if steps != SCHEMA.len() as i64 {
+            return Err(StoreError::Invalid(format!(
+                "the event store at {} has schema step {steps}, this ordo has {}: {}",
+                path.display(),
+                SCHEMA.len(),
+                if steps < SCHEMA.len() as i64 {
+                    "`ordo serve` migrates it"
+                } else {
+                    "it was written by a newer ordo"
+                }
+            )));
+        }
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, migrate_schema: bool) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
         let mut conn = open_writer(&path, "FULL", 16).map_err(unavailable)?;
-        migrate(&mut conn, SCHEMA).map_err(unavailable)?;
+        if migrate_schema {
+            migrate(&mut conn, SCHEMA).map_err(unavailable)?;
+        }
         let checkpointer = start_checkpointer(&path, &conn, "FULL").map_err(unavailable)?;
         let head: u64 = conn
             .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
@@ -507,6 +560,30 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteEventStore::open(dir.path().join("events.db")).expect("open store");
         (store, dir)
+    }
+
+    #[test]
+    fn opening_an_existing_store_creates_and_migrates_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nested = dir.path().join("none").join("events.db");
+        let err = SqliteEventStore::open_existing(&nested).expect_err("no directory");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(!dir.path().join("none").exists());
+        let path = dir.path().join("events.db");
+        assert!(SqliteEventStore::open_existing(&path).is_err(), "no file");
+        assert!(!path.exists());
+        Connection::open(&path).expect("an empty database");
+        let err = SqliteEventStore::open_existing(&path).expect_err("not migrated");
+        assert!(err.to_string().contains("ordo serve` migrates it"), "{err}");
+        let steps = |path: &Path| -> i64 {
+            Connection::open(path)
+                .expect("open")
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .expect("user_version")
+        };
+        assert_eq!(steps(&path), 0, "left unmigrated");
+        drop(SqliteEventStore::open(&path).expect("create"));
+        SqliteEventStore::open_existing(&path).expect("an existing store");
     }
 
     fn event() -> NewEvent {

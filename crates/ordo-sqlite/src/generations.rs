@@ -11,7 +11,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use ordo_domain::{ReadGeneration, ReadStoreError, ReadStoreProvider, RebuildLock};
+use ordo_domain::{
+    ParkedEvent, ReadGeneration, ReadStoreError, ReadStoreInspector, ReadStoreProvider, RebuildLock,
+};
+use ordo_es::Checkpoint;
 
 use crate::SqliteReadStore;
 use crate::files::{remove_database, write_durably};
@@ -183,6 +186,104 @@ impl ReadStoreProvider for SqliteReadStores {
     }
 }
 
+impl SqliteReadStores {
+    /// Whether another process holds the lock of these read models (any ordo process
+    /// serving or rebuilding them). Tested by taking the lock and letting it go at once:
+    /// flock(2) has no way to ask without trying. The lock file is never created here.
+    fn locked_elsewhere(&self) -> Result<bool, ReadStoreError> {
+        if self
+            .lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let path = self.dir().join(format!("{}.lock", self.base_name()));
+        let file = match std::fs::OpenOptions::new().write(true).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_error(e)),
+        };
+        match file.try_lock() {
+            Ok(()) => Ok(false),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error(e)),
+        }
+    }
+
+    /// The file of generation `id`, refusing anything that is not one.
+    fn generation_path(&self, id: &str) -> Result<PathBuf, ReadStoreError> {
+        if self.is_generation(id) {
+            Ok(self.dir().join(id))
+        } else {
+            Err(ReadStoreError::Corrupt(format!(
+                "no read-store generation {id:?}"
+            )))
+        }
+    }
+}
+
+/// Read-only: files are read, never created (not even the data dir).
+#[async_trait]
+impl ReadStoreInspector for SqliteReadStores {
+    async fn active_generation(&self) -> Result<String, ReadStoreError> {
+        self.active_name()
+    }
+
+    async fn generation_ids(&self) -> Result<Vec<String>, ReadStoreError> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(self.dir()).map_err(io_error)? {
+            let name = entry
+                .map_err(io_error)?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if self.is_generation(&name) {
+                ids.push(name);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The lock of the embedded read models is held by every process using them, so a
+    /// rebuild is running when it is held and a generation other than the active one
+    /// exists; without a holder such a generation is a leftover, dropped at the next
+    /// start.
+    async fn rebuild_running(&self) -> Result<bool, ReadStoreError> {
+        if !self.locked_elsewhere()? {
+            return Ok(false);
+        }
+        let active = self.active_name()?;
+        Ok(self.generation_ids().await?.iter().any(|id| *id != active))
+    }
+
+    async fn checkpoint(
+        &self,
+        generation: &str,
+        projection: &str,
+    ) -> Result<Option<Checkpoint>, ReadStoreError> {
+        let path = self.generation_path(generation)?;
+        let projection = projection.to_string();
+        tokio::task::spawn_blocking(move || crate::read::read_only_checkpoint(&path, &projection))
+            .await
+            .map_err(|e| ReadStoreError::Other(Box::new(e)))?
+    }
+
+    async fn parked(
+        &self,
+        generation: &str,
+        projection: &str,
+    ) -> Result<Vec<ParkedEvent>, ReadStoreError> {
+        let path = self.generation_path(generation)?;
+        let projection = projection.to_string();
+        tokio::task::spawn_blocking(move || crate::read::read_only_parked(&path, &projection))
+            .await
+            .map_err(|e| ReadStoreError::Other(Box::new(e)))?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +321,76 @@ mod tests {
         assert!(dir.path().join(&second.id).exists());
         assert!(provider.activate("../elsewhere.db").await.is_err());
         assert!(provider.activate("read.gmissing.db").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_inspector_reads_generations_without_creating_or_locking_anything() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("none").join("read.db");
+        let inspector = SqliteReadStores::new(&missing);
+        assert!(inspector.generation_ids().await.is_err(), "no directory");
+        assert_eq!(
+            inspector.checkpoint("read.db", "p").await.expect("no file"),
+            None
+        );
+        assert!(
+            inspector
+                .parked("read.db", "p")
+                .await
+                .expect("none")
+                .is_empty()
+        );
+        assert!(!inspector.rebuild_running().await.expect("no lock file"));
+        assert!(!dir.path().join("none").exists(), "nothing was created");
+
+        let base = dir.path().join("read.db");
+        let serving = SqliteReadStores::new(&base);
+        let active = serving.open_active().await.expect("open");
+        let origin = Checkpoint::origin(1);
+        let mut to = origin.clone();
+        to.advance(&ordo_es::Position::new(0, 4, 0));
+        active
+            .store
+            .commit("p", Default::default(), &origin, &to)
+            .await
+            .expect("commit");
+        let inspector = SqliteReadStores::new(&base);
+        assert_eq!(
+            inspector.active_generation().await.expect("active"),
+            "read.db"
+        );
+        assert_eq!(
+            inspector.checkpoint("read.db", "p").await.expect("read"),
+            Some(to)
+        );
+        assert!(inspector.checkpoint("../x.db", "p").await.is_err());
+        assert!(
+            !inspector
+                .rebuild_running()
+                .await
+                .expect("held, one generation"),
+            "a serving process without a second generation is not rebuilding"
+        );
+        let building = serving.create_generation().await.expect("create");
+        assert_eq!(
+            inspector.generation_ids().await.expect("list"),
+            ["read.db".to_string(), building.id.clone()]
+        );
+        assert!(
+            inspector
+                .rebuild_running()
+                .await
+                .expect("held, two generations")
+        );
+        assert!(
+            serving.open_active().await.is_ok(),
+            "looking left the lock with its holder"
+        );
+        drop((active, building, serving));
+        assert!(
+            !inspector.rebuild_running().await.expect("no holder"),
+            "a generation nobody holds is a leftover"
+        );
     }
 
     #[tokio::test]

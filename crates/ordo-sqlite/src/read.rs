@@ -539,6 +539,93 @@ fn stored_checkpoint(conn: &Connection, projection: &str) -> Result<Option<Check
     }
 }
 
+/// A read-only connection to the read store at `path` and the schema steps it has, or
+/// `None` when there is no such file: opening it creates, migrates and locks nothing, so
+/// it is safe beside the process that writes it.
+fn open_read_only(path: &Path) -> Result<Option<(Connection, usize)>, ReadStoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(unavailable)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(unavailable)?;
+    let steps: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(unavailable)?;
+    if steps > SCHEMA.len() as i64 {
+        return Err(ReadStoreError::Corrupt(format!(
+            "{} was written by a newer ordo (schema step {steps}; this one knows {})",
+            path.display(),
+            SCHEMA.len()
+        )));
+    }
+    Ok(Some((conn, steps.max(0) as usize)))
+}
+
+/// The checkpoint of `projection` in the read store at `path`, read without changing
+/// anything; `None` when there is no store there or it was never projected into.
+pub(crate) fn read_only_checkpoint(
+    path: &Path,
+    projection: &str,
+) -> Result<Option<Checkpoint>, ReadStoreError> {
+    match open_read_only(path)? {
+        // Step 1 creates the checkpoints table.
+        Some((conn, steps)) if steps >= 1 => Ok(stored_checkpoint(&conn, projection)?),
+        _ => Ok(None),
+    }
+}
+
+/// The events `projection` parked in the read store at `path`, read without changing
+/// anything (none when there is no store there).
+pub(crate) fn read_only_parked(
+    path: &Path,
+    projection: &str,
+) -> Result<Vec<ParkedEvent>, ReadStoreError> {
+    match open_read_only(path)? {
+        // Step 2 creates the parked_events table.
+        Some((conn, steps)) if steps >= 2 => Ok(parked_events(&conn, projection)?),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The events `projection` parked, oldest first.
+fn parked_events(conn: &Connection, projection: &str) -> Result<Vec<ParkedEvent>, JobError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT position, event_id, stream_id, version, event_type, error, parked_at
+           FROM parked_events WHERE projection = ?1 ORDER BY parked_at, rowid",
+    )?;
+    let rows = stmt
+        .query_map([projection], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (position, event_id, stream_id, version, event_type, error, at) in rows {
+        out.push(ParkedEvent {
+            position,
+            event_id: Uuid::parse_str(&event_id).map_err(corrupt)?,
+            stream_id,
+            version: version as u64,
+            event_type,
+            error,
+            parked_at: from_micros(at)?,
+        });
+    }
+    Ok(out)
+}
+
 /// Compare-and-set: the stored checkpoint must be `from` (none stored counts as origin).
 fn check_checkpoint(
     tx: &rusqlite::Transaction<'_>,
@@ -1000,39 +1087,8 @@ impl OrderReadStore for SqliteReadStore {
 
     async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, ReadStoreError> {
         let projection = projection.to_string();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT position, event_id, stream_id, version, event_type, error, parked_at
-                   FROM parked_events WHERE projection = ?1 ORDER BY parked_at, rowid",
-            )?;
-            let rows = stmt
-                .query_map([projection], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, i64>(6)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut out = Vec::with_capacity(rows.len());
-            for (position, event_id, stream_id, version, event_type, error, at) in rows {
-                out.push(ParkedEvent {
-                    position,
-                    event_id: Uuid::parse_str(&event_id).map_err(corrupt)?,
-                    stream_id,
-                    version: version as u64,
-                    event_type,
-                    error,
-                    parked_at: from_micros(at)?,
-                });
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |conn| parked_events(conn, &projection))
+            .await
     }
 
     async fn ping(&self) -> Result<(), ReadStoreError> {

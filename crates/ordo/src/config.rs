@@ -27,6 +27,10 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Take a snapshot of one order now.
     Snapshot(SnapshotArgs),
+    /// Report the stores, the projections (position, lag, state, parked events) and any
+    /// running rebuild, read from the stores directly; with the live state of a server
+    /// that answers. Changes nothing. Exits non-zero when something does not answer.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -37,6 +41,26 @@ pub struct ReplayArgs {
     /// Repair one order.
     #[arg(long, value_name = "ID")]
     pub aggregate: Option<String>,
+    #[command(flatten)]
+    pub stores: StoreArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print JSON (keys documented in docs/cli.md) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The server to ask for the projections' live state [default: http://<--listen>].
+    /// A server named here that does not answer is a failure; the default one is only
+    /// reported.
+    #[arg(long, env = "ORDO_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Where a server on these stores listens (asked when --server is not given).
+    #[arg(long, env = "ORDO_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: String,
+    /// The server's admin token, to read its projections' live state.
+    #[arg(long, env = "ORDO_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
     #[command(flatten)]
     pub stores: StoreArgs,
 }
@@ -58,10 +82,10 @@ pub struct StoreArgs {
     /// Event store URL: sqlite://PATH, redis://HOST:PORT,
     /// redis+cluster://HOST:PORT[,HOST:PORT...] or postgres://... [default: embedded in the
     /// data dir]
-    #[arg(long, env = "ORDO_EVENT_STORE", global = true)]
+    #[arg(long, env = "ORDO_EVENT_STORE", global = true, hide_env_values = true)]
     pub event_store: Option<String>,
     /// Read store URL: sqlite://PATH or postgres://... [default: embedded in the data dir]
-    #[arg(long, env = "ORDO_READ_STORE", global = true)]
+    #[arg(long, env = "ORDO_READ_STORE", global = true, hide_env_values = true)]
     pub read_store: Option<String>,
     /// Snapshot an order every this many events (0: only on demand).
     #[arg(

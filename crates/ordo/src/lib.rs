@@ -8,6 +8,7 @@
 pub mod config;
 pub mod events;
 mod runtime;
+pub mod status;
 pub mod tools;
 
 use std::future::Future;
@@ -64,11 +65,11 @@ impl Stores {
     }
 }
 
-fn is_postgres(url: &str) -> bool {
+pub(crate) fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-fn sqlite_path(url: &str) -> Option<&str> {
+pub(crate) fn sqlite_path(url: &str) -> Option<&str> {
     url.strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
 }

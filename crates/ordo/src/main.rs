@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Some(Command::Events(args)) => print_events(args).await,
             Some(Command::Replay(args)) => ordo::tools::replay(args).await,
             Some(Command::Snapshot(args)) => ordo::tools::snapshot(args).await,
+            Some(Command::Status(args)) => ordo::status::run(args).await,
         }
     });
     match result {

@@ -356,7 +356,7 @@ async fn repairs_of_one_order_and_from_a_timestamp_change_no_correct_answer() {
     expect_problem(unknown, StatusCode::NOT_FOUND).await;
 }
 
-fn raw_event(event_type: &str, schema_version: u32, data: Value) -> NewEvent {
+pub(crate) fn raw_event(event_type: &str, schema_version: u32, data: Value) -> NewEvent {
     NewEvent {
         event_id: uuid::Uuid::now_v7(),
         aggregate_type: "Order".into(),
