@@ -17,6 +17,11 @@
 //! - `stream.rs`: `GET /api/v1/events/stream`, the global log as Server-Sent Events, fed
 //!   by one tail of the log per process ([`EventFeed`]).
 //! - `admin.rs`: replay jobs, snapshots and projection status, behind a bearer token.
+//! - `stream.rs`: `GET /api/v1/events/stream`, every stored event as a Server-Sent Event,
+//!   fed by one tail of the global log.
+//! - `openapi.rs`: the OpenAPI 3.1 document. Each module's `router()` registers its
+//!   handlers with `utoipa_axum`'s `routes!`, which takes the path and method from the
+//!   handler's `#[utoipa::path]`, so router and document come from one source.
 //! - `error.rs`, `extract.rs`: problem documents, and reading bodies, headers and query
 //!   strings without trusting them.
 //! - This file: [`AppState`], [`router`] (one `router()` per module, merged here) and the
