@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README.md; .ci/run calls it): starts what the tests need, then runs
-# every test of the workspace, then the API test suite again on each store combination.
+# every test of the workspace (the browser tests once), then the API test suite again on
+# each store combination.
 # It fails, never skips, when a server it needs cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 ordo_postgres
 ordo_redis
 ordo_redis_cluster
+ordo_chromium
 
 export RUST_BACKTRACE=1
 
@@ -30,7 +32,15 @@ cleanup() {
 }
 trap cleanup EXIT
 echo "== all crates (embedded store, conformance suites, PostgreSQL and Redis stores)"
-cargo test --workspace --all-features --locked
+cargo test --workspace --all-features --locked --exclude ordo
+# The ordo crate's own targets, by name, so that its browser tests run once, below. A new
+# test target of the ordo crate goes here too.
+cargo test --all-features --locked -p ordo --lib --bins --test api
+
+# The web interface in headless Chromium, once: the pages use only the HTTP API, which the
+# API tests cover on every store combination.
+echo "== browser tests"
+cargo test --locked -p ordo --test browser
 
 # The same API tests on each store combination (the default run above used the embedded
 # stores): events x read models.

@@ -15,6 +15,8 @@
 //!   event store: events, `asOfVersion`, `asOf`).
 //! - `ops.rs`: `/health`, `/ready`, `/metrics`.
 //! - `admin.rs`: replay jobs, snapshots and projection status, behind a bearer token.
+//! - `web.rs`: the web interface (dashboard, order page, API reference) and its assets
+//!   from `web/`, compiled in; the pages use only the public API.
 //! - `error.rs`, `extract.rs`: problem documents, and reading bodies, headers and query
 //!   strings without trusting them.
 //! - This file: [`AppState`], [`router`] (one `router()` per module, merged here) and the
@@ -28,6 +30,7 @@ mod extract;
 mod metrics;
 mod ops;
 mod queries;
+mod web;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(queries::router())
         .merge(ops::router())
         .merge(admin::router(state.clone()))
+        .merge(web::router())
         .route_layer(middleware::from_fn(tag_route))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -10,5 +10,6 @@ mod durability;
 mod hostile;
 mod outage;
 mod queries;
+mod web;
 
 mod helpers;
