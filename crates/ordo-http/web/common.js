@@ -168,24 +168,26 @@ const ordo = (() => {
    * the highest value marked. Returns a figure with the SVG and its data table.
    */
   function columnsChart({ title, points, valueHeading, tickEvery, className }) {
-    const width = 560, height = 170, left = 44, bottom = 22, top = 10;
+    const width = 560, height = 170, left = 44, right = 24, bottom = 22, top = 10;
     const max = Math.max(...points.map((p) => p.value), 0);
     const scale = max > 0 ? max : 1;
     const plot = height - bottom - top;
-    const step = (width - left) / Math.max(points.length, 1);
+    const step = (width - left - right) / Math.max(points.length, 1);
     const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart-svg", role: "img", "aria-label": title, focusable: "false" });
     for (const fraction of [0, 0.5, 1]) {
       const y = top + plot - fraction * plot;
       chart.append(
-        svg("line", { x1: left, x2: width, y1: y, y2: y, class: "grid" }),
+        svg("line", { x1: left, x2: width - right, y1: y, y2: y, class: "grid" }),
         svg("text", { x: left - 6, y, class: "axis", "text-anchor": "end", "dominant-baseline": "middle" }, compact(fraction * max)));
     }
+    const last = points.length - 1;
     points.forEach((p, n) => {
       const h = (p.value / scale) * plot;
       const x = left + n * step;
       chart.append(svg("rect", { x: x + step * 0.15, y: top + plot - h, width: step * 0.7, height: Math.max(h, p.value > 0 ? 1 : 0), class: `bar ${className || ""}` },
         svg("title", null, `${p.label}: ${p.text}`)));
-      if (n % (tickEvery || 1) === 0 || n === points.length - 1) {
+      // Labelled from the newest point back, so the newest always has its label.
+      if ((last - n) % (tickEvery || 1) === 0) {
         chart.append(svg("text", { x: x + step / 2, y: height - 6, class: "axis", "text-anchor": "middle" }, p.tick || p.label));
       }
     });
@@ -195,7 +197,7 @@ const ordo = (() => {
 
   function compact(n) {
     if (n >= 1e6) return (n / 1e6).toFixed(1) + "M";
-    if (n >= 1e4) return Math.round(n / 1e3) + "k";
+    if (n >= 1e5) return Math.round(n / 1e3) + "k";
     if (n >= 1e3) return (n / 1e3).toFixed(1) + "k";
     return Number.isInteger(n) ? String(n) : n.toFixed(1);
   }

@@ -185,7 +185,11 @@
       return;
     }
     const days = answer.body.days || [];
-    const tick = (d) => d.date.slice(5);
+    const dayFormat = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", timeZone: "UTC" });
+    const tick = (d) => {
+      const day = new Date(`${d.date}T00:00:00Z`);
+      return Number.isNaN(day.getTime()) ? d.date : dayFormat.format(day);
+    };
     replace(box,
       el("div", null, el("h3", null, "Orders per day"), ordo.columnsChart({
         title: `Orders per day, ${answer.body.from} to ${answer.body.to}`,

@@ -136,6 +136,40 @@ async fn the_dashboard_lists_an_order_created_through_the_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_an_order_created_while_it_is_open() {
+    let (app, browser) = start().await;
+    create_visible(&app, "Ada Lovelace", "ada@example.com", "Difference Engine").await;
+
+    browser.goto(&app.url("/")).await;
+    browser
+        .wait_for("the first order", || async {
+            (row_texts(&browser).await.len() == 1).then_some(())
+        })
+        .await;
+    browser
+        .wait_text("#live", "the live stream to be connected", |t| t == "Live")
+        .await;
+
+    app.create_order(&order_body(
+        "Linus Torvalds",
+        "linus@example.com",
+        &[("Kernel", 1, "1.00")],
+    ))
+    .await;
+    let rows = browser
+        .wait_for("the new order's row, without a reload", || async {
+            let rows = row_texts(&browser).await;
+            (rows.len() == 2).then_some(rows)
+        })
+        .await;
+    assert!(rows[0].contains("Linus Torvalds"), "newest first: {rows:?}");
+    browser
+        .wait_text("#total-orders", "the summary to follow", |t| t == "2")
+        .await;
+    browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_narrows_the_table_and_the_url_carries_the_term() {
     let (app, browser) = start().await;
     create_visible(&app, "Grace Hopper", "grace@navy.mil", "Compiler").await;
