@@ -127,8 +127,10 @@ const ordo = (() => {
     return el("span", { class: `badge status-${STATUSES.includes(status) ? status : "unknown"}` }, status);
   }
 
+  /** The end of an id: order ids (UUIDv7) begin with their creation time, alike for
+   * orders made together, and end in random digits. */
   function shortId(id) {
-    return String(id).slice(0, 8) + "…";
+    return "…" + String(id).slice(-8);
   }
 
   /** A visually hidden data table: the text alternative of a chart. */

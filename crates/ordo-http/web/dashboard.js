@@ -124,7 +124,7 @@
   }
 
   function pager(total, pages) {
-    $("page-info").textContent = total === 0 ? "" : `Page ${view.page} of ${pages}`;
+    $("page-info").textContent = total === 0 ? "" : `Page ${view.page.toLocaleString()} of ${pages.toLocaleString()}`;
     $("prev").disabled = view.page <= 1;
     $("next").disabled = view.page >= pages;
   }
