@@ -90,7 +90,7 @@
     $("orders").setAttribute("aria-busy", "true");
     let answer;
     try {
-      answer = await api(apiPathOf(view), { signal: controller.signal, headers: consistency(token) });
+      answer = await query(apiPathOf(view), token, controller.signal);
     } catch (_) {
       return; // superseded by a newer request
     }
@@ -133,8 +133,16 @@
     return token ? { "X-Consistency-Token": token, "X-Consistency-Timeout-Ms": "5000" } : {};
   }
 
+  /** A query that waits for the read models to include `token`; when they do not catch
+   * up in time (503), the answer they can give now. */
+  async function query(path, token, signal) {
+    const answer = await api(path, { signal, headers: consistency(token) });
+    if (token && (answer.status === 503 || answer.status === 400)) return api(path, { signal });
+    return answer;
+  }
+
   async function loadSummary(token) {
-    const answer = await api("/api/v1/orders/summary", { headers: consistency(token) });
+    const answer = await query("/api/v1/orders/summary", token);
     $("status-chart").removeAttribute("aria-busy");
     if (!answer.ok) {
       replace($("status-chart"), el("p", { class: "message", "data-kind": "error" }, problemText(answer.problem)));
@@ -154,7 +162,7 @@
   }
 
   async function loadTopCustomers(token) {
-    const answer = await api("/api/v1/orders/top-customers?limit=10", { headers: consistency(token) });
+    const answer = await query("/api/v1/orders/top-customers?limit=10", token);
     $("top-chart").removeAttribute("aria-busy");
     if (!answer.ok) {
       replace($("top-chart"), el("p", { class: "message", "data-kind": "error" }, problemText(answer.problem)));
@@ -173,7 +181,7 @@
   }
 
   async function loadDaily(token) {
-    const answer = await api("/api/v1/orders/daily?days=30", { headers: consistency(token) });
+    const answer = await query("/api/v1/orders/daily?days=30", token);
     const box = $("daily-chart");
     box.removeAttribute("aria-busy");
     if (answer.status === 404) {

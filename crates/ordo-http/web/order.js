@@ -69,7 +69,11 @@
       return;
     }
     const headers = token ? { "X-Consistency-Token": token, "X-Consistency-Timeout-Ms": "5000" } : {};
-    const answer = await api(`/api/v1/orders/order/${encodeURIComponent(orderId)}`, { headers });
+    const path = `/api/v1/orders/order/${encodeURIComponent(orderId)}`;
+    let answer = await api(path, { headers });
+    // Read models that have not caught up in time: what they hold now, which a command's
+    // If-Match then judges.
+    if (token && answer.status === 503) answer = await api(path);
     if (seq !== loadSeq) return;
     if (!answer.ok) {
       showProblem(problemText(answer.problem), true);

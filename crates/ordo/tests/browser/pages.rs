@@ -189,9 +189,9 @@ async fn search_narrows_the_table_and_the_url_carries_the_term() {
         })
         .await;
 
+    // By keyboard: type the term, Enter submits.
     let search = browser.find("#q").await;
-    browser.type_text(&search, "grace").await;
-    browser.click_on("#filters button[type=submit]").await;
+    browser.type_text(&search, "grace\u{E007}").await;
     let rows = browser
         .wait_for("the two orders of the Graces", || async {
             let rows = row_texts(&browser).await;
@@ -489,6 +489,47 @@ async fn the_api_reference_lists_the_operations() {
     assert!(operations >= 10, "{operations} operations");
     let text = browser.text_of(".swagger-ui").await.unwrap_or_default();
     assert!(text.contains("/api/v1/orders/order/{id}"), "{text}");
+    browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_control_on_the_pages_has_a_label_and_every_table_its_headers() {
+    let (app, browser) = start().await;
+    let created = create_visible(&app, "Frances Allen", "allen@example.com", "Optimizer").await;
+    for (path, ready) in [
+        ("/", "#orders tbody tr"),
+        (&*format!("/orders/{}", created.order_id), "#timeline li"),
+    ] {
+        browser.goto(&app.url(path)).await;
+        browser.find(ready).await;
+        let unlabelled = browser
+            .script(
+                "return [...document.querySelectorAll('input, select, textarea, button')]\
+                 .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())\
+                 .map(e => e.outerHTML)",
+                json!([]),
+            )
+            .await;
+        assert_eq!(unlabelled, json!([]), "{path}: controls without a name");
+        let headless = browser
+            .script(
+                "return [...document.querySelectorAll('table')].filter(t => !t.querySelector('th[scope]')).map(t => t.id || t.outerHTML.slice(0, 80))",
+                json!([]),
+            )
+            .await;
+        assert_eq!(headless, json!([]), "{path}: tables without header cells");
+        let charts = browser
+            .script(
+                "return [...document.querySelectorAll('svg')].filter(s => !s.getAttribute('aria-label')).length",
+                json!([]),
+            )
+            .await;
+        assert_eq!(
+            charts,
+            json!(0),
+            "{path}: a chart without a text alternative"
+        );
+    }
     browser.quit().await;
 }
 
