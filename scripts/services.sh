@@ -119,3 +119,17 @@ ordo_redis_cluster() {
         || _die "could not start the test Redis Cluster (scripts/redis-cluster.sh)" || return 1
     export ORDO_TEST_REDIS_CLUSTER_URL="redis+cluster://127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
 }
+
+ordo_chromium() {
+    # The browser tests drive Debian's Chromium through chromedriver.
+    if [ -n "${ORDO_TEST_CHROMIUM:-}" ] && [ -n "${ORDO_TEST_CHROMEDRIVER:-}" ]; then
+        _say "Chromium: using ORDO_TEST_CHROMIUM and ORDO_TEST_CHROMEDRIVER as given"
+        return 0
+    fi
+    if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+        _apt_install chromium chromium-driver || return 1
+    fi
+    command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+        || _die "chromium or chromedriver still missing: apt-get install chromium chromium-driver" || return 1
+    _say "Chromium: $(chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README.md; .ci/run calls it): starts what the tests need, then runs
-# every test of the workspace, then the API test suite again on each store combination.
+# every test of the workspace (the browser tests once), then the API test suite again on
+# each store combination.
 # It fails, never skips, when a server it needs cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 ordo_postgres
 ordo_redis
 ordo_redis_cluster
+ordo_chromium
 
 export RUST_BACKTRACE=1
 
@@ -29,7 +31,8 @@ cleanup() {
     done
 }
 trap cleanup EXIT
-echo "== all crates (embedded store, conformance suites, PostgreSQL and Redis stores)"
+echo "== all crates (embedded store, conformance suites, PostgreSQL and Redis stores, the"
+echo "   web interface in headless Chromium)"
 cargo test --workspace --all-features --locked
 
 # The same API tests on each store combination (the default run above used the embedded

@@ -22,6 +22,8 @@
 //! - `openapi.rs`: the OpenAPI 3.1 document. Each module's `router()` registers its
 //!   handlers with `utoipa_axum`'s `routes!`, which takes the path and method from the
 //!   handler's `#[utoipa::path]`, so router and document come from one source.
+//! - `web.rs`: the web interface (dashboard, order page, API reference) and its assets
+//!   from `web/`, compiled in; the pages use only the public API.
 //! - `error.rs`, `extract.rs`: problem documents, and reading bodies, headers and query
 //!   strings without trusting them.
 //! - This file: [`AppState`], [`router`] (one `router()` per module, merged here) and the
@@ -37,6 +39,7 @@ mod openapi;
 mod ops;
 mod queries;
 mod stream;
+mod web;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -93,6 +96,7 @@ fn routes(admin_token: Option<Arc<str>>) -> OpenApiRouter<AppState> {
         .merge(ops::router())
         .merge(stream::router())
         .merge(admin::router(admin_token))
+        .merge(web::router())
         .routes(routes!(openapi::openapi_json))
 }
 

@@ -232,7 +232,8 @@ async fn deeply_nested_json_is_rejected_without_crashing() {
 async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
     let app = TestApp::spawn().await;
     for path in [
-        "/",
+        "/nope",
+        "/orders",
         "/api",
         "/api/v1/orders/nope",
         "/api/v2/orders",

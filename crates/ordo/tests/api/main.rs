@@ -12,5 +12,6 @@ mod openapi;
 mod outage;
 mod queries;
 mod stream;
+mod web;
 
 mod helpers;
