@@ -22,10 +22,7 @@ use ordo_domain::{FieldError, JobStatus, OrderProjection, ParkedEvent, ReplayReq
 
 use crate::error::ApiError;
 use crate::extract::json_body;
-use crate::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
-    UnsupportedMediaType, ValidationFailed,
-};
+use crate::openapi::{AdminErrors, BadRequest, BodyErrors, Conflict, NotFound, Unavailable};
 use crate::{AppState, parse_order_id};
 
 /// The admin routes, behind `admin_token` (none: they answer 403).
@@ -223,12 +220,9 @@ fn parse_replay_request(body: Option<&Value>) -> Result<ReplayRequest, ApiError>
     responses(
         (status = 202, description = "Started; poll the job.", body = ReplayStarted, headers(("Location" = String, description = "The job's path."))),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
+        AdminErrors,
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = ValidationFailed),
+        BodyErrors,
         (status = 503, response = Unavailable),
     ),
 )]
@@ -259,8 +253,7 @@ async fn start_replay(
     params(("job" = String, Path, description = "The jobId the start answered.")),
     responses(
         (status = 200, description = "The job.", body = JobStatus),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
+        AdminErrors,
         (status = 404, response = NotFound),
     ),
 )]
@@ -284,8 +277,7 @@ async fn replay_status(
     params(("id" = String, Path, description = "The order id.")),
     responses(
         (status = 201, description = "Taken.", body = SnapshotTaken),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
+        AdminErrors,
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ),
@@ -317,8 +309,7 @@ async fn take_snapshot(
     security(("admin" = [])),
     responses(
         (status = 200, description = "Every projection of this process.", body = Projections),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
+        AdminErrors,
         (status = 503, response = Unavailable),
     ),
 )]

@@ -19,8 +19,8 @@ use ordo_es::Metadata;
 use crate::error::ApiError;
 use crate::extract::{header_text, if_match, json_body};
 use crate::openapi::{
-    BadRequest, CommandHeaders, Conflict, Gone, IdempotencyHeader, NotFound, PayloadTooLarge,
-    PreconditionFailed, Unavailable, UnsupportedMediaType, ValidationFailed,
+    BadRequest, BodyErrors, CommandHeaders, IdempotencyHeader, OrderCommandErrors, OrderIdPath,
+    Unavailable,
 };
 use crate::{AppState, RequestId, parse_order_id};
 
@@ -32,10 +32,22 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(delete_order))
 }
 
+/// 200 to a command on an existing order.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "Stored.",
+    headers(
+        ("ETag" = String, description = "The order's new version, quoted: send it as If-Match with the next command."),
+        ("X-Consistency-Token" = String, description = "The same token as in the body."),
+    ),
+)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct Stored(CommandAnswer);
+
 /// The answer to every successful command.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CommandAnswer {
+pub(crate) struct CommandAnswer {
     order_id: Uuid,
     /// The order's version after the command (also the ETag).
     version: u64,
@@ -224,10 +236,8 @@ async fn required_json(headers: &HeaderMap, body: Body) -> Result<serde_json::Va
             ("Location" = String, description = "The order's path: /api/v1/orders/order/{id}."),
         )),
         (status = 400, response = BadRequest),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = ValidationFailed),
         (status = 503, response = Unavailable),
+        BodyErrors,
     ),
 )]
 async fn create_order(
@@ -264,22 +274,12 @@ async fn create_order(
     path = "/api/v1/orders/order/{id}/status",
     tag = "commands",
     operation_id = "updateOrderStatus",
-    params(("id" = String, Path, description = "The order id (a UUID; anything else is an unknown order)."), CommandHeaders),
+    params(OrderIdPath, CommandHeaders),
     request_body(content = StatusBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "Stored.", body = CommandAnswer, headers(
-            ("ETag" = String, description = "The order's new version, quoted: send it as If-Match with the next command."),
-            ("X-Consistency-Token" = String, description = "The same token as in the body."),
-        )),
-        (status = 400, response = BadRequest),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 410, response = Gone),
-        (status = 412, response = PreconditionFailed),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = ValidationFailed),
-        (status = 503, response = Unavailable),
+        (status = 200, response = Stored),
+        OrderCommandErrors,
+        BodyErrors,
     ),
 )]
 async fn update_status(
@@ -308,22 +308,12 @@ async fn update_status(
     path = "/api/v1/orders/order/{id}/cancel",
     tag = "commands",
     operation_id = "cancelOrder",
-    params(("id" = String, Path, description = "The order id (a UUID; anything else is an unknown order)."), CommandHeaders),
+    params(OrderIdPath, CommandHeaders),
     request_body(content = Option<CancelBody>, content_type = "application/json", description = "Optional."),
     responses(
-        (status = 200, description = "Stored.", body = CommandAnswer, headers(
-            ("ETag" = String, description = "The order's new version, quoted: send it as If-Match with the next command."),
-            ("X-Consistency-Token" = String, description = "The same token as in the body."),
-        )),
-        (status = 400, response = BadRequest),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 410, response = Gone),
-        (status = 412, response = PreconditionFailed),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = ValidationFailed),
-        (status = 503, response = Unavailable),
+        (status = 200, response = Stored),
+        OrderCommandErrors,
+        BodyErrors,
     ),
 )]
 async fn cancel_order(
@@ -352,18 +342,10 @@ async fn cancel_order(
     path = "/api/v1/orders/order/{id}",
     tag = "commands",
     operation_id = "deleteOrder",
-    params(("id" = String, Path, description = "The order id (a UUID; anything else is an unknown order)."), CommandHeaders),
+    params(OrderIdPath, CommandHeaders),
     responses(
-        (status = 200, description = "Stored.", body = CommandAnswer, headers(
-            ("ETag" = String, description = "The order's new version, quoted: send it as If-Match with the next command."),
-            ("X-Consistency-Token" = String, description = "The same token as in the body."),
-        )),
-        (status = 400, response = BadRequest),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 410, response = Gone),
-        (status = 412, response = PreconditionFailed),
-        (status = 503, response = Unavailable),
+        (status = 200, response = Stored),
+        OrderCommandErrors,
     ),
 )]
 async fn delete_order(

@@ -17,6 +17,7 @@
 //! of every path against the live server, and scripts/test.sh validates the document
 //! against the OpenAPI 3.1 schema and runs a contract test from it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -27,8 +28,8 @@ use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::{Response as OaResponse, ResponseBuilder};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi, RefOr, Required};
-use utoipa::{IntoParams, Modify, ToResponse};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Required};
+use utoipa::{IntoParams, IntoResponses, Modify, ToResponse};
 
 use crate::error::{PROBLEM_JSON, Problem};
 
@@ -55,6 +56,7 @@ use crate::error::{PROBLEM_JSON, Problem};
     components(
         schemas(Problem),
         responses(
+            crate::commands::Stored,
             BadRequest, NotFound, Gone, Conflict, PreconditionFailed, PayloadTooLarge,
             UnsupportedMediaType, ValidationFailed, Unauthorized, Forbidden,
             Unavailable
@@ -96,6 +98,48 @@ problem_response! {
     Forbidden: "Admin endpoints are disabled: no admin token is configured (ORDO_ADMIN_TOKEN).";
     Unavailable: "A store cannot be reached, or a consistency wait timed out; retry after the number of seconds in Retry-After.", header "Retry-After" = "Seconds to wait before retrying.";
 }
+
+/// A set of the problem responses above, named by status, for an endpoint's
+/// `responses(...)` list.
+macro_rules! problem_set {
+    ($($(#[$doc:meta])* $name:ident: $($status:literal => $response:ident),+;)*) => {$(
+        $(#[$doc])*
+        pub(crate) struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<OaResponse>> {
+                BTreeMap::from([$(
+                    (
+                        $status.to_string(),
+                        RefOr::Ref(Ref::from_response_name(stringify!($response))),
+                    ),
+                )+])
+            }
+        }
+    )*};
+}
+
+problem_set! {
+    /// What any read of the read models can answer besides success.
+    QueryErrors: "400" => BadRequest, "503" => Unavailable;
+    /// What a command on an existing order can answer besides success.
+    OrderCommandErrors: "400" => BadRequest, "404" => NotFound, "409" => Conflict,
+        "410" => Gone, "412" => PreconditionFailed, "503" => Unavailable;
+    /// What reading a JSON request body can answer.
+    BodyErrors: "413" => PayloadTooLarge, "415" => UnsupportedMediaType,
+        "422" => ValidationFailed;
+    /// The admin guard's answers.
+    AdminErrors: "401" => Unauthorized, "403" => Forbidden;
+}
+
+/// The order id in a path.
+#[derive(IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+#[allow(dead_code)] // Documentation only: handlers read the id with `parse_order_id`.
+pub(crate) struct OrderIdPath(
+    /// The order id (a UUID; anything else is an unknown order).
+    String,
+);
 
 fn problem_builder(description: &str) -> ResponseBuilder {
     ResponseBuilder::new().description(description).content(
@@ -396,6 +440,34 @@ mod router_tests {
             doc["components"]["responses"]["Unavailable"]["headers"]["Retry-After"].is_object()
         );
         assert!(doc["components"]["schemas"]["Problem"]["properties"]["errors"].is_object());
+    }
+
+    /// Every `"$ref"` in `value`.
+    fn refs<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a str>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, inner) in map {
+                    match (key.as_str(), inner.as_str()) {
+                        ("$ref", Some(target)) => found.push(target),
+                        _ => refs(inner, found),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| refs(i, found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_in_the_document_names_a_component() {
+        let doc = serde_json::to_value(crate::openapi()).expect("serialisable");
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 50, "too few references: {}", found.len());
+        for target in found {
+            let pointer = target.strip_prefix('#').expect("a local reference");
+            assert!(doc.pointer(pointer).is_some(), "{target} names nothing");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::{header_text, query_pairs};
-use crate::openapi::{BadRequest, ConsistencyHeaders, NotFound, Unavailable};
+use crate::openapi::{ConsistencyHeaders, NotFound, OrderIdPath, QueryErrors};
 use crate::{AppState, parse_order_id};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -189,12 +189,11 @@ fn with_etag(view: &OrderView) -> Response {
     path = "/api/v1/orders/order/{id}",
     tag = "queries",
     operation_id = "getOrder",
-    params(("id" = String, Path, description = "The order id (a UUID; anything else is an unknown order)."), AsOfParams, ConsistencyHeaders),
+    params(OrderIdPath, AsOfParams, ConsistencyHeaders),
     responses(
         (status = 200, description = "Found.", body = OrderView, headers(("ETag" = String, description = "The order's version, quoted: send it as If-Match with a command."))),
-        (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable),
+        QueryErrors,
     ),
 )]
 async fn get_order(
@@ -312,12 +311,11 @@ struct EventsBody<'a> {
     path = "/api/v1/orders/order/{id}/events",
     tag = "history",
     operation_id = "orderEvents",
-    params(("id" = String, Path, description = "The order id (a UUID; anything else is an unknown order).")),
+    params(OrderIdPath),
     responses(
         (status = 200, description = "Found.", body = EventsBody),
-        (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable),
+        QueryErrors,
     ),
 )]
 async fn order_events(
@@ -415,8 +413,7 @@ fn parse_status(value: &str) -> Result<Status, ApiError> {
     params(ListFilters, PagingParams, ConsistencyHeaders),
     responses(
         (status = 200, description = "Found.", body = OrderPage),
-        (status = 400, response = BadRequest),
-        (status = 503, response = Unavailable),
+        QueryErrors,
     ),
 )]
 async fn list_orders(
@@ -455,8 +452,7 @@ async fn list_orders(
     params(("status" = Status, Path), PagingParams, ConsistencyHeaders),
     responses(
         (status = 200, description = "Found.", body = OrderPage),
-        (status = 400, response = BadRequest),
-        (status = 503, response = Unavailable),
+        QueryErrors,
     ),
 )]
 async fn orders_by_status(
@@ -480,8 +476,7 @@ async fn orders_by_status(
     params(("email" = String, Path, min_length = 1, max_length = 254, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"), PagingParams, ConsistencyHeaders),
     responses(
         (status = 200, description = "Found.", body = OrderPage),
-        (status = 400, response = BadRequest),
-        (status = 503, response = Unavailable),
+        QueryErrors,
     ),
 )]
 async fn orders_by_customer(
@@ -511,8 +506,7 @@ async fn orders_by_customer(
     params(SearchParams, PagingParams, ConsistencyHeaders),
     responses(
         (status = 200, description = "Found.", body = OrderPage),
-        (status = 400, response = BadRequest),
-        (status = 503, response = Unavailable),
+        QueryErrors,
     ),
 )]
 async fn search(
@@ -539,8 +533,7 @@ async fn search(
     params(ConsistencyHeaders),
     responses(
         (status = 200, description = "Found.", body = Summary),
-        (status = 400, response = BadRequest),
-        (status = 503, response = Unavailable),
+        QueryErrors,
     ),
 )]
 async fn summary(
@@ -562,8 +555,7 @@ async fn summary(
     params(TopCustomersParams, ConsistencyHeaders),
     responses(
         (status = 200, description = "Found.", body = TopCustomers),
-        (status = 400, response = BadRequest),
-        (status = 503, response = Unavailable),
+        QueryErrors,
     ),
 )]
 async fn top_customers(
@@ -616,8 +608,7 @@ struct DailyParams {
     params(DailyParams, ConsistencyHeaders),
     responses(
         (status = 200, description = "Every day of the range, oldest first, zeros included.", body = DailyBody),
-        (status = 400, response = BadRequest),
-        (status = 503, response = Unavailable),
+        QueryErrors,
     ),
 )]
 async fn daily(
