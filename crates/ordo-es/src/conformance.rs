@@ -115,12 +115,39 @@ fn payload_n(event: &RecordedEvent) -> u64 {
 }
 
 async fn read_everything(store: &dyn EventStore) -> Vec<RecordedEvent> {
+    read_everything_covering(store, []).await
+}
+
+/// The whole log, read until it covers every position in `expected` (events the test
+/// was told were stored). The contract lets a log withhold a committed event for a while
+/// (PostgreSQL's gap-safe log holds back events newer than the oldest transaction still
+/// in flight anywhere on the server), so an empty read is not the end while an expected
+/// event is missing: the reader waits for the log, as the projections do, up to a bound.
+async fn read_everything_covering(
+    store: &dyn EventStore,
+    expected: impl IntoIterator<Item = Position>,
+) -> Vec<RecordedEvent> {
+    const PATIENCE: Duration = Duration::from_secs(60);
+    let expected: Vec<Position> = expected.into_iter().collect();
     let mut checkpoint = Checkpoint::origin(store.partitions());
     let mut all = Vec::new();
+    let started = std::time::Instant::now();
     loop {
         let batch = store.read_all(&checkpoint, 1_000).await.expect("read_all");
         if batch.is_empty() {
-            return all;
+            let missing: Vec<_> = expected.iter().filter(|p| !checkpoint.covers(p)).collect();
+            if missing.is_empty() {
+                return all;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "the log never showed the stored events at {missing:?}"
+            );
+            store
+                .wait_for_events(&checkpoint, Duration::from_millis(200))
+                .await
+                .expect("wait_for_events");
+            continue;
         }
         for event in &batch {
             checkpoint.advance(&event.position);
@@ -188,7 +215,7 @@ pub async fn events_read_back_in_version_order_from_any_version(store: Arc<dyn E
 
 pub async fn a_stale_expected_version_is_a_conflict_and_stores_nothing(store: Arc<dyn EventStore>) {
     let stream = unique_stream("stale");
-    store
+    let stored = store
         .append(&stream, ExpectedVersion::NoStream, events(1, 2))
         .await
         .expect("append");
@@ -205,7 +232,7 @@ pub async fn a_stale_expected_version_is_a_conflict_and_stores_nothing(store: Ar
     let read = store.read_stream(&stream, 1, 100).await.expect("read");
     assert_eq!(read.len(), 2, "a conflicting append stored something");
     assert_eq!(
-        read_everything(store.as_ref())
+        read_everything_covering(store.as_ref(), stored.positions)
             .await
             .iter()
             .filter(|e| e.stream_id == stream)
@@ -248,7 +275,7 @@ pub async fn a_multi_event_append_is_all_or_nothing(store: Arc<dyn EventStore>) 
         10,
         "a failed multi-event append left some events behind"
     );
-    let logged = read_everything(store.as_ref()).await;
+    let logged = read_everything_covering(store.as_ref(), appended.positions.clone()).await;
     let ours: Vec<_> = logged.iter().filter(|e| e.stream_id == stream).collect();
     assert_eq!(ours.len(), 10);
     assert_eq!(
@@ -327,7 +354,7 @@ pub async fn concurrent_appenders_on_one_stream_never_share_a_version(store: Arc
             event.version
         );
     }
-    let logged: Vec<_> = read_everything(store.as_ref())
+    let logged: Vec<_> = read_everything_covering(store.as_ref(), read.iter().map(|e| e.position))
         .await
         .into_iter()
         .filter(|e| e.stream_id == stream)
@@ -377,7 +404,7 @@ pub async fn concurrent_appenders_on_many_streams_lose_nothing(store: Arc<dyn Ev
             );
         }
     }
-    let logged = read_everything(store.as_ref()).await;
+    let logged = read_everything_covering(store.as_ref(), acknowledged.iter().copied()).await;
     let ours: Vec<_> = logged
         .iter()
         .filter(|e| e.stream_id.as_str().starts_with(&format!("many-{prefix}-")))
@@ -458,7 +485,7 @@ pub async fn a_checkpoint_covers_exactly_what_was_read(store: Arc<dyn EventStore
         .append(&stream, ExpectedVersion::NoStream, events(1, 1))
         .await
         .expect("append");
-    let everything = read_everything(store.as_ref()).await;
+    let everything = read_everything_covering(store.as_ref(), first.positions.clone()).await;
     let mut checkpoint = Checkpoint::origin(store.partitions());
     for event in &everything {
         checkpoint.advance(&event.position);
@@ -577,7 +604,7 @@ pub async fn payloads_and_metadata_round_trip_exactly(store: Arc<dyn EventStore>
         "numbers must keep their exact text"
     );
     assert_eq!(read.metadata, metadata);
-    let logged = read_everything(store.as_ref()).await;
+    let logged = read_everything_covering(store.as_ref(), [read.position]).await;
     let from_log = logged
         .iter()
         .find(|e| e.event_id == event_id)
