@@ -40,7 +40,7 @@ trap cleanup EXIT
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
 token="contract-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-ORDO_ADMIN_TOKEN="$token" RUST_LOG=warn target/debug/ordo serve --listen "127.0.0.1:$port" \
+ORDO_ADMIN_TOKEN="$token" RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/debug/ordo" serve --listen "127.0.0.1:$port" \
     --data-dir "$work/data" >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do

@@ -1,8 +1,6 @@
 //! Operator endpoints: replay jobs, snapshots, projection status. They need
 //! `Authorization: Bearer <token>` equal to the configured admin token.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -20,13 +18,14 @@ use uuid::Uuid;
 
 use ordo_domain::{FieldError, JobStatus, OrderProjection, ParkedEvent, ReplayRequest, StartError};
 
+use crate::auth::{SecretToken, bearer, same_secret};
 use crate::error::ApiError;
 use crate::extract::json_body;
 use crate::openapi::{AdminErrors, BadRequest, BodyErrors, Conflict, NotFound, Unavailable};
 use crate::{AppState, parse_order_id};
 
 /// The admin routes, behind `admin_token` (none: they answer 403).
-pub fn router(admin_token: Option<Arc<str>>) -> OpenApiRouter<AppState> {
+pub fn router(admin_token: Option<SecretToken>) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(start_replay))
         .routes(routes!(replay_status))
@@ -95,21 +94,12 @@ struct ProjectionReport {
     parked: Vec<ParkedEvent>,
 }
 
-/// Compares without leaking, through timing, how much of the token matched.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    let mut difference = given.len() ^ expected.len();
-    for (i, byte) in expected.iter().enumerate() {
-        difference |= usize::from(byte ^ given.get(i).copied().unwrap_or(0));
-    }
-    difference == 0
-}
-
 async fn require_admin(
-    State(admin_token): State<Option<Arc<str>>>,
+    State(admin_token): State<Option<SecretToken>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(expected) = admin_token.as_deref() else {
+    let Some(expected) = admin_token.as_ref() else {
         return crate::error::problem_response(
             StatusCode::FORBIDDEN,
             "admin endpoints are disabled: start ordo with --admin-token or ORDO_ADMIN_TOKEN set"
@@ -117,14 +107,8 @@ async fn require_admin(
             None,
         );
     };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(token) if same_secret(token.as_bytes(), expected.as_bytes()) => {
+    match bearer(&request) {
+        Some(token) if same_secret(token.as_bytes(), expected.expose().as_bytes()) => {
             next.run(request).await
         }
         _ => {
@@ -340,15 +324,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret(b"token", b"token"));
-        assert!(!same_secret(b"toke", b"token"));
-        assert!(!same_secret(b"tokens", b"token"));
-        assert!(!same_secret(b"", b"token"));
-        assert!(!same_secret(b"tokeN", b"token"));
-    }
 
     #[test]
     fn replay_bodies_are_parsed_strictly() {

@@ -17,8 +17,8 @@
 //! - `stream.rs`: `GET /api/v1/events/stream`, the global log as Server-Sent Events, fed
 //!   by one tail of the log per process ([`EventFeed`]).
 //! - `admin.rs`: replay jobs, snapshots and projection status, behind a bearer token.
-//! - `stream.rs`: `GET /api/v1/events/stream`, every stored event as a Server-Sent Event,
-//!   fed by one tail of the global log.
+//! - `auth.rs`: the optional API tokens ([`ApiTokens`], scopes `read` and `write`) and
+//!   the middleware that asks for them on the commands, queries and event stream.
 //! - `openapi.rs`: the OpenAPI 3.1 document. Each module's `router()` registers its
 //!   handlers with `utoipa_axum`'s `routes!`, which takes the path and method from the
 //!   handler's `#[utoipa::path]`, so router and document come from one source.
@@ -31,6 +31,7 @@
 //!   response (404 of an unknown route, 405) into a problem document.
 
 mod admin;
+mod auth;
 mod commands;
 mod error;
 mod extract;
@@ -56,6 +57,7 @@ use uuid::Uuid;
 
 use ordo_domain::{OrderReadStore, OrderService, ReadSide, ReplayJobs};
 
+pub use auth::{ApiTokens, MIN_TOKEN_LEN, Scope, SecretToken, TokenFileError};
 pub use error::{ApiError, PROBLEM_JSON};
 pub use metrics::Metrics;
 pub use queries::{EventJson, event_json};
@@ -72,7 +74,9 @@ pub struct AppState {
     /// Partitions of the event store's log (to reject foreign consistency tokens).
     pub partitions: u32,
     /// The admin bearer token; admin endpoints answer 403 without one.
-    pub admin_token: Option<Arc<str>>,
+    pub admin_token: Option<SecretToken>,
+    /// The API tokens; none: the API is open.
+    pub api_tokens: Option<Arc<ApiTokens>>,
     /// The tail of the global log that feeds the event stream.
     pub event_feed: Arc<EventFeed>,
 }
@@ -89,12 +93,29 @@ impl AppState {
 pub struct RequestId(pub String);
 
 /// Every route, each with its OpenAPI description (`#[utoipa::path]` beside its handler).
-fn routes(admin_token: Option<Arc<str>>) -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+/// The commands, queries and event stream are behind the API tokens (when there are any);
+/// the admin routes behind the admin token alone.
+fn routes(
+    admin_token: Option<SecretToken>,
+    api_tokens: Option<Arc<ApiTokens>>,
+) -> OpenApiRouter<AppState> {
+    let guard = |query_token| {
+        middleware::from_fn_with_state(
+            auth::Guard {
+                tokens: api_tokens.clone(),
+                query_token,
+            },
+            auth::require_token,
+        )
+    };
+    let api = OpenApiRouter::new()
         .merge(commands::router())
         .merge(queries::router())
+        .route_layer(guard(false));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(api)
         .merge(ops::router())
-        .merge(stream::router())
+        .merge(stream::router().route_layer(guard(true)))
         .merge(admin::router(admin_token))
         .merge(web::router())
         .routes(routes!(openapi::openapi_json))
@@ -102,14 +123,15 @@ fn routes(admin_token: Option<Arc<str>>) -> OpenApiRouter<AppState> {
 
 /// The OpenAPI 3.1 document of the API, as `GET /api-docs/openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = routes(None).into_openapi();
+    let mut doc = routes(None, None).into_openapi();
     openapi::Finish.modify(&mut doc);
     doc
 }
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let (routes, mut doc) = routes(state.admin_token.clone()).split_for_parts();
+    let (routes, mut doc) =
+        routes(state.admin_token.clone(), state.api_tokens.clone()).split_for_parts();
     openapi::Finish.modify(&mut doc);
     routes
         .route_layer(middleware::from_fn(tag_route))

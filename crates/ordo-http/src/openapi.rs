@@ -10,7 +10,8 @@
 //! - the request headers shared by several endpoints ([`ConsistencyHeaders`],
 //!   [`CommandHeaders`], [`IdempotencyHeader`]);
 //! - [`Finish`], which adds what every operation has (the `X-Request-Id` header on every
-//!   request and answer) and the admin bearer scheme.
+//!   request and answer), the admin bearer scheme, and the optional API bearer scheme
+//!   (`api`, with its 401 and 403 answers) on every /api/v1 operation outside admin.
 //!
 //! `router_tests` below fails when a route of the router is missing from the document or
 //! the document names a path the router does not serve; the API tests check the methods
@@ -27,7 +28,9 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::{Response as OaResponse, ResponseBuilder};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, SchemaType, Type};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{
+    Http, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Required};
 use utoipa::{IntoParams, IntoResponses, Modify, ToResponse};
 
@@ -59,7 +62,7 @@ use crate::error::{PROBLEM_JSON, Problem};
             crate::commands::Stored,
             BadRequest, NotFound, Gone, Conflict, PreconditionFailed, PayloadTooLarge,
             UnsupportedMediaType, ValidationFailed, Unauthorized, Forbidden,
-            Unavailable
+            TokenMissing, ReadOnlyToken, Unavailable
         )
     ),
 )]
@@ -96,6 +99,10 @@ problem_response! {
     ValidationFailed: "Well-formed JSON that fails validation: `errors` names each bad field by its path (customerEmail, items[0].quantity); unknown fields are rejected too. On create, also an Idempotency-Key already used with a different body (no errors list). Nothing was stored.";
     Unauthorized: "The admin bearer token is missing or wrong.", header "WWW-Authenticate" = "Bearer realm=\"ordo-admin\"";
     Forbidden: "Admin endpoints are disabled: no admin token is configured (ORDO_ADMIN_TOKEN).";
+    /// 401 of the API tokens.
+    TokenMissing: "Access control is on (--api-token-file) and the bearer token is missing or not one of the API tokens.", header "WWW-Authenticate" = "Bearer realm=\"ordo\"";
+    /// 403 of the API tokens.
+    ReadOnlyToken: "Access control is on and the token has the read scope only: commands need the write scope.", header "WWW-Authenticate" = "Bearer realm=\"ordo\", error=\"insufficient_scope\"";
     Unavailable: "A store cannot be reached, or a consistency wait timed out; retry after the number of seconds in Retry-After.", header "Retry-After" = "Seconds to wait before retrying.";
 }
 
@@ -217,8 +224,17 @@ pub(crate) struct IdempotencyHeader {
     idempotency_key: Option<String>,
 }
 
-/// Adds what every operation shares and the admin security scheme; applied once every
-/// route is in the document.
+/// What the `api` security scheme says.
+const API_SCHEME: &str = "Optional access control: when ordo runs with --api-token-file \
+    (ORDO_API_TOKEN_FILE), every /api/v1 operation outside /api/v1/admin needs \
+    `Authorization: Bearer <token>`, a token of the read scope for GET and HEAD and of the \
+    write scope (which implies read) for commands; without access control the security \
+    requirement is met by nothing (`{}`). The event stream also takes the token as the \
+    `access_token` query parameter, for browsers' EventSource. The admin endpoints need \
+    the admin token instead.";
+
+/// Adds what every operation shares, the admin security scheme and the optional API
+/// scheme; applied once every route is in the document.
 pub(crate) struct Finish;
 
 impl Modify for Finish {
@@ -228,25 +244,36 @@ impl Modify for Finish {
             "admin",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        components.add_security_scheme(
+            "api",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(API_SCHEME))
+                    .build(),
+            ),
+        );
         for response in components.responses.values_mut() {
             if let RefOr::T(response) = response {
                 add_request_id_header(response);
             }
         }
-        for item in doc.paths.paths.values_mut() {
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.head,
-                &mut item.patch,
-                &mut item.options,
-                &mut item.trace,
-            ]
-            .into_iter()
-            .flatten()
-            {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let guarded = path.starts_with("/api/v1/") && !path.starts_with("/api/v1/admin/");
+            for (reads, operation) in [
+                (true, &mut item.get),
+                (false, &mut item.put),
+                (false, &mut item.post),
+                (false, &mut item.delete),
+                (true, &mut item.head),
+                (false, &mut item.patch),
+                (false, &mut item.options),
+                (false, &mut item.trace),
+            ] {
+                let Some(operation) = operation else { continue };
+                if guarded {
+                    api_security(operation, reads);
+                }
                 let parameters = operation.parameters.get_or_insert_with(Vec::new);
                 for parameter in parameters.iter_mut() {
                     if let RefOr::T(parameter) = parameter
@@ -276,6 +303,24 @@ impl Modify for Finish {
                 }
             }
         }
+    }
+}
+
+/// The optional `api` scheme on one operation, with the answers it adds.
+fn api_security(operation: &mut utoipa::openapi::path::Operation, reads: bool) {
+    let scope = if reads { "read" } else { "write" };
+    operation.security = Some(vec![
+        SecurityRequirement::default(),
+        SecurityRequirement::new("api", [scope]),
+    ]);
+    let responses = &mut operation.responses.responses;
+    responses
+        .entry("401".into())
+        .or_insert_with(|| Ref::from_response_name("TokenMissing").into());
+    if !reads {
+        responses
+            .entry("403".into())
+            .or_insert_with(|| Ref::from_response_name("ReadOnlyToken").into());
     }
 }
 
@@ -390,7 +435,7 @@ mod router_tests {
 
     #[test]
     fn the_document_names_exactly_the_routes_the_router_serves() {
-        let (router, _) = crate::routes(None).split_for_parts();
+        let (router, _) = crate::routes(None, None).split_for_parts();
         let served = router_paths(&router);
         assert!(
             served.len() >= 15,
@@ -417,7 +462,37 @@ mod router_tests {
             doc["components"]["securitySchemes"]["admin"],
             serde_json::json!({"type": "http", "scheme": "bearer"})
         );
+        let api = &doc["components"]["securitySchemes"]["api"];
+        assert_eq!(api["type"], "http");
+        assert_eq!(api["scheme"], "bearer");
+        assert!(
+            api["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("--api-token-file"))
+        );
         let create = &doc["paths"]["/api/v1/orders/order"]["post"];
+        assert_eq!(
+            create["security"],
+            serde_json::json!([{}, {"api": ["write"]}])
+        );
+        assert_eq!(
+            create["responses"]["403"]["$ref"],
+            "#/components/responses/ReadOnlyToken"
+        );
+        let list = &doc["paths"]["/api/v1/orders"]["get"];
+        assert_eq!(list["security"], serde_json::json!([{}, {"api": ["read"]}]));
+        assert_eq!(
+            list["responses"]["401"]["$ref"],
+            "#/components/responses/TokenMissing"
+        );
+        let stream = &doc["paths"]["/api/v1/events/stream"]["get"];
+        assert_eq!(
+            stream["security"],
+            serde_json::json!([{}, {"api": ["read"]}])
+        );
+        let replay = &doc["paths"]["/api/v1/admin/replay"]["post"];
+        assert_eq!(replay["security"], serde_json::json!([{"admin": []}]));
+        assert!(doc["paths"]["/health"]["get"]["security"].is_null());
         let headers: Vec<&str> = create["parameters"]
             .as_array()
             .expect("parameters")

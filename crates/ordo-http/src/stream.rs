@@ -75,6 +75,9 @@ struct ResumeParams {
     /// Resume just after this message id (Last-Event-ID wins when both are sent).
     #[param(max_length = 4096)]
     after: Option<String>,
+    /// The API token, when access control is on and the client cannot send
+    /// `Authorization` (a browser's EventSource); the header wins when both are sent.
+    access_token: Option<String>,
 }
 
 /// The browser's reconnection header.
@@ -527,7 +530,11 @@ async fn event_stream(
     let feed = &state.event_feed;
     let partitions = feed.store.partitions();
     let mut from = None;
-    for (_, value) in query_pairs(query.as_deref(), &["after"])? {
+    // `access_token` is the guard's (`auth.rs`), for browsers' EventSource.
+    for (name, value) in query_pairs(query.as_deref(), &["after", "access_token"])? {
+        if name != "after" {
+            continue;
+        }
         let token = parse_resume_token(value.trim(), partitions)
             .map_err(|e| token_problem("after", e, partitions))?;
         from = Some(token);

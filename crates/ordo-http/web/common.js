@@ -4,10 +4,61 @@
 
 const ordo = (() => {
   const SVG = "http://www.w3.org/2000/svg";
+  const API_TOKEN_KEY = "ordo.apiToken";
+
+  /** The API token the user gave in this tab ("" when none). */
+  function apiToken() {
+    try { return sessionStorage.getItem(API_TOKEN_KEY) || ""; } catch (_) { return ""; }
+  }
+
+  /** The API's data routes: behind the API token when the server has access control on.
+   * The admin routes take the admin token instead. */
+  function guarded(path) {
+    return path.startsWith("/api/v1/") && !path.startsWith("/api/v1/admin/");
+  }
+
+  /**
+   * Shows the page's token box (#api-token-box) after the API answered 401: the token is
+   * missing or was refused. Saving or forgetting a token reloads the page, so every panel
+   * and the live stream start again with it.
+   */
+  function askForToken(problem) {
+    const box = document.getElementById("api-token-box");
+    if (!box) return;
+    const message = document.getElementById("api-token-message");
+    message.textContent = apiToken()
+      ? "The server refused this tab's API token: enter another one."
+      : "This server needs an API token to show its data.";
+    if (problem && problem.detail) message.title = problem.detail;
+    document.getElementById("api-token-forget").hidden = !apiToken();
+    if (box.hidden) {
+      box.hidden = false;
+      document.getElementById("api-token").focus();
+    }
+  }
+
+  function setUpTokenBox() {
+    const form = document.getElementById("api-token-form");
+    if (!form) return;
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const token = document.getElementById("api-token").value.trim();
+      if (!token) return;
+      try { sessionStorage.setItem(API_TOKEN_KEY, token); } catch (_) { return; }
+      location.reload();
+    });
+    document.getElementById("api-token-forget").addEventListener("click", () => {
+      try { sessionStorage.removeItem(API_TOKEN_KEY); } catch (_) { /* nothing kept */ }
+      location.reload();
+    });
+  }
+  setUpTokenBox();
 
   /** An API call. Resolves to {ok, status, headers, body, problem}; never throws. */
   async function api(path, options = {}) {
     const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
+    const token = apiToken();
+    if (token && guarded(path) && !headers.Authorization) headers.Authorization = `Bearer ${token}`;
     const init = { method: options.method || "GET", headers, cache: "no-store" };
     if (options.body !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -32,6 +83,7 @@ const ordo = (() => {
       body = await response.text();
     }
     const problem = response.ok ? null : problemOf(response, body);
+    if (response.status === 401 && guarded(path)) askForToken(problem);
     return { ok: response.ok, status: response.status, headers: response.headers, body, problem };
   }
 
@@ -213,7 +265,10 @@ const ordo = (() => {
    * The live event stream (GET /api/v1/events/stream). Calls onEvent(type, data, id) for
    * each message and keeps `indicator` (an element with role=status) saying whether
    * updates arrive. Reconnects with backoff, resuming after the last id seen; when the
-   * server has no stream (404) it says so and stops. Returns {pause(), resume(), paused}.
+   * server has no stream (404) it says so and stops; when it wants an API token (401) it
+   * asks for one and stops. EventSource cannot send headers: the token goes in the
+   * `access_token` query parameter, which the stream alone accepts. Returns
+   * {pause(), resume(), paused}.
    */
   function liveStream(onEvent, indicator) {
     const TYPES = ["OrderCreated", "OrderStatusChanged", "OrderCancelled", "OrderDeleted"];
@@ -226,7 +281,11 @@ const ordo = (() => {
 
     function open() {
       if (paused || gone) return;
-      const url = "/api/v1/events/stream" + (lastId ? `?after=${encodeURIComponent(lastId)}` : "");
+      const query = new URLSearchParams();
+      if (lastId) query.set("after", lastId);
+      if (apiToken()) query.set("access_token", apiToken());
+      const search = query.toString();
+      const url = "/api/v1/events/stream" + (search ? `?${search}` : "");
       show("connecting", "Connecting…");
       source = new EventSource(url);
       source.onopen = () => { retry = 1000; show("live", "Live"); };
@@ -253,14 +312,21 @@ const ordo = (() => {
     async function probe() {
       const controller = new AbortController();
       let status = 0;
+      const headers = apiToken() ? { Authorization: `Bearer ${apiToken()}` } : {};
       try {
-        const response = await fetch("/api/v1/events/stream", { signal: controller.signal, cache: "no-store" });
+        const response = await fetch("/api/v1/events/stream", { signal: controller.signal, cache: "no-store", headers });
         status = response.status;
         controller.abort();
       } catch (_) { /* unreachable or aborted */ }
       if (status === 404) {
         gone = true;
         show("off", "Live updates unavailable");
+        return;
+      }
+      if (status === 401) {
+        gone = true;
+        show("off", "Live updates need an API token");
+        askForToken(null);
         return;
       }
       show("reconnecting", "Reconnecting…");

@@ -155,6 +155,13 @@ pub struct ServeArgs {
     /// Token for the admin endpoints (Authorization: Bearer TOKEN).
     #[arg(long, env = "ORDO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+    /// A file holding the admin token (instead of --admin-token).
+    #[arg(long, env = "ORDO_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+    /// A file of `TOKEN SCOPE` lines (scope read or write): the API then needs
+    /// Authorization: Bearer TOKEN (docs/api.md, "Authentication").
+    #[arg(long, env = "ORDO_API_TOKEN_FILE", value_name = "PATH")]
+    pub api_token_file: Option<PathBuf>,
     /// Clients of the event stream (GET /api/v1/events/stream) served at once; one more
     /// is answered 503 with Retry-After (0 turns the stream off).
     #[arg(long, env = "ORDO_STREAM_MAX_CLIENTS", default_value_t = ordo_http::StreamLimits::default().max_clients)]
@@ -188,6 +195,12 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
     }
 }
 

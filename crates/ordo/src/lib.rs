@@ -5,6 +5,7 @@
 //! the command line and calls into here, so tests start the service exactly as `main`
 //! does: [`Stores::open`], then [`run`] with their own listener and shutdown signal.
 
+pub mod access;
 pub mod config;
 pub mod events;
 mod runtime;
@@ -22,7 +23,7 @@ use ordo_domain::{
     OrderProjection, OrderService, ReadSide, ReadSideOptions, ReadStoreProvider, ReplayJobs,
 };
 use ordo_es::{EventStore, RunnerConfig, SnapshotStore};
-use ordo_http::{AppState, EventFeed, Metrics, StreamLimits};
+use ordo_http::{ApiTokens, AppState, EventFeed, Metrics, SecretToken, StreamLimits};
 
 pub use config::StoreArgs;
 pub use runtime::ProjectionRuntime;
@@ -147,7 +148,9 @@ async fn open_read_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn ReadStorePr
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
     /// Enables the admin endpoints.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretToken>,
+    /// Access control of the API (none: open).
+    pub api_tokens: Option<Arc<ApiTokens>>,
     /// The bounds of `GET /api/v1/events/stream`.
     pub event_stream: StreamLimits,
 }
@@ -193,11 +196,14 @@ pub async fn run(
         read_side: Arc::clone(&read_side),
         metrics,
         partitions: stores.events.partitions(),
-        admin_token: settings.admin_token.map(Arc::from),
+        admin_token: settings.admin_token,
+        api_tokens: settings.api_tokens.clone(),
         event_feed: Arc::clone(&event_feed),
     };
     let app = ordo_http::router(state);
-    tracing::info!(address = %listener.local_addr()?, "ordo is listening");
+    let address = listener.local_addr()?;
+    access::warn_if_open(address, settings.api_tokens.as_deref());
+    tracing::info!(%address, "ordo is listening");
     let feed = Arc::clone(&event_feed);
     let stopping = async move {
         shutdown.await;

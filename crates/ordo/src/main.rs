@@ -46,14 +46,16 @@ fn main() -> ExitCode {
 }
 
 async fn serve_with(args: ordo::config::ServeArgs) -> anyhow::Result<()> {
-    let stores = Stores::open(&args.stores).await?;
+    // The token files first: a refused one stops the start before any store is opened.
     let settings = ordo::Settings {
-        admin_token: args.admin_token.map(|t| t.expose().to_string()),
+        admin_token: ordo::access::admin_token(&args)?,
+        api_tokens: ordo::access::api_tokens(args.api_token_file.as_deref())?,
         event_stream: ordo_http::StreamLimits {
             max_clients: args.stream_max_clients,
             ..ordo_http::StreamLimits::default()
         },
     };
+    let stores = Stores::open(&args.stores).await?;
     serve(&args.listen, stores, settings).await
 }
 

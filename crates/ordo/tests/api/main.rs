@@ -2,6 +2,7 @@
 //!
 //! The same tests run on every store combination: see `helpers::store_args`.
 
+mod access;
 mod admin;
 mod cli;
 mod commands;

@@ -676,3 +676,83 @@ async fn screenshots_for_the_documentation() {
     std::fs::write(images.join("order.png"), browser.screenshot().await).expect("write");
     browser.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_api_tokens_the_dashboard_asks_for_a_token_then_shows_the_orders_live() {
+    const READ: &str = "dashboard-read-token-01";
+    const WRITE: &str = "dashboard-write-token-1";
+    let tokens =
+        ordo_http::ApiTokens::parse(&format!("{READ} read\n{WRITE} write\n")).expect("token file");
+    let app = TestApp::spawn_configured(ordo::Settings {
+        admin_token: Some(ADMIN_TOKEN.into()),
+        api_tokens: Some(std::sync::Arc::new(tokens)),
+        ..ordo::Settings::default()
+    })
+    .await;
+    let create = |name: &'static str| {
+        app.request(reqwest::Method::POST, "/api/v1/orders/order")
+            .bearer_auth(WRITE)
+            .json(&order_body(
+                name,
+                "token@example.com",
+                &[("Key", 1, "3.00")],
+            ))
+            .send()
+    };
+    let first = CommandAnswer::from(create("Alice Token").await.expect("request")).await;
+    let seen = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/v1/orders/order/{}", first.order_id),
+        )
+        .bearer_auth(READ)
+        .header("X-Consistency-Token", &first.token)
+        .header("X-Consistency-Timeout-Ms", "30000")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(seen.status(), StatusCode::OK);
+
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/")).await;
+    shown(&browser, "#api-token-box").await;
+    assert!(
+        row_texts(&browser)
+            .await
+            .iter()
+            .all(|r| !r.contains("Alice"))
+    );
+    let field = browser.find("#api-token").await;
+    browser.type_text(&field, READ).await;
+    browser
+        .click_on("#api-token-form button[type=submit]")
+        .await;
+    browser
+        .wait_for("the orders, with the token", || async {
+            let rows = row_texts(&browser).await;
+            rows.iter().any(|r| r.contains("Alice Token")).then_some(())
+        })
+        .await;
+    assert!(!visible(&browser, "#api-token-box").await);
+    assert_eq!(
+        browser
+            .script(
+                "return [sessionStorage.getItem('ordo.apiToken'), localStorage.length]",
+                json!([])
+            )
+            .await,
+        json!([READ, 0]),
+        "the token is kept in this tab only"
+    );
+    browser
+        .wait_text("#live", "the live stream to be connected", |t| t == "Live")
+        .await;
+    create("Bob Token").await.expect("request");
+    browser
+        .wait_for("the new order, live", || async {
+            let rows = row_texts(&browser).await;
+            rows.iter().any(|r| r.contains("Bob Token")).then_some(())
+        })
+        .await;
+    browser.quit().await;
+}
