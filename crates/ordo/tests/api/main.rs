@@ -12,6 +12,7 @@ mod openapi;
 mod outage;
 mod queries;
 mod stream;
+mod supervision;
 mod web;
 
 mod helpers;
