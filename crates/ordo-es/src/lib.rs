@@ -21,7 +21,8 @@
 //! - [`snapshot`]: the [`SnapshotStore`] contract; the executor loads the latest
 //!   snapshot plus the events after it, and takes one every N events.
 //! - [`projection`]: the [`Projection`] trait and the [`ProjectionRunner`] that tails the
-//!   global log from the projection's own checkpoint and applies events in batches.
+//!   global log from the projection's own checkpoint and applies events in batches,
+//!   restarting its task from the stored checkpoint when it panics or gets stuck.
 //! - [`upcast`]: the [`UpcasterChain`] that reads old event schema versions in the
 //!   current shape.
 //! - [`testkit`]: given / when / then tests for aggregates, with no I/O.

@@ -5,7 +5,15 @@
 //! read-model change and the new checkpoint in one transaction), and when it has caught up
 //! waits for the store's wake-up. A projection added later, or reset, starts at the
 //! origin and catches up while new events keep arriving.
+//!
+//! The runner supervises its own work: the loop runs in a task of its own, and when that
+//! task panics, or one call into the projection takes longer than
+//! [`RunnerConfig::stuck_after`], the runner reports itself failing, aborts the task and
+//! starts a new one from the stored checkpoint, after a backoff that doubles at each
+//! restart in a row. Batches are committed with their checkpoint by compare-and-set, so
+//! a restart neither applies an event twice nor skips one.
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +23,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::event::RecordedEvent;
 use crate::position::{Checkpoint, Position};
@@ -79,7 +89,8 @@ pub enum ProjectionState {
     CatchingUp,
     /// Caught up with the log once; following it since.
     Running,
-    /// Applying keeps failing; the runner retries with backoff.
+    /// Applying keeps failing, or the runner's task panicked or got stuck; the runner
+    /// retries (or restarts) with backoff.
     Failing,
     Stopped,
 }
@@ -110,6 +121,8 @@ pub struct ProjectionStatus {
     pub events_applied: u64,
     /// Events parked as poison by this process.
     pub events_parked: u64,
+    /// Times this runner's task was restarted after it panicked or got stuck.
+    pub restarts: u64,
 }
 
 /// Tuning knobs of the runner.
@@ -130,6 +143,17 @@ pub struct RunnerConfig {
     /// Attempts at a failing batch (and then at each of its events alone) before the
     /// failing event is parked.
     pub attempts_before_parking: u32,
+    /// How long one call into the projection (loading its checkpoint, applying a batch,
+    /// parking an event, the final flush) may take before the runner counts as stuck:
+    /// its task is then aborted and a new one started from the stored checkpoint.
+    pub stuck_after: Duration,
+    /// The wait before restarting a task that panicked or got stuck; it doubles at each
+    /// restart in a row, up to `max_restart_backoff`.
+    pub min_restart_backoff: Duration,
+    pub max_restart_backoff: Duration,
+    /// A task that ran this long before it panicked or got stuck had been healthy: its
+    /// restart waits `min_restart_backoff` again.
+    pub healthy_after: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -141,27 +165,77 @@ impl Default for RunnerConfig {
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(10),
             attempts_before_parking: 4,
+            stuck_after: Duration::from_secs(60),
+            min_restart_backoff: Duration::from_millis(100),
+            max_restart_backoff: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(60),
         }
     }
 }
 
-/// Tails the global log into one projection.
+/// Tails the global log into one projection, restarting its work when it panics or
+/// gets stuck.
 pub struct ProjectionRunner {
-    store: Arc<dyn EventStore>,
-    projection: Arc<dyn Projection>,
-    config: RunnerConfig,
-    status: watch::Sender<ProjectionStatus>,
-    /// Set once a read of the log that came back short of a full batch is applied.
-    caught_up: AtomicBool,
+    /// The work of the runner; each task it runs in gets a copy with its own `busy`.
+    worker: Worker,
 }
 
 impl std::fmt::Debug for ProjectionRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProjectionRunner")
-            .field("projection", &self.projection.name())
-            .field("config", &self.config)
+            .field("projection", &self.worker.projection.name())
+            .field("config", &self.worker.config)
             .finish()
     }
+}
+
+/// The loop that reads the log and applies batches, as one task runs it. The tasks a
+/// runner starts one after the other share everything but `busy`.
+#[derive(Clone)]
+struct Worker {
+    store: Arc<dyn EventStore>,
+    projection: Arc<dyn Projection>,
+    config: RunnerConfig,
+    status: watch::Sender<ProjectionStatus>,
+    /// Set once a read of the log that came back short of a full batch is applied.
+    caught_up: Arc<AtomicBool>,
+    /// Since when this task's call into the projection has been running, if one is.
+    busy: Arc<Busy>,
+}
+
+/// When the call into the projection in progress started. Each task has its own, so
+/// that a task aborted late cannot clear the mark of the one that replaced it.
+#[derive(Debug, Default)]
+struct Busy(std::sync::Mutex<Option<Instant>>);
+
+impl Busy {
+    fn since(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, since: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = since;
+    }
+}
+
+/// Clears the [`Busy`] mark when the call ends, also when it is cancelled.
+struct BusyGuard<'a>(&'a Busy);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(None);
+    }
+}
+
+/// How a runner's task ended.
+enum Ended {
+    /// It stopped when asked to.
+    Stopped,
+    /// The runtime is shutting down.
+    Cancelled,
+    Panicked(String),
+    /// A call into the projection took longer than the limit; the task was aborted.
+    Stuck,
 }
 
 /// A cheap, cloneable view of a runner's progress.
@@ -206,19 +280,23 @@ impl ProjectionRunner {
             last_error: None,
             events_applied: 0,
             events_parked: 0,
+            restarts: 0,
         };
         Self {
-            store,
-            projection,
-            config,
-            status: watch::channel(status).0,
-            caught_up: AtomicBool::new(false),
+            worker: Worker {
+                store,
+                projection,
+                config,
+                status: watch::channel(status).0,
+                caught_up: Arc::default(),
+                busy: Arc::default(),
+            },
         }
     }
 
     pub fn handle(&self) -> ProjectionHandle {
         ProjectionHandle {
-            status: self.status.subscribe(),
+            status: self.worker.status.subscribe(),
         }
     }
 
@@ -226,19 +304,134 @@ impl ProjectionRunner {
     /// before the next is read, so stopping at any point loses nothing. A stop waits for
     /// the write in progress, if any, instead of abandoning it: when `run` returns,
     /// nothing more is written, and the stored checkpoint is where the projection
-    /// stopped (a switch to another read-store generation relies on that).
+    /// stopped (a switch to another read-store generation relies on that). The one
+    /// exception is a write stuck for longer than [`RunnerConfig::stuck_after`]: its task
+    /// is aborted, and a commit the store finishes later is refused by the checkpoint's
+    /// compare-and-set once anything else has moved the checkpoint.
+    ///
+    /// The work runs in a task of its own (spawned on the caller's runtime), which this
+    /// supervises: see the module docs.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let (stop, stopping) = watch::channel(false);
         let asked = async move {
             shutdown.await;
             let _ = stop.send(true);
         };
-        tokio::join!(asked, self.run_forever(stopping));
-        if let Err(error) = self.projection.flush().await {
+        tokio::join!(asked, self.supervise(stopping));
+        self.worker
+            .status
+            .send_modify(|s| s.state = ProjectionState::Stopped);
+    }
+
+    /// Runs the work in a task, and a new one each time a task panics or gets stuck,
+    /// until a task stops because it was asked to.
+    async fn supervise(&self, mut stop: watch::Receiver<bool>) {
+        let config = &self.worker.config;
+        let name = self.worker.projection.name();
+        let mut backoff = config.min_restart_backoff;
+        loop {
+            let worker = Worker {
+                busy: Arc::default(),
+                ..self.worker.clone()
+            };
+            let started = Instant::now();
+            let busy = Arc::clone(&worker.busy);
+            let task = tokio::spawn(worker.work(stop.clone()));
+            let message = match watch_task(task, &busy, config.stuck_after).await {
+                Ended::Stopped | Ended::Cancelled => return,
+                Ended::Panicked(panic) => format!("the projection runner panicked: {panic}"),
+                Ended::Stuck => {
+                    format!("projection batch stuck for {}", seconds(config.stuck_after))
+                }
+            };
+            let stopping = *stop.borrow();
+            if started.elapsed() >= config.healthy_after {
+                backoff = config.min_restart_backoff;
+            }
+            if stopping {
+                tracing::error!(projection = name, error = %message, "projection runner failed while stopping");
+            } else {
+                tracing::error!(projection = name, error = %message, ?backoff, "projection runner failed; restarting it");
+            }
+            self.worker.status.send_modify(|s| {
+                s.state = ProjectionState::Failing;
+                s.last_error = Some(message);
+                if !stopping {
+                    s.restarts += 1;
+                }
+            });
+            if stopping
+                || unless_stopped(&mut stop, tokio::time::sleep(backoff))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            backoff = (backoff * 2).min(config.max_restart_backoff);
+        }
+    }
+}
+
+/// Waits for `task` to end; aborts it when a call into the projection has been running
+/// for `limit` (`busy` says since when).
+async fn watch_task(mut task: JoinHandle<()>, busy: &Busy, limit: Duration) -> Ended {
+    // Idle, the mark is looked at this often: a call that starts meanwhile is then
+    // watched until its own deadline.
+    let idle_check = (limit / 4).max(Duration::from_millis(1));
+    loop {
+        let check_at = match busy.since() {
+            Some(since) if since.elapsed() >= limit => {
+                task.abort();
+                return Ended::Stuck;
+            }
+            Some(since) => since + limit,
+            None => Instant::now() + idle_check,
+        };
+        tokio::select! {
+            joined = &mut task => {
+                return match joined {
+                    Ok(()) => Ended::Stopped,
+                    Err(e) if e.is_panic() => Ended::Panicked(panic_message(e.into_panic().as_ref())),
+                    Err(_) => Ended::Cancelled,
+                };
+            }
+            () = tokio::time::sleep_until(check_at) => {}
+        }
+    }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
+/// `60 s`, or `250 ms` below a second.
+fn seconds(duration: Duration) -> String {
+    if duration >= Duration::from_secs(1) {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{} ms", duration.as_millis())
+    }
+}
+
+impl Worker {
+    /// One task's work: the loop until a stop, then waiting for writes still running.
+    async fn work(self, stop: watch::Receiver<bool>) {
+        self.run_forever(stop).await;
+        if let Err(error) = self.timed(self.projection.flush()).await {
             tracing::warn!(projection = self.projection.name(), error = %error_chain(&error), "a write of the stopped projection failed");
         }
-        self.status
-            .send_modify(|s| s.state = ProjectionState::Stopped);
+    }
+
+    /// `call` (a call into the projection), marked as running for the stuck watch.
+    async fn timed<T>(&self, call: impl Future<Output = T>) -> T {
+        self.busy.set(Some(Instant::now()));
+        let _guard = BusyGuard(&self.busy);
+        call.await
     }
 
     async fn run_forever(&self, mut stop: watch::Receiver<bool>) {
@@ -279,7 +472,7 @@ impl ProjectionRunner {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Infallible, Halt> {
         let partitions = self.store.partitions();
-        let mut checkpoint = unless_stopped(stop, self.projection.load_checkpoint())
+        let mut checkpoint = unless_stopped(stop, self.timed(self.projection.load_checkpoint()))
             .await??
             .unwrap_or_else(|| Checkpoint::origin(partitions));
         self.publish_loaded(&checkpoint);
@@ -333,7 +526,7 @@ impl ProjectionRunner {
                 // Another process may have moved the stored checkpoint (several
                 // `ordo serve` on one read store); follow it when it is ahead.
                 if let Some(stored) =
-                    unless_stopped(stop, self.projection.load_checkpoint()).await??
+                    unless_stopped(stop, self.timed(self.projection.load_checkpoint())).await??
                     && stored != checkpoint
                     && stored.is_at_or_past(&checkpoint)
                 {
@@ -412,8 +605,7 @@ impl ProjectionRunner {
                     version = event.version, position = %event.position, error = %error,
                     "parking a poison event"
                 );
-                self.projection
-                    .park(event, &error, &checkpoint, &next)
+                self.timed(self.projection.park(event, &error, &checkpoint, &next))
                     .await?;
                 self.status.send_modify(|s| {
                     s.events_parked += 1;
@@ -444,7 +636,10 @@ impl ProjectionRunner {
         let mut backoff = self.config.min_backoff;
         let mut attempt = 0;
         loop {
-            match self.projection.apply_batch(events, from, to).await {
+            match self
+                .timed(self.projection.apply_batch(events, from, to))
+                .await
+            {
                 Ok(()) => return Ok(None),
                 Err(ProjectionError::Failed(e)) => {
                     attempt += 1;
@@ -592,6 +787,21 @@ mod tests {
         checkpoint_down: Mutex<u32>,
         runner: std::sync::OnceLock<ProjectionHandle>,
         seen_status: Mutex<Vec<ProjectionStatus>>,
+        /// A batch holding this event (stream, version) panics, `panics_left` times.
+        panic_on: Option<(String, u64)>,
+        panics_left: Mutex<u32>,
+        /// A batch holding this event (stream, version) never ends, `stuck_left` times.
+        stuck_on: Option<(String, u64)>,
+        stuck_left: Mutex<u32>,
+    }
+
+    /// Whether `events` hold the event `target` names.
+    fn holds(events: &[RecordedEvent], target: &Option<(String, u64)>) -> bool {
+        target.as_ref().is_some_and(|(stream, version)| {
+            events
+                .iter()
+                .any(|e| e.stream_id.as_str() == stream && e.version == *version)
+        })
     }
 
     /// Takes one from `left` when it is not zero yet: whether an injected failure is due.
@@ -633,6 +843,12 @@ mod tests {
             }
             if count_down(&self.unavailable_first) {
                 return Err(ProjectionError::Unavailable("store down (injected)".into()));
+            }
+            if holds(events, &self.panic_on) && count_down(&self.panics_left) {
+                panic!("injected panic");
+            }
+            if holds(events, &self.stuck_on) && count_down(&self.stuck_left) {
+                std::future::pending::<()>().await;
             }
             {
                 let mut fail = self.fail_first.lock().unwrap_or_else(|e| e.into_inner());
@@ -713,6 +929,10 @@ mod tests {
             min_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(5),
             attempts_before_parking: 3,
+            stuck_after: Duration::from_secs(30),
+            min_restart_backoff: Duration::from_millis(1),
+            max_restart_backoff: Duration::from_millis(5),
+            healthy_after: Duration::from_secs(60),
         }
     }
 
@@ -1037,5 +1257,143 @@ mod tests {
         });
         run_until_caught_up(Arc::clone(&store), Arc::clone(&projection), last).await;
         assert_eq!(projection.seen.lock().expect("lock").len(), 3);
+    }
+
+    /// A runner on `projection` with `config`, spawned, whose status `projection` records
+    /// at every batch; it stops when the returned sender is used.
+    fn spawn_watched(
+        store: Arc<InMemoryStore>,
+        projection: Arc<Recorder>,
+        config: RunnerConfig,
+    ) -> (
+        ProjectionHandle,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let runner = ProjectionRunner::new(store, Arc::clone(&projection) as _, config);
+        projection.runner.set(runner.handle()).expect("set once");
+        let handle = runner.handle();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runner.run(async {
+            let _ = stopped.await;
+        }));
+        (handle, stop, task)
+    }
+
+    /// Each of `streams` streams was applied once, versions 1 to `per_stream` in order.
+    fn assert_applied_once(projection: &Recorder, streams: usize, per_stream: u64) {
+        let seen = projection.seen.lock().expect("lock").clone();
+        assert_eq!(
+            seen.len(),
+            streams * per_stream as usize,
+            "nothing applied twice, nothing skipped: {seen:?}"
+        );
+        for s in 0..streams {
+            let versions: Vec<u64> = seen
+                .iter()
+                .filter(|(id, _)| *id == format!("s-{s}"))
+                .map(|(_, v)| *v)
+                .collect();
+            assert_eq!(versions, (1..=per_stream).collect::<Vec<_>>());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_panics_restarts_the_runner_which_then_applies_every_event_once() {
+        let store = Arc::new(InMemoryStore::with_partitions(3));
+        let last = append_many(&store, 5, 6).await;
+        let projection = Arc::new(Recorder {
+            panic_on: Some(("s-2".into(), 4)),
+            panics_left: Mutex::new(3),
+            ..Recorder::default()
+        });
+        let (handle, stop, task) = spawn_watched(store, Arc::clone(&projection), config());
+        assert!(handle.wait_for(&last, Duration::from_secs(30)).await);
+        assert_applied_once(&projection, 5, 6);
+        let status = handle.status();
+        assert_eq!(status.restarts, 3, "{status:?}");
+        assert_eq!(status.state, ProjectionState::Running);
+        assert_eq!(
+            status.last_error, None,
+            "applied again: the failure is over"
+        );
+        assert_eq!(status.events_parked, 0, "a panic is not a poison event");
+        // What the restarted runner said before it got past the panicking batch.
+        let seen = projection.seen_status.lock().expect("lock").clone();
+        assert!(
+            seen.iter().any(|s| s.state == ProjectionState::Failing
+                && s.restarts >= 1
+                && s.last_error.as_deref()
+                    == Some("the projection runner panicked: injected panic")),
+            "{seen:?}"
+        );
+        let _ = stop.send(());
+        task.await.expect("the runner itself does not panic");
+        assert_eq!(handle.status().state, ProjectionState::Stopped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_batch_is_reported_and_applied_by_the_runner_that_replaces_it() {
+        let store = Arc::new(InMemoryStore::new());
+        let last = append_many(&store, 2, 3).await;
+        let projection = Arc::new(Recorder {
+            stuck_on: Some(("s-1".into(), 2)),
+            stuck_left: Mutex::new(1),
+            ..Recorder::default()
+        });
+        let config = RunnerConfig {
+            stuck_after: Duration::from_secs(5),
+            ..config()
+        };
+        let (handle, stop, task) = spawn_watched(store, Arc::clone(&projection), config);
+        assert!(handle.wait_for(&last, Duration::from_secs(600)).await);
+        assert_applied_once(&projection, 2, 3);
+        let status = handle.status();
+        assert_eq!(status.restarts, 1, "{status:?}");
+        assert_eq!(status.state, ProjectionState::Running);
+        assert_eq!(status.last_error, None);
+        let seen = projection.seen_status.lock().expect("lock").clone();
+        assert!(
+            seen.iter().any(|s| s.state == ProjectionState::Failing
+                && s.restarts == 1
+                && s.last_error.as_deref() == Some("projection batch stuck for 5 s")),
+            "{seen:?}"
+        );
+        let _ = stop.send(());
+        task.await.expect("runner");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_runner_asked_to_stop_during_a_stuck_batch_stops_once_it_counts_as_stuck() {
+        let store = Arc::new(InMemoryStore::new());
+        append_many(&store, 1, 3).await;
+        let projection = Arc::new(Recorder {
+            stuck_on: Some(("s-0".into(), 1)),
+            stuck_left: Mutex::new(u32::MAX),
+            ..Recorder::default()
+        });
+        let config = RunnerConfig {
+            stuck_after: Duration::from_secs(5),
+            ..config()
+        };
+        let (handle, stop, task) = spawn_watched(store, Arc::clone(&projection), config);
+        // The first batch has started (and will never end).
+        for _ in 0..1_000 {
+            if !projection.seen_status.lock().expect("lock").is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(!projection.seen_status.lock().expect("lock").is_empty());
+        let _ = stop.send(());
+        task.await.expect("runner");
+        let status = handle.status();
+        assert_eq!(status.state, ProjectionState::Stopped);
+        assert_eq!(status.restarts, 0, "stopping: not restarted");
+        assert_eq!(
+            status.last_error.as_deref(),
+            Some("projection batch stuck for 5 s")
+        );
+        assert!(projection.seen.lock().expect("lock").is_empty());
     }
 }

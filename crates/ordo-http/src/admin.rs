@@ -85,7 +85,12 @@ struct ProjectionReport {
     lag_seconds: f64,
     /// Events applied since the process started.
     events_applied: u64,
+    /// What went wrong last, while failing (a store error, a panic, a batch stuck for
+    /// too long) or after an event was parked; null otherwise.
     last_error: Option<String>,
+    /// Times the projection's runner was restarted after it panicked or a batch got
+    /// stuck (each restart resumes from the stored checkpoint).
+    restarts: u64,
     /// The read-model generation queries are served from.
     generation: String,
     /// A generation being loaded by a rebuild or a bulk start, if any.
@@ -311,6 +316,7 @@ async fn projections(State(state): State<AppState>) -> Result<Response, ApiError
             lag_seconds: lag,
             events_applied: status.events_applied,
             last_error: status.last_error,
+            restarts: status.restarts,
             generation: state.read_side.generation(),
             loading_generation: state.read_side.loading_generation(),
             parked,

@@ -47,6 +47,8 @@ pub struct ProjectionGauges {
     pub position: u64,
     pub lag_seconds: f64,
     pub parked: u64,
+    /// Times the projection's runner was restarted after it panicked or got stuck.
+    pub restarts: u64,
 }
 
 /// The service's metrics.
@@ -144,6 +146,13 @@ impl Metrics {
             "gauge",
             "Poison events parked by this process, per projection.",
             per_projection(|p| p.parked.to_string()),
+        );
+        family(
+            &mut out,
+            "ordo_projection_restarts_total",
+            "counter",
+            "Times the projection runner was restarted after it panicked or got stuck, per projection.",
+            per_projection(|p| p.restarts.to_string()),
         );
         family(
             &mut out,

@@ -140,6 +140,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         position,
         lag_seconds: lag,
         parked: status.events_parked,
+        restarts: status.restarts,
     };
     let body = state.metrics.render(&[gauges], state.jobs.events_applied());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
@@ -158,6 +159,7 @@ mod tests {
             last_error: last_error.map(str::to_string),
             events_applied: 0,
             events_parked: 0,
+            restarts: 0,
         }
     }
 

@@ -44,6 +44,8 @@ struct FailingCommits {
     slow_indexes: Option<Arc<SlowIndexes>>,
     /// Commits read-lock it, a slow index build write-locks it.
     gate: tokio::sync::RwLock<()>,
+    /// Every commit panics (a bug in the store), before touching anything.
+    panic: bool,
 }
 
 impl FailingCommits {
@@ -60,6 +62,7 @@ impl FailingCommits {
             refuse_bulk: false,
             slow_indexes: None,
             gate: tokio::sync::RwLock::new(()),
+            panic: false,
         }
     }
 }
@@ -149,6 +152,7 @@ impl OrderReadStore for FailingCommits {
         from: &Checkpoint,
         to: &Checkpoint,
     ) -> Result<(), ReadStoreError> {
+        assert!(!self.panic, "commit panicked (injected)");
         let _gate = self.gate.read().await;
         if let Some(slow) = &self.slow_indexes {
             slow.record_commit();
@@ -536,6 +540,8 @@ enum NewGenerations {
     RefuseBulk,
     /// Work, with slow index builds ([`SlowIndexes`]).
     SlowIndexes,
+    /// Panic at every commit.
+    PanicAtCommits,
 }
 
 /// Read models that count the generations created, whose new generations behave as
@@ -586,6 +592,7 @@ impl ReadStoreProvider for TestGenerations {
                 store.refuse_bulk = self.new == NewGenerations::RefuseBulk;
             }
             NewGenerations::SlowIndexes => store.slow_indexes = Some(self.slow_indexes.clone()),
+            NewGenerations::PanicAtCommits => store.panic = true,
         }
         Ok(ReadGeneration {
             store: Arc::new(store),
@@ -661,6 +668,84 @@ async fn a_rebuild_that_makes_no_progress_gives_up_and_leaves_the_live_read_mode
         "{again:?}"
     );
     side.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_whose_commits_panic_fails_saying_so_and_leaves_the_live_read_models_alone() {
+    let (events, _ids, last) = seeded_log().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let provider = Arc::new(TestGenerations::new(
+        dir.path().join("read.db"),
+        NewGenerations::PanicAtCommits,
+    ));
+    let side = start(
+        &events,
+        provider,
+        ReadSideOptions {
+            stall_limit: Duration::from_secs(5),
+            ..ReadSideOptions::default()
+        },
+    )
+    .await;
+    assert!(side.wait_for(&last, Duration::from_secs(60)).await);
+    let live = side.generation();
+    let before = side.store().summary().await.expect("summary");
+
+    let error = tokio::time::timeout(Duration::from_secs(120), side.rebuild(&|_, _| {}))
+        .await
+        .expect("a rebuild whose runner keeps panicking ends")
+        .expect_err("a rebuild whose commits all panic cannot finish");
+    let message = error.to_string();
+    assert!(matches!(error, RebuildError::Stalled { .. }), "{message}");
+    assert!(
+        message.contains("panicked") && message.contains("commit panicked (injected)"),
+        "the error says why: {message}"
+    );
+    assert_eq!(side.generation(), live);
+    assert_eq!(side.store().summary().await.expect("summary"), before);
+    let status = side.status();
+    assert_eq!(status.state, ProjectionState::Running, "{status:?}");
+    assert_eq!(
+        status.restarts, 0,
+        "the live runner was not the one panicking"
+    );
+    side.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_of_a_replaced_writer_is_refused_and_changes_nothing() {
+    // A runner aborted while its commit was stuck may see that commit land after the
+    // runner that replaced it has committed the same events: the checkpoint's
+    // compare-and-set must refuse it.
+    let (events, _ids, _last) = seeded_log().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn OrderReadStore> =
+        Arc::new(SqliteReadStore::open(dir.path().join("read.db")).expect("open"));
+    let projection = OrderProjection::new(Arc::clone(&store));
+    let origin = Checkpoint::origin(events.partitions());
+    let batch = events.read_all(&origin, 50).await.expect("read");
+    let mut to = origin.clone();
+    for event in &batch {
+        to.advance(&event.position);
+    }
+    projection
+        .apply_batch(&batch, &origin, &to)
+        .await
+        .expect("the replacing runner commits");
+    let after = store.summary().await.expect("summary");
+    let late = projection.apply_batch(&batch, &origin, &to).await;
+    assert!(
+        matches!(late, Err(ProjectionError::CheckpointMoved)),
+        "{late:?}"
+    );
+    assert_eq!(store.summary().await.expect("summary"), after);
+    assert_eq!(
+        store
+            .load_checkpoint(OrderProjection::NAME)
+            .await
+            .expect("checkpoint"),
+        Some(to)
+    );
 }
 
 /// Read models that were never projected into, on a log long enough to load in bulk.

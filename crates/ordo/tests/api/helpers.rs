@@ -113,6 +113,12 @@ impl TestApp {
 
     pub async fn spawn_with_settings(args: StoreArgs, settings: Settings) -> TestApp {
         let stores = Stores::open(&args).await.expect("open stores");
+        Self::spawn_on(args, stores, settings).await
+    }
+
+    /// Starts the service on `stores` (opened from `args`, and perhaps wrapped by the
+    /// test, to inject failures).
+    pub async fn spawn_on(args: StoreArgs, stores: Stores, settings: Settings) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");

@@ -13,6 +13,7 @@ mod openapi;
 mod outage;
 mod queries;
 mod stream;
+mod supervision;
 mod web;
 
 mod helpers;
