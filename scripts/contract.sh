@@ -59,9 +59,6 @@ say "validating the document against the OpenAPI 3.1 schema"
 #   asOf and asOfVersion together), so some schema-valid requests are rightly 422 or 400.
 # - the coverage phase: it sends unknown header names and expects them refused; HTTP
 #   servers ignore unknown headers. (Hostile input has its own tests: tests/api/hostile.rs.)
-# X-Consistency-Token is sent as the log's origin: a generated token ahead of the log
-# waits out its timeout and answers 503, as documented, which schemathesis counts as a
-# server error.
 # POST /api/v1/admin/replay is left out (each call starts a rebuild), and so is the event
 # stream (an answer that never ends; tests/api/stream.rs reads it as a client does).
 say "schemathesis against $base for ${ORDO_CONTRACT_SECONDS:-120} s"
@@ -70,7 +67,7 @@ say "schemathesis against $base for ${ORDO_CONTRACT_SECONDS:-120} s"
     --phases examples,fuzzing,stateful \
     --checks all --exclude-checks positive_data_acceptance \
     --max-time "${ORDO_CONTRACT_SECONDS:-120}" --workers 2 --seed 1 \
-    --header "Authorization: Bearer $token" --header "X-Consistency-Token: 0.0.0" \
+    --header "Authorization: Bearer $token" \
     --exclude-path /api/v1/admin/replay --exclude-path /api/v1/events/stream) \
     || { tail -n 50 "$work/server.log" >&2; die "the API does not answer as its OpenAPI document says"; }
 if grep -q "panicked" "$work/server.log"; then

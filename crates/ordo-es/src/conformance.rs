@@ -49,6 +49,7 @@ macro_rules! event_store_conformance {
             concurrent_appenders_on_many_streams_lose_nothing,
             reading_the_log_in_small_batches_sees_each_event_once,
             a_checkpoint_covers_exactly_what_was_read,
+            the_head_covers_every_position_an_append_returned,
             waiting_wakes_up_when_an_event_is_appended,
             payloads_and_metadata_round_trip_exactly,
             unknown_streams_read_as_empty,
@@ -515,6 +516,73 @@ pub async fn a_checkpoint_covers_exactly_what_was_read(store: Arc<dyn EventStore
         token.parse::<Position>(),
         Ok(second.last_position()),
         "positions must round-trip as tokens"
+    );
+}
+
+pub async fn the_head_covers_every_position_an_append_returned(store: Arc<dyn EventStore>) {
+    let empty = store.head().await.expect("head of the empty store");
+    assert_eq!(
+        empty,
+        Checkpoint::origin(store.partitions()),
+        "an empty store's head is the origin"
+    );
+
+    // Concurrent appenders, each asking for the head as soon as its append returned:
+    // a position handed out is never ahead of the head, however the commits interleave.
+    let appenders: Vec<_> = (0..8u64)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let stream = unique_stream("head");
+                let mut positions = Vec::new();
+                let mut version = 0;
+                for _ in 0..3 {
+                    let appended = store
+                        .append(
+                            &stream,
+                            ExpectedVersion::Exact(version),
+                            events(version + 1, 1 + i % 3),
+                        )
+                        .await
+                        .expect("append");
+                    version = appended.last_version;
+                    let head = store.head().await.expect("head");
+                    for position in &appended.positions {
+                        assert!(
+                            head.covers(position),
+                            "the head {} does not cover {position}, which an append returned",
+                            head.encode()
+                        );
+                    }
+                    positions.extend(appended.positions);
+                }
+                positions
+            })
+        })
+        .collect();
+    let mut positions = Vec::new();
+    for appender in appenders {
+        positions.extend(appender.await.expect("appender task"));
+    }
+
+    let head = store.head().await.expect("head");
+    assert_eq!(head.partitions(), store.partitions());
+    for position in &positions {
+        assert!(
+            head.covers(position),
+            "{position} is past the head {}",
+            head.encode()
+        );
+    }
+    let mut read = Checkpoint::origin(store.partitions());
+    for event in read_everything(store.as_ref()).await {
+        read.advance(&event.position);
+    }
+    assert!(
+        head.is_at_or_past(&read),
+        "the head {} is behind what the log holds ({})",
+        head.encode(),
+        read.encode()
     );
 }
 

@@ -197,6 +197,18 @@ impl EventStore for InMemoryStore {
             .sum())
     }
 
+    async fn head(&self) -> Result<Checkpoint, StoreError> {
+        let inner = self.lock();
+        let mut head = Checkpoint::origin(self.partitions);
+        for (p, log) in inner.logs.iter().enumerate() {
+            if let Some(last) = log.last() {
+                debug_assert_eq!(last.position.partition as usize, p);
+                head.advance(&last.position);
+            }
+        }
+        Ok(head)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

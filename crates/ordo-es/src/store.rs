@@ -121,6 +121,11 @@ impl StoreError {
 /// - [`wait_for_events`](EventStore::wait_for_events) returns when events not covered
 ///   by `after` may exist, or when `timeout` has passed. It may return early without new
 ///   events; callers re-check with `read_all`.
+/// - [`head`](EventStore::head) returns a checkpoint that covers every event whose append
+///   returned before the call: a position an append handed out is never past it. It may
+///   cover events still in flight (it is at least as far as any committed event, and may
+///   be further), so a position past it was never handed out by this store. An empty
+///   store's head is [`Checkpoint::origin`].
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// How many partitions the global log has. Fixed for the life of a store.
@@ -155,6 +160,10 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// How many events the global log holds after `after` (for progress reports). May
     /// be an estimate on backends where counting is expensive.
     async fn count_after(&self, after: &Checkpoint) -> Result<u64, StoreError>;
+
+    /// A checkpoint covering every event stored now (see the contract above). Used to
+    /// tell a position this store never handed out from one not yet projected.
+    async fn head(&self) -> Result<Checkpoint, StoreError>;
 
     /// Answers when the backend is reachable.
     async fn ping(&self) -> Result<(), StoreError>;

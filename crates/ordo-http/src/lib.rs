@@ -219,8 +219,11 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
-    state
-        .metrics
-        .http(&method, &route, status.as_u16(), started.elapsed());
+    state.metrics.http(
+        metrics::method_label(&method),
+        &route,
+        status.as_u16(),
+        started.elapsed(),
+    );
     response
 }

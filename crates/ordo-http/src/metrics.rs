@@ -51,6 +51,21 @@ pub struct ProjectionGauges {
     pub restarts: u64,
 }
 
+/// The methods that get a label of their own; any other method name (clients may send
+/// any token) is counted as `other`, so that made-up methods cannot add series.
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// The `method` label of a request: a standard method, or `other`.
+pub(crate) fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// The service's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -77,6 +92,9 @@ impl Metrics {
         }
     }
 
+    /// Counts one request. The labels must come from bounded sets (every series lives
+    /// as long as the process): `method` from `method_label`, `route` a route template
+    /// or `unmatched`, `status` the answer's status.
     pub fn http(&self, method: &str, route: &str, status: u16, took: Duration) {
         let mut inner = self.lock();
         *inner
@@ -248,4 +266,48 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
     let _ = writeln!(out, "{name}_sum {}", h.sum);
     let _ = writeln!(out, "{name}_count {}", h.count);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http_series(rendered: &str) -> usize {
+        rendered
+            .lines()
+            .filter(|l| l.starts_with("ordo_http_requests_total{"))
+            .count()
+    }
+
+    #[test]
+    fn standard_methods_keep_their_name_and_any_other_is_other() {
+        for m in METHODS {
+            assert_eq!(method_label(m), *m);
+        }
+        for m in ["get", "PROPFIND", "BREW", "", "GET "] {
+            assert_eq!(method_label(m), "other", "{m:?}");
+        }
+    }
+
+    #[test]
+    fn made_up_methods_add_no_series() {
+        let metrics = Metrics::default();
+        for _ in 0..100 {
+            let made_up = format!("X{}", uuid::Uuid::now_v7().simple()).to_uppercase();
+            metrics.http(
+                method_label(&made_up),
+                "unmatched",
+                404,
+                Duration::from_millis(1),
+            );
+        }
+        let rendered = metrics.render(&[], 0);
+        assert_eq!(http_series(&rendered), 1, "{rendered}");
+        assert!(
+            rendered.contains(
+                "ordo_http_requests_total{method=\"other\",route=\"unmatched\",status=\"404\"} 100"
+            ),
+            "{rendered}"
+        );
+    }
 }

@@ -88,7 +88,7 @@ macro_rules! problem_response {
 }
 
 problem_response! {
-    BadRequest: "A malformed header, path or query parameter, or malformed JSON; the detail names it.";
+    BadRequest: "A malformed header, path or query parameter, or malformed JSON, or an X-Consistency-Token no command returned; the detail names it.";
     NotFound: "No such order (an id that is not an order id is unknown too), or nothing at that version or time.";
     Gone: "The order has been deleted and accepts no command.";
     Conflict: "A business rule forbids the command (for example an invalid status transition); the detail says which.";
@@ -178,8 +178,8 @@ fn string_header(description: &str) -> utoipa::openapi::header::Header {
 #[allow(dead_code)] // Read by `queries::await_consistency`; this type only documents them.
 pub(crate) struct ConsistencyHeaders {
     /// The token a command returned: the answer waits until the read models show that
-    /// write (up to the timeout, then 503 with Retry-After). Malformed, or from another
-    /// event store: 400.
+    /// write (up to the timeout, then 503 with Retry-After). Malformed, from another
+    /// event store, or ahead of every event stored (no command returned it): 400 at once.
     #[param(
         rename = "X-Consistency-Token",
         max_length = 64,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,9 +13,9 @@ use utoipa_axum::routes;
 
 use ordo_es::{ProjectionState, ProjectionStatus};
 
-use crate::AppState;
 use crate::error::problem_response;
 use crate::openapi::Unavailable;
+use crate::{AppState, RequestId};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -57,12 +58,15 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
         (status = 503, response = Unavailable),
     ),
 )]
-async fn ready(State(state): State<AppState>) -> Response {
+async fn ready(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+) -> Response {
     let mut problems = Vec::new();
     match tokio::time::timeout(PING_TIMEOUT, state.service.store().ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness: event store");
+            tracing::warn!(request_id = %request_id, error = %e, "readiness: event store");
             problems.push("the event store does not answer".to_string());
         }
         Err(_) => problems.push("the event store did not answer in time".to_string()),
@@ -70,17 +74,26 @@ async fn ready(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(PING_TIMEOUT, state.reads().ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness: read store");
+            tracing::warn!(request_id = %request_id, error = %e, "readiness: read store");
             problems.push("the read store does not answer".to_string());
         }
         Err(_) => problems.push("the read store did not answer in time".to_string()),
     }
-    problems.extend(projection_problem(&state.read_side.status()));
+    let projection = state.read_side.status();
+    problems.extend(projection_problem(&projection));
     if problems.is_empty() {
-        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
-    } else {
-        problem_response(StatusCode::SERVICE_UNAVAILABLE, problems.join("; "), None)
+        return axum::Json(serde_json::json!({ "status": "ready" })).into_response();
     }
+    let detail = problems.join("; ");
+    // The answer names the part only; the cause (store or database text) is for the log
+    // and the admin projections endpoint, not for whoever can reach /ready.
+    tracing::warn!(
+        request_id = %request_id,
+        detail,
+        projection_error = projection.last_error.as_deref().unwrap_or(""),
+        "not ready"
+    );
+    problem_response(StatusCode::SERVICE_UNAVAILABLE, detail, None)
 }
 
 /// Why a projection keeps the service from being ready, if it does. A projection still
@@ -96,8 +109,7 @@ fn projection_problem(status: &ProjectionStatus) -> Option<String> {
         )),
         ProjectionState::Stopped => Some(format!("projection {name} has stopped")),
         ProjectionState::Failing => Some(format!(
-            "projection {name} is failing: {}",
-            status.last_error.as_deref().unwrap_or("unknown error")
+            "projection {name} is failing; see the log and GET /api/v1/admin/projections"
         )),
     }
 }
@@ -178,7 +190,7 @@ mod tests {
             (ProjectionState::Starting, "projection orders is starting"),
             (
                 ProjectionState::Failing,
-                "projection orders is failing: disk full",
+                "projection orders is failing; see the log and GET /api/v1/admin/projections",
             ),
             (ProjectionState::Stopped, "projection orders has stopped"),
         ] {

@@ -81,6 +81,7 @@ struct Statements {
     read_all: String,
     readable: String,
     count_after: String,
+    head: String,
     load_snapshot: String,
     save_snapshot: String,
     delete_snapshots: String,
@@ -110,6 +111,13 @@ impl Statements {
             ),
             count_after: format!(
                 "SELECT count(*) FROM {s}.events e WHERE (e.tx_id, e.position) > ($1::text::xid8, $2::int8)"
+            ),
+            // The greatest (tx_id, position) of every committed row, settled or not: a
+            // position an append returned is committed, so never past it. One backward
+            // step of the (tx_id, position) index.
+            head: format!(
+                "SELECT e.tx_id::text, e.position FROM {s}.events e \
+                 ORDER BY e.tx_id DESC, e.position DESC LIMIT 1"
             ),
             load_snapshot: format!(
                 "SELECT stream_id, aggregate_type, version, schema_version, state, taken_at \
@@ -484,6 +492,25 @@ impl EventStore for PgEventStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    /// Not the settled prefix `read_all` hands out but every committed event: a token from
+    /// an append whose transaction is below a still-running one is committed, and must
+    /// not be judged ahead of the store.
+    async fn head(&self) -> Result<Checkpoint, StoreError> {
+        let rows = self.query(&self.sql.head, &[]).await?;
+        let mut head = Checkpoint::origin(1);
+        if let Some(row) = rows.first() {
+            let get_err = |e: tokio_postgres::Error| corrupt("unreadable event row", e);
+            let tx_id: String = row.try_get(0).map_err(get_err)?;
+            let position: i64 = row.try_get(1).map_err(get_err)?;
+            head.advance(&Position::new(
+                PARTITION,
+                tx_id.parse().map_err(|e| corrupt("transaction id", e))?,
+                u64::try_from(position).map_err(|e| corrupt("negative position", e))?,
+            ));
+        }
+        Ok(head)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
@@ -675,6 +702,14 @@ mod tests {
         assert_eq!(checkpoint, before);
         assert_eq!(store.count_after(&checkpoint).await.expect("count"), 1);
         assert!(!store.readable_after(&checkpoint).await.expect("readable"));
+        // The head is not the settled prefix: the committed append's token, which its
+        // client already holds, is within it although no reader can get the event yet.
+        let head = store.head().await.expect("head");
+        assert!(
+            head.covers(&later.positions[0]),
+            "a committed append is ahead of the head {}",
+            head.encode()
+        );
 
         // Once it commits, the reader gets both, none skipped, the held one first.
         held_tx.commit().await.expect("commit the held append");

@@ -158,6 +158,10 @@ impl EventStore for TestStore {
         self.inner.count_after(after).await
     }
 
+    async fn head(&self) -> Result<Checkpoint, StoreError> {
+        self.inner.head().await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -358,6 +358,32 @@ impl EventStore for RedisEventStore {
         Ok(total)
     }
 
+    /// Each partition's newest log entry id (`<seq>-0`), one XREVRANGE per partition,
+    /// all in flight at once; on a cluster each goes to the node that owns the partition.
+    async fn head(&self) -> Result<Checkpoint, StoreError> {
+        let newest = (0..self.url.partitions).map(|partition| async move {
+            let mut cmd = redis::cmd("XREVRANGE");
+            cmd.arg(self.log_key(partition))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+            let reply: Value = self
+                .query(&cmd, || {
+                    format!("read the head of partition {partition} of the log")
+                })
+                .await?;
+            codec::decode_entries(reply, Source::Log, self.url.partitions)
+        });
+        let mut head = Checkpoint::origin(self.url.partitions);
+        for entries in futures_util::future::try_join_all(newest).await? {
+            for event in &entries {
+                head.advance(&event.position);
+            }
+        }
+        Ok(head)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.query::<Value>(&redis::cmd("PING"), || "ping".into())
             .await

@@ -326,3 +326,60 @@ async fn hostile_headers_and_query_strings_are_4xx() {
         "an unsafe request id is replaced"
     );
 }
+
+fn http_series(metrics: &str) -> Vec<&str> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("ordo_http_requests_total{"))
+        .map(|l| l.rsplit_once(' ').map_or(l, |(series, _)| series))
+        .collect()
+}
+
+#[tokio::test]
+async fn made_up_methods_and_paths_add_a_bounded_number_of_metric_series() {
+    let app = TestApp::spawn().await;
+    let before = app.get("/metrics").await.text().await.expect("metrics");
+    let mut sent = Vec::new();
+    for i in 0..100 {
+        let random = uuid::Uuid::now_v7().simple().to_string();
+        let method =
+            Method::from_bytes(format!("X{}", random.to_uppercase()).as_bytes()).expect("token");
+        // Unmatched paths, and paths that match a route template with a random parameter.
+        let path = if i % 2 == 0 {
+            format!("/{random}/{i}")
+        } else {
+            format!("/api/v1/orders/order/{random}")
+        };
+        let status = app
+            .request(method.clone(), &path)
+            .send()
+            .await
+            .expect("request")
+            .status();
+        assert!(status.is_client_error(), "{method} {path}: {status}");
+        sent.push(random);
+    }
+    let after = app.get("/metrics").await.text().await.expect("metrics");
+    let old = http_series(&before);
+    let new: Vec<_> = http_series(&after)
+        .into_iter()
+        .filter(|s| !old.contains(s))
+        .collect();
+    // At most: method other × route {unmatched, the order route} × status {404, 405},
+    // and the GET /metrics that read `before`.
+    assert!(new.len() <= 5, "{} new series: {new:#?}", new.len());
+    for random in &sent {
+        assert!(
+            !after.to_lowercase().contains(random),
+            "a request's method or path became a label:\n{after}"
+        );
+    }
+    assert!(
+        new.iter().any(|s| s.contains("method=\"other\"")),
+        "{new:#?}"
+    );
+    assert!(
+        new.iter().any(|s| s.contains("route=\"unmatched\"")),
+        "{new:#?}"
+    );
+}

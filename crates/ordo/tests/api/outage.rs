@@ -8,7 +8,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
 use ordo::StoreArgs;
 
@@ -98,6 +98,37 @@ async fn an_event_store_that_goes_away_answers_503_and_the_service_recovers_when
         "{ready}"
     );
     json_of(app.get("/health").await, StatusCode::OK).await;
+    // The projection cannot read the log: /ready names it, and only the admin endpoint
+    // tells why (the cause is internal text: store addresses, driver messages).
+    let failing = "projection orders is failing; see the log and GET /api/v1/admin/projections";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let detail = loop {
+        let ready = expect_problem(app.get("/ready").await, StatusCode::SERVICE_UNAVAILABLE).await;
+        let detail = ready["detail"].as_str().unwrap_or_default().to_string();
+        if detail.contains(failing) || tokio::time::Instant::now() >= deadline {
+            break detail;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(detail.contains(failing), "{detail}");
+    let projections = json_of(
+        app.admin(Method::GET, "/api/v1/admin/projections")
+            .send()
+            .await
+            .expect("request"),
+        StatusCode::OK,
+    )
+    .await;
+    let last_error = projections["projections"][0]["lastError"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!last_error.is_empty(), "{projections}");
+    assert!(
+        !detail.contains(&last_error),
+        "/ready shows the internal error {last_error:?}: {detail}"
+    );
+    assert!(!detail.to_lowercase().contains("redis"), "{detail}");
     // The read models do not need the event store.
     let view = json_of(app.get(&order).await, StatusCode::OK).await;
     assert_eq!(view["orderId"], first.order_id.as_str());

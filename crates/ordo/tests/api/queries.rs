@@ -550,16 +550,64 @@ async fn read_your_writes_waits_for_the_token_and_rejects_bad_ones() {
         .await
         .expect("request");
     expect_problem(bad_timeout, StatusCode::BAD_REQUEST).await;
-    // A token from the future cannot be reached: 503 with Retry-After once the wait ends.
-    let future = app
+    // Each header is checked on its own, and on history reads too.
+    let timeout_alone = app
         .request(Method::GET, "/api/v1/orders/summary")
-        .header("X-Consistency-Token", "0.999999999.0")
-        .header("X-Consistency-Timeout-Ms", "50")
+        .header("X-Consistency-Timeout-Ms", "soon")
         .send()
         .await
         .expect("request");
-    assert!(future.headers().contains_key("retry-after"));
-    expect_problem(future, StatusCode::SERVICE_UNAVAILABLE).await;
+    expect_problem(timeout_alone, StatusCode::BAD_REQUEST).await;
+    let history = app
+        .request(
+            Method::GET,
+            &format!("/api/v1/orders/order/{}?asOfVersion=1", answer.order_id),
+        )
+        .header("X-Consistency-Token", "garbage")
+        .send()
+        .await
+        .expect("request");
+    expect_problem(history, StatusCode::BAD_REQUEST).await;
+    // A token ahead of everything stored can never be reached: 400 at once, not a wait
+    // of the (default, 5 s) timeout ending in 503.
+    for path in ["/api/v1/orders/summary", "/api/v1/orders"] {
+        let future = app
+            .request(Method::GET, path)
+            .header("X-Consistency-Token", "0.999999999.0")
+            .send()
+            .await
+            .expect("request");
+        let problem = expect_problem(future, StatusCode::BAD_REQUEST).await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("ahead of every event stored")),
+            "{problem}"
+        );
+    }
+    // Every partition of the log judges its own tokens; the last partition's too.
+    let partitions = app.stores.events.partitions();
+    let last = app
+        .request(Method::GET, "/api/v1/orders")
+        .header(
+            "X-Consistency-Token",
+            format!("{}.999999999.0", partitions - 1),
+        )
+        .send()
+        .await
+        .expect("request");
+    expect_problem(last, StatusCode::BAD_REQUEST).await;
+    // The token a command returned is never judged ahead, however fresh.
+    for _ in 0..5 {
+        let fresh = app.create_order(&ada()).await;
+        let view = app
+            .get_after(
+                &format!("/api/v1/orders/order/{}", fresh.order_id),
+                &fresh.token,
+            )
+            .await;
+        assert_eq!(view.status(), StatusCode::OK);
+    }
     // A huge timeout is clamped, not rejected (answered at once here: the token is reached).
     let clamped = app
         .request(Method::GET, "/api/v1/orders")
@@ -863,9 +911,8 @@ async fn the_daily_figures_wait_for_the_consistency_token() {
     let future = app
         .request(Method::GET, "/api/v1/orders/daily")
         .header("X-Consistency-Token", "0.999999999.0")
-        .header("X-Consistency-Timeout-Ms", "50")
         .send()
         .await
         .expect("request");
-    expect_problem(future, StatusCode::SERVICE_UNAVAILABLE).await;
+    expect_problem(future, StatusCode::BAD_REQUEST).await;
 }
