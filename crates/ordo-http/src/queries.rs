@@ -158,7 +158,8 @@ async fn await_consistency(state: &AppState, headers: &HeaderMap) -> Result<(), 
             })?;
             Duration::from_millis(ms.min(MAX_WAIT_MS))
         }
-    };
+    }
+    .min(crate::limits::consistency_wait_cap(state.request_deadline));
     if position.partition >= state.partitions {
         return Err(ApiError::BadRequest(
             "X-Consistency-Token does not belong to this event store".into(),

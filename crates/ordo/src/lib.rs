@@ -8,6 +8,7 @@
 pub mod config;
 pub mod events;
 mod runtime;
+mod server;
 pub mod status;
 pub mod tools;
 
@@ -26,6 +27,7 @@ use ordo_http::{AppState, EventFeed, Metrics, StreamLimits};
 
 pub use config::StoreArgs;
 pub use runtime::ProjectionRuntime;
+pub use server::Limits;
 
 /// The stores the service runs on.
 #[derive(Clone, Debug)]
@@ -150,6 +152,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// The bounds of `GET /api/v1/events/stream`.
     pub event_stream: StreamLimits,
+    /// Timeouts and the connection cap.
+    pub limits: Limits,
 }
 
 /// Starts the read side (the active read models and their projection).
@@ -195,6 +199,7 @@ pub async fn run(
         partitions: stores.events.partitions(),
         admin_token: settings.admin_token.map(Arc::from),
         event_feed: Arc::clone(&event_feed),
+        request_deadline: settings.limits.request_timeout,
     };
     let app = ordo_http::router(state);
     tracing::info!(address = %listener.local_addr()?, "ordo is listening");
@@ -204,17 +209,14 @@ pub async fn run(
         // An event stream never ends by itself: the graceful shutdown would wait for ever.
         feed.shut_down();
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stopping)
-        .await;
-    // Also when serving failed: the tail must not outlive the server.
+    server::serve(listener, app, &settings.limits, stopping).await;
     event_feed.shut_down();
     if let Err(e) = tail.await {
         tracing::warn!(error = %e, "the event stream's tail ended abnormally");
     }
     read_side.shutdown().await;
     tracing::info!("ordo stopped");
-    served.context("the HTTP server failed")
+    Ok(())
 }
 
 /// Where the event stream's tail starts reading: the read models' stored checkpoint, at

@@ -48,11 +48,12 @@ fn main() -> ExitCode {
 async fn serve_with(args: ordo::config::ServeArgs) -> anyhow::Result<()> {
     let stores = Stores::open(&args.stores).await?;
     let settings = ordo::Settings {
-        admin_token: args.admin_token.map(|t| t.expose().to_string()),
+        admin_token: args.admin_token.as_ref().map(|t| t.expose().to_string()),
         event_stream: ordo_http::StreamLimits {
             max_clients: args.stream_max_clients,
             ..ordo_http::StreamLimits::default()
         },
+        limits: args.limits(),
     };
     serve(&args.listen, stores, settings).await
 }

@@ -180,6 +180,7 @@ async fn app_with(limits: StreamLimits) -> TestApp {
     TestApp::spawn_configured(Settings {
         admin_token: Some(ADMIN_TOKEN.into()),
         event_stream: limits,
+        ..Settings::default()
     })
     .await
 }
