@@ -24,6 +24,7 @@
 //!   handler's `#[utoipa::path]`, so router and document come from one source.
 //! - `web.rs`: the web interface (dashboard, order page, API reference) and its assets
 //!   from `web/`, compiled in; the pages use only the public API.
+//! - `limits.rs`: the request deadline (every route but the event stream).
 //! - `error.rs`, `extract.rs`: problem documents, and reading bodies, headers and query
 //!   strings without trusting them.
 //! - This file: [`AppState`], [`router`] (one `router()` per module, merged here) and the
@@ -35,6 +36,7 @@ mod auth;
 mod commands;
 mod error;
 mod extract;
+mod limits;
 mod metrics;
 mod openapi;
 mod ops;
@@ -43,7 +45,7 @@ mod stream;
 mod web;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -59,6 +61,7 @@ use ordo_domain::{OrderReadStore, OrderService, ReadSide, ReplayJobs};
 
 pub use auth::{ApiTokens, MIN_TOKEN_LEN, Scope, SecretToken, TokenFileError};
 pub use error::{ApiError, PROBLEM_JSON};
+pub use limits::DEFAULT_REQUEST_DEADLINE;
 pub use metrics::Metrics;
 pub use queries::{EventJson, event_json};
 pub use stream::{EventFeed, StreamLimits};
@@ -79,6 +82,9 @@ pub struct AppState {
     pub api_tokens: Option<Arc<ApiTokens>>,
     /// The tail of the global log that feeds the event stream.
     pub event_feed: Arc<EventFeed>,
+    /// Every request but the event stream answers within this (503 past it); a
+    /// consistency wait ends before it.
+    pub request_deadline: Duration,
 }
 
 impl AppState {
@@ -94,10 +100,12 @@ pub struct RequestId(pub String);
 
 /// Every route, each with its OpenAPI description (`#[utoipa::path]` beside its handler).
 /// The commands, queries and event stream are behind the API tokens (when there are any);
-/// the admin routes behind the admin token alone.
+/// the admin routes behind the admin token alone. Every route but the event stream, which
+/// lasts as long as its client wants, answers within `deadline`.
 fn routes(
     admin_token: Option<SecretToken>,
     api_tokens: Option<Arc<ApiTokens>>,
+    deadline: Option<Duration>,
 ) -> OpenApiRouter<AppState> {
     let guard = |query_token| {
         middleware::from_fn_with_state(
@@ -112,26 +120,34 @@ fn routes(
         .merge(commands::router())
         .merge(queries::router())
         .route_layer(guard(false));
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let bounded = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(api)
         .merge(ops::router())
-        .merge(stream::router().route_layer(guard(true)))
         .merge(admin::router(admin_token))
         .merge(web::router())
-        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::openapi_json));
+    let bounded = match deadline {
+        Some(deadline) => bounded.layer(limits::deadline_layer(deadline)),
+        None => bounded,
+    };
+    bounded.merge(stream::router().route_layer(guard(true)))
 }
 
 /// The OpenAPI 3.1 document of the API, as `GET /api-docs/openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = routes(None, None).into_openapi();
+    let mut doc = routes(None, None, None).into_openapi();
     openapi::Finish.modify(&mut doc);
     doc
 }
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let (routes, mut doc) =
-        routes(state.admin_token.clone(), state.api_tokens.clone()).split_for_parts();
+    let (routes, mut doc) = routes(
+        state.admin_token.clone(),
+        state.api_tokens.clone(),
+        Some(state.request_deadline),
+    )
+    .split_for_parts();
     openapi::Finish.modify(&mut doc);
     routes
         .route_layer(middleware::from_fn(tag_route))

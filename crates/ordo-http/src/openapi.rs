@@ -435,7 +435,7 @@ mod router_tests {
 
     #[test]
     fn the_document_names_exactly_the_routes_the_router_serves() {
-        let (router, _) = crate::routes(None, None).split_for_parts();
+        let (router, _) = crate::routes(None, None, None).split_for_parts();
         let served = router_paths(&router);
         assert!(
             served.len() >= 15,

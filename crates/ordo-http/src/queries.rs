@@ -155,7 +155,8 @@ fn consistency_headers(
             })?;
             Duration::from_millis(ms.min(MAX_WAIT_MS))
         }
-    };
+    }
+    .min(crate::limits::consistency_wait_cap(state.request_deadline));
     let Some(token) = header_text(headers, "x-consistency-token")? else {
         return Ok(None);
     };

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -166,8 +167,47 @@ pub struct ServeArgs {
     /// is answered 503 with Retry-After (0 turns the stream off).
     #[arg(long, env = "ORDO_STREAM_MAX_CLIENTS", default_value_t = ordo_http::StreamLimits::default().max_clients)]
     pub stream_max_clients: usize,
+    /// Seconds a new connection has to send a complete request head; then it is closed.
+    #[arg(long, env = "ORDO_HEADER_TIMEOUT", value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub header_timeout: Duration,
+    /// Seconds every request but the event stream has to be answered; past it the
+    /// answer is 503 with Retry-After. A consistency wait ends before it.
+    #[arg(long, env = "ORDO_REQUEST_TIMEOUT", value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    pub request_timeout: Duration,
+    /// Seconds a keep-alive connection may wait for its next complete request head.
+    #[arg(long, env = "ORDO_IDLE_TIMEOUT", value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog until one closes.
+    #[arg(long, env = "ORDO_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     #[command(flatten)]
     pub stores: StoreArgs,
+}
+
+impl ServeArgs {
+    /// The timeouts and the connection cap these flags name.
+    pub fn limits(&self) -> crate::Limits {
+        crate::Limits {
+            header_timeout: self.header_timeout,
+            request_timeout: self.request_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections as usize,
+        }
+    }
+}
+
+/// A duration in seconds, fractions allowed (`0.5`), more than zero and at most a day.
+pub fn parse_seconds(raw: &str) -> Result<Duration, String> {
+    let seconds: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number of seconds (such as 10 or 0.5)"))?;
+    if !(seconds > 0.0 && seconds <= 86_400.0) {
+        return Err(format!(
+            "{raw:?}: give more than 0 and at most 86400 seconds"
+        ));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{raw:?}: {e}"))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -249,7 +289,31 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.listen, "127.0.0.1:3000");
         assert_eq!(cli.serve.stream_max_clients, 256);
+        let limits = cli.serve.limits();
+        let defaults = crate::Limits::default();
+        assert_eq!(limits.header_timeout, defaults.header_timeout);
+        assert_eq!(limits.request_timeout, defaults.request_timeout);
+        assert_eq!(limits.idle_timeout, defaults.idle_timeout);
+        assert_eq!(limits.max_connections, defaults.max_connections);
         assert_eq!(cli.serve.stores.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn timeouts_are_seconds_with_fractions() {
+        assert_eq!(parse_seconds("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "-1", "soon", "NaN", "inf", "1e9", ""] {
+            assert!(parse_seconds(bad).is_err(), "{bad} accepted");
+        }
+        let cli =
+            Cli::try_parse_from(["ordo", "--header-timeout", "0.25", "--max-connections", "2"])
+                .expect("parse");
+        assert_eq!(
+            cli.serve.limits().header_timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(cli.serve.limits().max_connections, 2);
+        assert!(Cli::try_parse_from(["ordo", "--max-connections", "0"]).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod access;
 pub mod config;
 pub mod events;
 mod runtime;
+mod server;
 pub mod status;
 pub mod tools;
 
@@ -27,6 +28,7 @@ use ordo_http::{ApiTokens, AppState, EventFeed, Metrics, SecretToken, StreamLimi
 
 pub use config::StoreArgs;
 pub use runtime::ProjectionRuntime;
+pub use server::Limits;
 
 /// The stores the service runs on.
 #[derive(Clone, Debug)]
@@ -153,6 +155,8 @@ pub struct Settings {
     pub api_tokens: Option<Arc<ApiTokens>>,
     /// The bounds of `GET /api/v1/events/stream`.
     pub event_stream: StreamLimits,
+    /// Timeouts and the connection cap.
+    pub limits: Limits,
 }
 
 /// Starts the read side (the active read models and their projection).
@@ -199,6 +203,7 @@ pub async fn run(
         admin_token: settings.admin_token,
         api_tokens: settings.api_tokens.clone(),
         event_feed: Arc::clone(&event_feed),
+        request_deadline: settings.limits.request_timeout,
     };
     let app = ordo_http::router(state);
     let address = listener.local_addr()?;
@@ -210,17 +215,14 @@ pub async fn run(
         // An event stream never ends by itself: the graceful shutdown would wait for ever.
         feed.shut_down();
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stopping)
-        .await;
-    // Also when serving failed: the tail must not outlive the server.
+    server::serve(listener, app, &settings.limits, stopping).await;
     event_feed.shut_down();
     if let Err(e) = tail.await {
         tracing::warn!(error = %e, "the event stream's tail ended abnormally");
     }
     read_side.shutdown().await;
     tracing::info!("ordo stopped");
-    served.context("the HTTP server failed")
+    Ok(())
 }
 
 /// Where the event stream's tail starts reading: the read models' stored checkpoint, at

@@ -54,6 +54,7 @@ async fn serve_with(args: ordo::config::ServeArgs) -> anyhow::Result<()> {
             max_clients: args.stream_max_clients,
             ..ordo_http::StreamLimits::default()
         },
+        limits: args.limits(),
     };
     let stores = Stores::open(&args.stores).await?;
     serve(&args.listen, stores, settings).await

@@ -9,6 +9,7 @@ mod commands;
 mod concurrency;
 mod durability;
 mod hostile;
+mod limits;
 mod openapi;
 mod outage;
 mod queries;
