@@ -45,5 +45,8 @@ for combination in postgres:postgres postgres:sqlite redis:sqlite redis-cluster:
         cargo test --locked -p ordo --test api
 done
 
+echo "== fuzz targets (fuzz/), ${ORDO_FUZZ_SECONDS:-20} s each, with their regression inputs"
+scripts/fuzz.sh
+
 echo "== the OpenAPI document: validated, then a contract test of the live service from it"
 scripts/contract.sh

@@ -78,7 +78,15 @@ struct Fields<'a> {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
+    // A key that would not read as one path segment (empty, or holding the path's own
+    // punctuation) is written as a quoted JSON string in brackets: `[""]`, `items[0]["a.b"]`.
+    let plain = !key.is_empty()
+        && !key
+            .chars()
+            .any(|c| matches!(c, '.' | '[' | ']' | '"') || c.is_control());
+    if !plain {
+        format!("{path}[{}]", Value::String(key.to_string()))
+    } else if path.is_empty() {
         key.to_string()
     } else {
         format!("{path}.{key}")
@@ -431,6 +439,29 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_key_that_is_not_a_plain_name_is_quoted_in_its_path() {
+        // Found by the command_parse fuzz target (fuzz/regressions/command_parse/empty-key).
+        let v = body(r#"{"": " to&o ", "a.b": 1, "items": [{"[0]": 2, "q\"": 3}]}"#);
+        let mut got = fields(CreateOrder::parse(&v));
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                r#"[""]"#,
+                r#"["a.b"]"#,
+                "customerEmail",
+                "customerName",
+                "items[0].productId",
+                "items[0].productName",
+                "items[0].quantity",
+                "items[0].unitPrice",
+                r#"items[0]["[0]"]"#,
+                r#"items[0]["q\""]"#,
+            ]
+        );
+    }
+
+    #[test]
     fn missing_fields_and_wrong_shapes_are_reported() {
         assert_eq!(
             fields(CreateOrder::parse(&json!({}))),
@@ -492,6 +523,18 @@ mod tests {
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(CustomerEmail::parse(&long).is_err());
         assert!(CustomerEmail::parse("first.last+tag@sub.example.co.uk").is_ok());
+    }
+
+    #[test]
+    fn e_mail_limits_hold_for_the_lower_cased_address() {
+        // Found by the command_parse fuzz target's round trip
+        // (fuzz/regressions/command_parse/email-lower-case-longer).
+        let long_local = format!("{}@example.com", "\u{130}".repeat(64));
+        assert!(CustomerEmail::parse(&long_local).is_err());
+        let stored = CustomerEmail::parse(&format!("{}@example.com", "\u{130}".repeat(32)))
+            .expect("64 characters once lower-cased");
+        assert_eq!(CustomerEmail::parse(stored.as_str()), Ok(stored.clone()));
+        assert_eq!(stored.as_str().chars().count(), 64 + "@example.com".len());
     }
 
     #[test]

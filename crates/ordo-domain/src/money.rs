@@ -48,18 +48,28 @@ impl Money {
         let (mantissa_text, exponent) = match rest.find(['e', 'E']) {
             Some(i) => {
                 let exp_text = &rest[i + 1..];
-                let exp_text = exp_text.strip_prefix('+').unwrap_or(exp_text);
-                let exp: i64 = if exp_text.len() > 6 {
-                    // An exponent this long is out of range either way.
-                    if exp_text.starts_with('-') {
-                        -1_000_000
-                    } else {
-                        1_000_000
-                    }
-                } else {
-                    exp_text.parse().map_err(|_| MoneyError::NotANumber)?
+                let (exp_negative, exp_digits) = match exp_text.as_bytes().first() {
+                    Some(b'-') => (true, &exp_text[1..]),
+                    Some(b'+') => (false, &exp_text[1..]),
+                    _ => (false, exp_text),
                 };
-                (&rest[..i], exp)
+                if exp_digits.is_empty() || !exp_digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(MoneyError::NotANumber);
+                }
+                // JSON allows leading zeros in an exponent (`1e-02`): they count for nothing.
+                let significant = exp_digits.trim_start_matches('0');
+                let magnitude: i64 = if significant.len() > 6 {
+                    // An exponent this long is out of range either way.
+                    1_000_000
+                } else if significant.is_empty() {
+                    0
+                } else {
+                    significant.parse().map_err(|_| MoneyError::NotANumber)?
+                };
+                (
+                    &rest[..i],
+                    if exp_negative { -magnitude } else { magnitude },
+                )
             }
             None => (rest, 0),
         };
@@ -191,6 +201,35 @@ mod tests {
         assert_eq!(parse("1999E-2"), Ok(1999));
         assert_eq!(parse("1000000.00"), Ok(100_000_000));
         assert_eq!(parse("0.1"), Ok(10));
+    }
+
+    #[test]
+    fn leading_zeros_of_an_exponent_count_for_nothing() {
+        // Found by the money fuzz target (fuzz/regressions/money/exponent-leading-zeros).
+        assert_eq!(parse("1e-00000002"), Ok(1));
+        assert_eq!(parse("1E+0000000002"), Ok(10_000));
+        assert_eq!(parse("1e0000001"), Ok(1_000));
+        assert_eq!(parse("1.5e-0000000000000000000001"), Ok(15));
+        assert_eq!(
+            parse("1e-00000000000000000000003"),
+            Err(MoneyError::TooPrecise)
+        );
+    }
+
+    #[test]
+    fn an_exponent_has_one_sign_and_digits() {
+        for bad in [
+            "1e",
+            "1e+",
+            "1e-",
+            "1e+-5",
+            "1e--5",
+            "1e5x",
+            "1e 5",
+            "1e-abcdefgh",
+        ] {
+            assert_eq!(parse(bad), Err(MoneyError::NotANumber), "{bad}");
+        }
     }
 
     #[test]

@@ -115,7 +115,10 @@ pub struct CustomerEmail(String);
 
 impl CustomerEmail {
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        let s = raw.trim();
+        // The limits hold for the stored, lower-cased text: lower-casing can lengthen it
+        // (`İ` becomes two characters).
+        let lower = raw.trim().to_lowercase();
+        let s = lower.as_str();
         if s.is_empty() {
             return Err("must not be empty");
         }
@@ -142,7 +145,7 @@ impl CustomerEmail {
         {
             return Err("must be an e-mail address with a dotted domain (local@example.com)");
         }
-        Ok(CustomerEmail(s.to_lowercase()))
+        Ok(CustomerEmail(lower))
     }
 
     pub fn as_str(&self) -> &str {

@@ -66,6 +66,14 @@ pub use metrics::Metrics;
 pub use queries::{EventJson, event_json};
 pub use stream::{EventFeed, StreamLimits};
 
+/// The readers of untrusted request parts, for the fuzz targets (`fuzz/`) and property
+/// tests: not part of the API, and free to change with them.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::extract::{MAX_BODY, header_text, if_match, json_body, query_pairs};
+    pub use crate::stream::{TokenError, parse_resume_token, resume_token};
+}
+
 /// What every handler can reach.
 #[derive(Clone, Debug)]
 pub struct AppState {

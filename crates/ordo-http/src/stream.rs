@@ -172,7 +172,7 @@ impl Published {
 }
 
 /// The token a client sends back to resume after `position`, read with `checkpoint`.
-fn resume_token(position: &Position, checkpoint: &Checkpoint) -> String {
+pub fn resume_token(position: &Position, checkpoint: &Checkpoint) -> String {
     if checkpoint.partitions() <= 1 {
         position.to_string()
     } else {
@@ -182,14 +182,14 @@ fn resume_token(position: &Position, checkpoint: &Checkpoint) -> String {
 
 /// Why a resume token was refused.
 #[derive(Debug, PartialEq, Eq)]
-enum TokenError {
+pub enum TokenError {
     Malformed,
     Foreign,
     Ambiguous,
 }
 
 /// Reads a resume token back into the checkpoint to go on from.
-fn parse_resume_token(raw: &str, partitions: u32) -> Result<Checkpoint, TokenError> {
+pub fn parse_resume_token(raw: &str, partitions: u32) -> Result<Checkpoint, TokenError> {
     if raw.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed);
     }
