@@ -57,6 +57,9 @@ say "validating the document against the OpenAPI 3.1 schema"
 # - positive_data_acceptance: the domain's rules go beyond what JSON Schema can say (a
 #   name that is blank once trimmed, at most two fraction digits, an e-mail's dot, not
 #   asOf and asOfVersion together), so some schema-valid requests are rightly 422 or 400.
+# - use_after_free: after DELETE it expects every path of the order to be 404, but the
+#   order's history stays readable by design (its events, asOf, asOfVersion: the audit
+#   trail); the order view itself is 404, which the API tests check.
 # - the coverage phase: it sends unknown header names and expects them refused; HTTP
 #   servers ignore unknown headers. (Hostile input has its own tests: tests/api/hostile.rs.)
 # POST /api/v1/admin/replay is left out (each call starts a rebuild), and so is the event
@@ -65,7 +68,7 @@ say "schemathesis against $base for ${ORDO_CONTRACT_SECONDS:-120} s"
 # From the temporary directory: schemathesis keeps a cache in its working directory.
 (cd "$work" && "$VENV/bin/st" run "$base/api-docs/openapi.json" \
     --phases examples,fuzzing,stateful \
-    --checks all --exclude-checks positive_data_acceptance \
+    --checks all --exclude-checks positive_data_acceptance,use_after_free \
     --max-time "${ORDO_CONTRACT_SECONDS:-120}" --workers 2 --seed 1 \
     --header "Authorization: Bearer $token" \
     --exclude-path /api/v1/admin/replay --exclude-path /api/v1/events/stream) \
