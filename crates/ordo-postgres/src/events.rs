@@ -215,6 +215,9 @@ impl PgEventStore {
         let options = ConnectOptions::parse(url).map_err(StoreError::Invalid)?;
         let pool = options.pool().map_err(|e| StoreError::Other(e.into()))?;
         migrate(&pool, &options, "event_store", MIGRATIONS).await?;
+        for finding in crate::durability::warnings(&pool).await {
+            tracing::warn!(schema = %options.schema, "{finding}");
+        }
         Ok(PgEventStore {
             pool,
             sql: Statements::new(&options.qualified()),

@@ -114,6 +114,7 @@
 //! values share nothing.
 
 mod db;
+mod durability;
 mod events;
 mod generations;
 mod read;
