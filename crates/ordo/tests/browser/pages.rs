@@ -576,11 +576,26 @@ async fn no_page_requests_anything_from_another_host() {
     browser.quit().await;
 }
 
-/// Not part of the test run: makes docs/images/dashboard.png and docs/images/order.png
-/// (`cargo test -p ordo --test browser -- --ignored screenshots`).
+/// The width and height a PNG's header declares (its IHDR chunk), or `None` when `bytes`
+/// is not a PNG.
+fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let header = bytes.get(..24)?;
+    if &header[..8] != b"\x89PNG\r\n\x1a\n" || &header[12..16] != b"IHDR" {
+        return None;
+    }
+    let word = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    Some((word(16), word(20)))
+}
+
+/// A full dashboard (30 orders of 8 customers in every status) and an order page with five
+/// events render completely and screenshot as a 1280-wide image. The same run makes the
+/// README's pictures: with `ORDO_WRITE_SCREENSHOTS=1` it writes them to docs/images/
+/// (`ORDO_WRITE_SCREENSHOTS=1 cargo test -p ordo --test browser full_pages`), else to a
+/// temporary directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "makes the documentation's screenshots"]
-async fn screenshots_for_the_documentation() {
+async fn full_pages_render_completely_and_screenshot_at_the_window_size() {
     let (app, browser) = start().await;
     let customers = [
         ("Ada Lovelace", "ada@example.com"),
@@ -640,8 +655,19 @@ async fn screenshots_for_the_documentation() {
     let token = last.expect("orders");
     app.get_after("/api/v1/orders/summary", &token).await;
 
-    let images = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/images");
-    std::fs::create_dir_all(&images).expect("docs/images");
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let images = if std::env::var_os("ORDO_WRITE_SCREENSHOTS").is_some_and(|v| v == "1") {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/images")
+    } else {
+        scratch.path().to_path_buf()
+    };
+    std::fs::create_dir_all(&images).expect("the screenshots' directory");
+    let save = |name: &str, png: Vec<u8>| {
+        let (width, height) = png_size(&png).expect("the screenshot is a PNG");
+        assert_eq!(width, 1280, "{name}: {width}x{height}");
+        assert!((700..=943).contains(&height), "{name}: {width}x{height}");
+        std::fs::write(images.join(name), png).expect("write the screenshot");
+    };
     // The window's frame takes part of its height; this leaves a viewport of about 800.
     browser.set_window_size(1280, 943).await;
     browser.goto(&app.url("/")).await;
@@ -660,7 +686,7 @@ async fn screenshots_for_the_documentation() {
             t.contains("orders")
         })
         .await;
-    std::fs::write(images.join("dashboard.png"), browser.screenshot().await).expect("write");
+    save("dashboard.png", browser.screenshot().await);
 
     let id = showcase.expect("a showcase order");
     browser.goto(&app.url(&format!("/orders/{id}"))).await;
@@ -673,7 +699,7 @@ async fn screenshots_for_the_documentation() {
         .wait_text("#state", "the state", |t| t.contains("delivered"))
         .await;
     browser.script("window.scrollTo(0, 0)", json!([])).await;
-    std::fs::write(images.join("order.png"), browser.screenshot().await).expect("write");
+    save("order.png", browser.screenshot().await);
     browser.quit().await;
 }
 
