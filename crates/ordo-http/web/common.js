@@ -206,9 +206,9 @@ const ordo = (() => {
     const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart-svg", role: "img", "aria-label": title, focusable: "false" });
     items.forEach((item, n) => {
       const y = n * row + 2;
-      const w = Math.max(2, (item.value / max) * barSpace);
+      const w = item.value > 0 ? Math.max(2, (item.value / max) * barSpace) : 0;
       chart.append(
-        svg("text", { x: labelWidth - 8, y: y + row / 2 + 1, class: "label", "text-anchor": "end", "dominant-baseline": "middle" }, clip(item.label, 24)),
+        svg("text", { x: labelWidth - 8, y: y + row / 2 + 1, class: "label", "text-anchor": "end", "dominant-baseline": "middle" }, clip(item.label, 20)),
         svg("rect", { x: labelWidth, y: y + 3, width: w, height: row - 8, rx: 3, class: `bar ${item.className || ""}` },
           svg("title", null, `${item.label}: ${item.text}`)),
         svg("text", { x: labelWidth + w + 6, y: y + row / 2 + 1, class: "value", "dominant-baseline": "middle" }, item.text));
@@ -230,9 +230,11 @@ const ordo = (() => {
     const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart-svg", role: "img", "aria-label": title, focusable: "false" });
     for (const fraction of [0, 0.5, 1]) {
       const y = top + plot - fraction * plot;
-      chart.append(
-        svg("line", { x1: left, x2: width - right, y1: y, y2: y, class: "grid" }),
-        svg("text", { x: left - 6, y, class: "axis", "text-anchor": "end", "dominant-baseline": "middle" }, compact(fraction * max)));
+      chart.append(svg("line", { x1: left, x2: width - right, y1: y, y2: y, class: "grid" }));
+      // With nothing to show, only the zero line is labelled (three labels of 0 say nothing).
+      if (fraction === 0 || max > 0) {
+        chart.append(svg("text", { x: left - 6, y, class: "axis", "text-anchor": "end", "dominant-baseline": "middle" }, compact(fraction * max)));
+      }
     }
     const last = points.length - 1;
     points.forEach((p, n) => {

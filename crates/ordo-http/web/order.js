@@ -46,7 +46,7 @@
       if (answer.status === 404) {
         $("title").textContent = "No such order";
         replace($("state"), el("p", null, "There is no order with this id."));
-        replace($("timeline"));
+        replace($("timeline"), el("li", { class: "empty" }, "No events are stored for this id."));
         $("commands-panel").hidden = true;
         $("travel-panel").hidden = true;
       } else {
