@@ -17,7 +17,8 @@
 //! - [`view`] and [`read`]: the read side: [`OrderView`], [`Summary`], [`TopCustomer`],
 //!   [`DailyFigures`] (orders and revenue per UTC day),
 //!   the [`OrderReadStore`] contract that storage backends implement, and the
-//!   [`OrderProjection`] that turns event batches into read-model changes.
+//!   [`OrderProjection`] that turns event batches into read-model changes;
+//!   [`gated`] puts the queries of every generation behind one bounded queue.
 //! - [`readside`] and [`replay`]: the live read side ([`ReadSide`]: the active read-store
 //!   generation and its projection runner, with a blue-green switch) and the replay
 //!   jobs operators run ([`ReplayJobs`]: full rebuild, from a timestamp, one order).
@@ -32,6 +33,7 @@
 
 pub mod command;
 pub mod event;
+pub mod gated;
 pub mod money;
 #[cfg(feature = "openapi")]
 mod openapi;
@@ -46,6 +48,7 @@ pub mod view;
 
 pub use command::{CancelRequest, CreateOrder, FieldError, ValidationErrors};
 pub use event::OrderEvent;
+pub use gated::GatedReadStores;
 pub use money::Money;
 pub use order::{Order, OrderCommand, OrderError};
 pub use read::{

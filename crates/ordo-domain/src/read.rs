@@ -189,6 +189,9 @@ impl ReadModelBatch {
 pub enum ReadStoreError {
     #[error("read store unavailable")]
     Unavailable(#[source] BoxError),
+    /// The read store's query queue is full (see [`crate::gated`]): transient.
+    #[error(transparent)]
+    Overloaded(ordo_es::Overloaded),
     #[error("the projection checkpoint was moved by another writer")]
     CheckpointMoved,
     #[error("corrupt read model: {0}")]
@@ -566,6 +569,7 @@ impl From<ReadStoreError> for ProjectionError {
         match e {
             ReadStoreError::CheckpointMoved => ProjectionError::CheckpointMoved,
             ReadStoreError::Unavailable(source) => ProjectionError::Unavailable(source),
+            ReadStoreError::Overloaded(full) => ProjectionError::Unavailable(Box::new(full)),
             other => ProjectionError::Failed(Box::new(other)),
         }
     }

@@ -23,6 +23,9 @@
 //! - [`projection`]: the [`Projection`] trait and the [`ProjectionRunner`] that tails the
 //!   global log from the projection's own checkpoint and applies events in batches,
 //!   restarting its task from the stored checkpoint when it panics or gets stuck.
+//! - [`admission`]: the bound in front of a queue ([`Admission`]): callers past it are
+//!   turned away at once with [`Overloaded`] instead of waiting without bound;
+//!   [`GatedEventStore`] puts one in front of a whole store.
 //! - [`upcast`]: the [`UpcasterChain`] that reads old event schema versions in the
 //!   current shape.
 //! - [`testkit`]: given / when / then tests for aggregates, with no I/O.
@@ -38,6 +41,7 @@
 //!        └─▶ Projection::apply_batch(events, checkpoint)   (one transaction)
 //! ```
 
+pub mod admission;
 pub mod aggregate;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -50,6 +54,9 @@ pub mod store;
 pub mod testkit;
 pub mod upcast;
 
+pub use admission::{
+    Admission, AdmissionStats, GatedEventStore, GatedSnapshotStore, Overloaded, Pass,
+};
 pub use aggregate::{
     Aggregate, CommandExecutor, Committed, ExecuteError, LoadError, Loaded, load_aggregate,
     now_micros,

@@ -82,6 +82,10 @@ pub enum StoreError {
     /// retry later. Whether an append that failed this way was stored is unknown.
     #[error("event store unavailable")]
     Unavailable(#[source] BoxError),
+    /// The store's queue is full (see [`crate::admission`]): nothing was done. Transient:
+    /// the caller may retry later.
+    #[error(transparent)]
+    Overloaded(crate::admission::Overloaded),
     /// Data in the store cannot be read back (a bug or tampering, never transient).
     #[error("corrupt data in the event store: {0}")]
     Corrupt(String),

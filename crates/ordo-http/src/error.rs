@@ -152,6 +152,17 @@ impl IntoResponse for ApiError {
 #[derive(Clone, Debug)]
 pub struct InternalCause(pub String);
 
+/// The answer when a bounded queue in front of a store is full: at once, with what is
+/// full and by how much, so that an operator reading the client's report knows which
+/// limit (`--max-pending`) was reached. Counted by the queue's metrics, not logged: a
+/// log line per turned-away request would be its own overload.
+fn overloaded(store: &str, full: &ordo_es::Overloaded) -> ApiError {
+    ApiError::unavailable(format!(
+        "the {store} is busy: {} operations are already in flight or waiting; retry later",
+        full.limit
+    ))
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -159,6 +170,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %source, "event store unavailable");
                 ApiError::unavailable("the event store is unavailable; retry later")
             }
+            StoreError::Overloaded(full) => overloaded("event store", &full),
             other => ApiError::internal(other),
         }
     }
@@ -171,6 +183,7 @@ impl From<ReadStoreError> for ApiError {
                 tracing::warn!(error = %source, "read store unavailable");
                 ApiError::unavailable("the read store is unavailable; retry later")
             }
+            ReadStoreError::Overloaded(full) => overloaded("read store", &full),
             other => ApiError::internal(other),
         }
     }

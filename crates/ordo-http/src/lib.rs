@@ -93,6 +93,10 @@ pub struct AppState {
     /// Every request but the event stream answers within this (503 past it); a
     /// consistency wait ends before it.
     pub request_deadline: Duration,
+    /// The bound on requests waiting for the read models to reach a consistency token.
+    pub consistency_waits: Arc<ordo_es::Admission>,
+    /// Every bounded queue of the service, for the metrics.
+    pub queues: Vec<Arc<ordo_es::Admission>>,
 }
 
 impl AppState {

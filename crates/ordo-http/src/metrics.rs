@@ -226,6 +226,46 @@ impl Metrics {
     }
 }
 
+/// Appends the bounded queues' gauges and counters (see `ordo_es::admission`): what each
+/// lets in at most, how many are inside now and at most so far, and how many callers it
+/// turned away (each answered 503). Queue names are fixed words, so the labels are
+/// bounded.
+pub(crate) fn render_queues(out: &mut String, queues: &[ordo_es::AdmissionStats]) {
+    let per_queue = |value: fn(&ordo_es::AdmissionStats) -> String| {
+        queues
+            .iter()
+            .map(move |q| (format!("queue=\"{}\"", q.name), value(q)))
+    };
+    family(
+        out,
+        "ordo_queue_limit",
+        "gauge",
+        "Operations a bounded queue lets in at once (in flight or waiting); the next is answered 503.",
+        per_queue(|q| q.limit.to_string()),
+    );
+    family(
+        out,
+        "ordo_queue_inside",
+        "gauge",
+        "Operations inside a bounded queue now (in flight or waiting).",
+        per_queue(|q| q.inside.to_string()),
+    );
+    family(
+        out,
+        "ordo_queue_peak",
+        "gauge",
+        "The most operations ever inside a bounded queue at once since start.",
+        per_queue(|q| q.peak.to_string()),
+    );
+    family(
+        out,
+        "ordo_queue_rejected_total",
+        "counter",
+        "Operations turned away (503) because a bounded queue was full.",
+        per_queue(|q| q.turned_away.to_string()),
+    );
+}
+
 impl Inner {
     fn clone_for_render(&self) -> Inner {
         Inner {
@@ -286,6 +326,24 @@ mod tests {
         }
         for m in ["get", "PROPFIND", "BREW", "", "GET "] {
             assert_eq!(method_label(m), "other", "{m:?}");
+        }
+    }
+
+    #[test]
+    fn each_queue_has_its_limit_occupancy_peak_and_rejections() {
+        let queue = ordo_es::Admission::new("events", 2);
+        let _held = queue.enter().expect("room");
+        let _also = queue.enter().expect("room");
+        assert!(queue.enter().is_err());
+        let mut out = String::new();
+        render_queues(&mut out, &[queue.stats()]);
+        for line in [
+            "ordo_queue_limit{queue=\"events\"} 2",
+            "ordo_queue_inside{queue=\"events\"} 2",
+            "ordo_queue_peak{queue=\"events\"} 2",
+            "ordo_queue_rejected_total{queue=\"events\"} 1",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in {out}");
         }
     }
 

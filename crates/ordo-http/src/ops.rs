@@ -121,9 +121,11 @@ pub(crate) async fn projection_gauges(state: &AppState, status: &ProjectionStatu
         return (0, 0.0);
     };
     let position: u64 = checkpoint.cursors().iter().map(|c| c.major).sum();
+    // The read side's own store, not the commands' gated one: the metrics are most
+    // needed when the queues are full.
     let waiting = state
-        .service
-        .store()
+        .read_side
+        .events()
         .count_after(checkpoint)
         .await
         .unwrap_or(0);
@@ -154,7 +156,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         parked: status.events_parked,
         restarts: status.restarts,
     };
-    let body = state.metrics.render(&[gauges], state.jobs.events_applied());
+    let mut body = state.metrics.render(&[gauges], state.jobs.events_applied());
+    let queues: Vec<_> = state.queues.iter().map(|q| q.stats()).collect();
+    crate::metrics::render_queues(&mut body, &queues);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

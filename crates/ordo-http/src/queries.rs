@@ -14,7 +14,7 @@ use ordo_domain::view::{format_date, parse_date};
 use ordo_domain::{
     AsOf, DailyFigures, Money, OrderPage, OrderView, Sort, Status, Summary, fill_days,
 };
-use ordo_es::{Metadata, Payload, Position, RecordedEvent};
+use ordo_es::{Metadata, Payload, Position, RecordedEvent, StoreError};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -192,11 +192,16 @@ async fn await_consistency(state: &AppState, headers: &HeaderMap) -> Result<(), 
             ));
         }
         Ok(_) => {}
+        Err(StoreError::Overloaded(full)) => return Err(full_wait(&full)),
         // Without the head the token cannot be judged; waiting is what it got before.
         Err(e) => {
             tracing::warn!(error = %e, "consistency token: cannot read the head of the event store")
         }
     }
+    let _pass = state
+        .consistency_waits
+        .enter()
+        .map_err(|full| full_wait(&full))?;
     if state.read_side.wait_for(&position, wait).await {
         Ok(())
     } else {
@@ -205,6 +210,15 @@ async fn await_consistency(state: &AppState, headers: &HeaderMap) -> Result<(), 
             wait.as_millis()
         )))
     }
+}
+
+/// A consistency wait turned away because too many are waiting already (or the event
+/// store is too busy to say whether the token can be reached).
+fn full_wait(full: &ordo_es::Overloaded) -> ApiError {
+    ApiError::unavailable(format!(
+        "too busy to wait for the read models: the {} queue is full ({} operations); retry later",
+        full.queue, full.limit
+    ))
 }
 
 fn with_etag(view: &OrderView) -> Response {

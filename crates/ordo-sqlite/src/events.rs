@@ -19,6 +19,11 @@ use crate::pool::{Checkpointer, ReadPool, open_writer, start_checkpointer};
 
 /// Appends taken into one transaction at most (bounds the latency of the first).
 const MAX_GROUP: usize = 512;
+/// Jobs the writer thread's channel holds at most: four groups. The service bounds the
+/// operations it sends to any store (`--max-pending`, `ordo_es::admission`) well below
+/// this; the channel's own bound is what keeps any other caller from queueing without
+/// limit behind a slow disk: a job past it is answered `Overloaded` at once.
+const WRITE_QUEUE: usize = 4 * MAX_GROUP;
 
 const SCHEMA: &[&str] = &[
     // 1: the event log.
@@ -64,7 +69,7 @@ struct AppendJob {
 #[derive(Debug)]
 pub struct SqliteEventStore {
     path: PathBuf,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     readers: Arc<ReadPool>,
     /// The highest position committed by this store.
     head: watch::Receiver<u64>,
@@ -159,7 +164,7 @@ impl SqliteEventStore {
             })
             .map_err(unavailable)? as u64;
         let (head_tx, head_rx) = watch::channel(head);
-        let (jobs, rx) = mpsc::channel();
+        let (jobs, rx) = mpsc::sync_channel(WRITE_QUEUE);
         std::thread::Builder::new()
             .name("ordo-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx, head_tx))
@@ -404,14 +409,12 @@ impl EventStore for SqliteEventStore {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Append(AppendJob {
-                stream: stream.clone(),
-                expected,
-                events,
-                reply,
-            }))
-            .map_err(|_| StoreError::Unavailable("the event store writer has stopped".into()))?;
+        self.submit(Job::Append(AppendJob {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply,
+        }))?;
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the event store writer has stopped".into()))?
@@ -512,6 +515,17 @@ impl SqliteEventStore {
     fn writer_gone() -> StoreError {
         StoreError::Unavailable("the event store writer has stopped".into())
     }
+
+    /// Hands `job` to the writer thread, or answers at once when its queue is full.
+    fn submit(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => StoreError::Overloaded(ordo_es::Overloaded {
+                queue: "sqlite_writer",
+                limit: WRITE_QUEUE,
+            }),
+            mpsc::TrySendError::Disconnected(_) => Self::writer_gone(),
+        })
+    }
 }
 
 #[async_trait]
@@ -542,17 +556,13 @@ impl SnapshotStore for SqliteEventStore {
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::SaveSnapshot(snapshot, reply))
-            .map_err(|_| Self::writer_gone())?;
+        self.submit(Job::SaveSnapshot(snapshot, reply))?;
         answer.await.map_err(|_| Self::writer_gone())?
     }
 
     async fn delete_snapshots(&self) -> Result<u64, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::DeleteSnapshots(reply))
-            .map_err(|_| Self::writer_gone())?;
+        self.submit(Job::DeleteSnapshots(reply))?;
         answer.await.map_err(|_| Self::writer_gone())?
     }
 }

@@ -180,6 +180,11 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the listen backlog until one closes.
     #[arg(long, env = "ORDO_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Operations in flight or waiting at once for each store (commands and history on
+    /// the event store, queries on the read models) and for consistency waits; the next
+    /// is answered 503 with Retry-After at once instead of queueing.
+    #[arg(long, env = "ORDO_MAX_PENDING", default_value_t = crate::server::DEFAULT_MAX_PENDING as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending: u32,
     #[command(flatten)]
     pub stores: StoreArgs,
 }
@@ -192,6 +197,7 @@ impl ServeArgs {
             request_timeout: self.request_timeout,
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections as usize,
+            max_pending: self.max_pending as usize,
         }
     }
 }

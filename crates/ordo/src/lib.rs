@@ -21,9 +21,12 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
 use ordo_domain::{
-    OrderProjection, OrderService, ReadSide, ReadSideOptions, ReadStoreProvider, ReplayJobs,
+    GatedReadStores, OrderProjection, OrderService, ReadSide, ReadSideOptions, ReadStoreProvider,
+    ReplayJobs,
 };
-use ordo_es::{EventStore, RunnerConfig, SnapshotStore};
+use ordo_es::{
+    Admission, EventStore, GatedEventStore, GatedSnapshotStore, RunnerConfig, SnapshotStore,
+};
 use ordo_http::{ApiTokens, AppState, EventFeed, Metrics, SecretToken, StreamLimits};
 
 pub use config::StoreArgs;
@@ -184,8 +187,28 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let read_side = start_read_side(&stores).await?;
-    let service = stores.service();
+    // The requests' way to the stores goes through bounded queues; the projection and
+    // the event stream's tail (a few fixed callers) use the stores directly.
+    let queues = Queues::new(settings.limits.max_pending);
+    let read_side = start_read_side(&Stores {
+        reads: Arc::new(GatedReadStores::new(
+            Arc::clone(&stores.reads),
+            Arc::clone(&queues.reads),
+        )),
+        ..stores.clone()
+    })
+    .await?;
+    let service = OrderService::new(Arc::new(GatedEventStore::new(
+        Arc::clone(&stores.events),
+        Arc::clone(&queues.events),
+    )))
+    .with_snapshots(
+        Arc::new(GatedSnapshotStore::new(
+            Arc::clone(&stores.snapshots),
+            Arc::clone(&queues.events),
+        )),
+        stores.snapshot_every,
+    );
     let metrics = Arc::new(Metrics::default());
     let event_feed = EventFeed::new(
         Arc::clone(&stores.events),
@@ -204,6 +227,8 @@ pub async fn run(
         api_tokens: settings.api_tokens.clone(),
         event_feed: Arc::clone(&event_feed),
         request_deadline: settings.limits.request_timeout,
+        consistency_waits: Arc::clone(&queues.consistency_waits),
+        queues: queues.all(),
     };
     let app = ordo_http::router(state);
     let address = listener.local_addr()?;
@@ -223,6 +248,32 @@ pub async fn run(
     read_side.shutdown().await;
     tracing::info!("ordo stopped");
     Ok(())
+}
+
+/// The bounded queues in front of the stores (`ordo_es::admission`), each letting in
+/// `--max-pending` operations at once.
+struct Queues {
+    events: Arc<Admission>,
+    reads: Arc<Admission>,
+    consistency_waits: Arc<Admission>,
+}
+
+impl Queues {
+    fn new(max_pending: usize) -> Self {
+        Self {
+            events: Admission::new("events", max_pending),
+            reads: Admission::new("reads", max_pending),
+            consistency_waits: Admission::new("consistency_waits", max_pending),
+        }
+    }
+
+    fn all(&self) -> Vec<Arc<Admission>> {
+        vec![
+            Arc::clone(&self.events),
+            Arc::clone(&self.reads),
+            Arc::clone(&self.consistency_waits),
+        ]
+    }
 }
 
 /// Where the event stream's tail starts reading: the read models' stored checkpoint, at

@@ -38,7 +38,16 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Operations in flight or waiting at once for each store (the event store, the read
+    /// models' queries) and for the read models to reach consistency tokens; the next
+    /// one is answered 503 with Retry-After at once (`ordo_es::admission`).
+    pub max_pending: usize,
 }
+
+/// The default of `--max-pending`: at a few thousand appends a second, 256 waiting is
+/// tens of milliseconds of queue, well inside any client's patience; a queue longer than
+/// that only makes every answer slower.
+pub const DEFAULT_MAX_PENDING: usize = 256;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -47,6 +56,7 @@ impl Default for Limits {
             request_timeout: ordo_http::DEFAULT_REQUEST_DEADLINE,
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_pending: DEFAULT_MAX_PENDING,
         }
     }
 }

@@ -12,6 +12,7 @@ mod hostile;
 mod limits;
 mod openapi;
 mod outage;
+mod overload;
 mod queries;
 mod stream;
 mod supervision;
