@@ -153,7 +153,9 @@ impl SqliteEventStore {
 
     fn open_with(path: &Path, migrate_schema: bool) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
-        let mut conn = open_writer(&path, "FULL", 16).map_err(unavailable)?;
+        // Appends touch the right edge of the log and of the (stream, version) index (ids
+        // are time-ordered) and a stream's last page: a few MiB of cache hold them all.
+        let mut conn = open_writer(&path, "FULL", 4).map_err(unavailable)?;
         if migrate_schema {
             migrate(&mut conn, SCHEMA).map_err(unavailable)?;
         }

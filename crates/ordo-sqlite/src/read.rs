@@ -109,6 +109,18 @@ const SCHEMA: &[&str] = &[
 /// deletions.
 const SEARCH_INDEXES: [&str; 2] = ["orders_search", "orders_search_live"];
 
+/// The writer's page cache while it follows the log: a batch touches the pages of the
+/// orders it changes, the customers and the day rows; a larger cache only holds pages
+/// the OS page cache holds anyway, and counts in the process's RSS (32 MiB here, with
+/// the event writer's 16, was over a third of the service's memory at 256 clients).
+/// 8 MiB slowed a catch-up of a long backlog (large live batches) by about a fifth;
+/// 16 MiB did not (BENCHMARKS.md, "Memory under 256 clients").
+const LIVE_CACHE_MIB: i64 = 16;
+/// The page cache while a generation is loaded in bulk (`begin_bulk` to `finish_bulk`):
+/// batches of thousands of orders and the index builds at the end re-read pages a
+/// small cache would have dropped.
+const BULK_CACHE_MIB: i64 = 32;
+
 /// The embedded read store.
 #[derive(Debug, Clone)]
 pub struct SqliteReadStore {
@@ -224,7 +236,7 @@ impl SqliteReadStore {
         } else {
             "NORMAL"
         };
-        let mut conn = open_writer(&path, synchronous, 32).map_err(unavailable)?;
+        let mut conn = open_writer(&path, synchronous, LIVE_CACHE_MIB).map_err(unavailable)?;
         migrate(&mut conn, SCHEMA).map_err(unavailable)?;
         let checkpointer = start_checkpointer(&path, &conn, synchronous).map_err(unavailable)?;
         Ok(Self {
@@ -964,6 +976,7 @@ impl OrderReadStore for SqliteReadStore {
             // Nothing depends on this generation until finish_bulk syncs it: a crash
             // loses it, and an interrupted rebuild is discarded anyway.
             conn.pragma_update(None, "synchronous", "OFF")?;
+            conn.pragma_update(None, "cache_size", -BULK_CACHE_MIB * 1024)?;
             *bulk = Some(indexes.into_iter().map(|(_, sql)| sql).collect());
             Ok(())
         })
@@ -1048,6 +1061,7 @@ impl OrderReadStore for SqliteReadStore {
             )?;
             tx.commit()?;
             *bulk = None;
+            conn.pragma_update(None, "cache_size", -LIVE_CACHE_MIB * 1024)?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             // Copies the whole log into the database file and syncs both.
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
