@@ -259,10 +259,14 @@ fn pg_unavailable(e: &tokio_postgres::Error) -> bool {
         // 08: connection exception; 53: insufficient resources (too many connections);
         // 57014: query canceled (the statement timeout; the statement's transaction is
         // rolled back, so a canceled append is certainly not stored); 57P01..57P03:
-        // shutdown, crash, cannot connect now.
+        // shutdown, crash, cannot connect now; 25P03 and 57P05: the server ended a
+        // session idle (in a transaction) past its timeout (the client was stalled).
         return code.starts_with("08")
             || code.starts_with("53")
-            || matches!(code, "57014" | "57P01" | "57P02" | "57P03");
+            || matches!(
+                code,
+                "57014" | "57P01" | "57P02" | "57P03" | "57P05" | "25P03"
+            );
     }
     // No SQLSTATE: a socket error or a connect timeout shows as an io::Error source.
     let mut source = std::error::Error::source(e);
@@ -538,5 +542,26 @@ mod tests {
         ));
         // The connection is still good for the next statement.
         client.batch_execute("SELECT 1").await.expect("usable");
+    }
+
+    /// Against the test server: a session left idle inside a transaction is ended by the
+    /// server, and what the client then hears is `Unavailable`.
+    #[tokio::test]
+    async fn a_session_idle_in_a_transaction_is_ended_and_that_is_unavailable() {
+        let (url, _schema) = crate::testdb::fresh_url().await;
+        let options = ConnectOptions::parse(&format!("{url}&idle_in_transaction_timeout_ms=100"))
+            .expect("parse");
+        let pool = options.pool().expect("pool");
+        let mut client = pool.get().await.expect("a connection to the test server");
+        let tx = client.transaction().await.expect("begin");
+        // Idle in the transaction past the timeout: the server ends the session, and the
+        // next statement fails (with 25P03, or as a closed connection).
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let error = DbError::from(
+            tx.batch_execute("SELECT 1")
+                .await
+                .expect_err("session ended"),
+        );
+        assert!(error.is_unavailable(), "{error:?}");
     }
 }

@@ -334,6 +334,15 @@ async fn a_postgres_that_stops_answering_ends_requests_with_503_instead_of_hangi
     let path = format!("/api/v1/orders/order/{}", first.order_id);
     expect_unavailable(app.get(&path).await).await;
     expect_unavailable(app.get(&format!("{path}/events")).await).await;
+    // Readiness does not hang either, and names both stores: their pings run at once,
+    // each with a timeout inside the request deadline.
+    let ready = expect_problem(app.get("/ready").await, StatusCode::SERVICE_UNAVAILABLE).await;
+    let detail = ready["detail"].to_string();
+    assert!(
+        detail.contains("the event store did not answer in time")
+            && detail.contains("the read store did not answer in time"),
+        "{ready}"
+    );
 
     proxy.resume();
     let second = create_order_once_back(&app, Duration::from_secs(60)).await;
@@ -367,6 +376,11 @@ async fn a_redis_that_stops_answering_ends_commands_with_503_from_its_response_t
     // What the read models answer does not need the event store.
     let path = format!("/api/v1/orders/order/{}", first.order_id);
     json_of(app.get(&path).await, StatusCode::OK).await;
+    let ready = expect_problem(app.get("/ready").await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        ready["detail"].to_string().contains("event store"),
+        "{ready}"
+    );
 
     proxy.resume();
     let second = create_order_once_back(&app, Duration::from_secs(60)).await;
