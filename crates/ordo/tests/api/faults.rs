@@ -357,7 +357,7 @@ async fn a_redis_that_stops_answering_ends_commands_with_503_from_its_response_t
     let redis_dir = dir.path().join("redis");
     std::fs::create_dir_all(&redis_dir).expect("redis dir");
     let port = free_port();
-    let mut redis = start_redis(&redis_dir, port);
+    let redis = start_redis(&redis_dir, port);
     wait_for_port(port).await;
     let proxy = StallingProxy::start(port).await;
     let mut args = StoreArgs::embedded(dir.path());
@@ -386,8 +386,7 @@ async fn a_redis_that_stops_answering_ends_commands_with_503_from_its_response_t
     let second = create_order_once_back(&app, Duration::from_secs(60)).await;
     assert_readable(&app, &second).await;
     app.shutdown().await;
-    let _ = redis.kill();
-    let _ = redis.wait();
+    drop(redis);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -358,10 +358,34 @@ pub async fn wait_until_ready(app: &TestApp, within: Duration) -> bool {
     false
 }
 
+/// A server process the test started: killed when dropped, so that a failing test
+/// leaves no server behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A private redis-server on `port` keeping its data in `dir` (AOF, fsync before each
 /// reply), so that a restart finds what was acknowledged.
-pub fn start_redis(dir: &std::path::Path, port: u16) -> std::process::Child {
-    std::process::Command::new("redis-server")
+pub fn start_redis(dir: &std::path::Path, port: u16) -> KillOnDrop {
+    KillOnDrop(std::process::Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
         .args(["--appendonly", "yes", "--appendfsync", "always"])
         .arg("--dir")
@@ -369,7 +393,7 @@ pub fn start_redis(dir: &std::path::Path, port: u16) -> std::process::Child {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("redis-server must be installed (apt-get install redis-server); scripts/test.sh installs it")
+        .expect("redis-server must be installed (apt-get install redis-server); scripts/test.sh installs it"))
 }
 
 /// A private PostgreSQL server for one test, which the test may stop (as a crash) and
