@@ -45,6 +45,9 @@ async fn health() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
+/// How long each store has to answer the readiness ping. Both are pinged at once, and
+/// never for longer than the request deadline allows (less a margin), so that a store
+/// that stops answering is named, instead of the answer being the deadline's.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Readiness: the stores answer and the projections run.
@@ -63,7 +66,14 @@ async fn ready(
     Extension(RequestId(request_id)): Extension<RequestId>,
 ) -> Response {
     let mut problems = Vec::new();
-    match tokio::time::timeout(PING_TIMEOUT, state.service.store().ping()).await {
+    let ping_timeout =
+        PING_TIMEOUT.min(crate::limits::consistency_wait_cap(state.request_deadline));
+    let reads = state.reads();
+    let (events_ping, reads_ping) = tokio::join!(
+        tokio::time::timeout(ping_timeout, state.service.store().ping()),
+        tokio::time::timeout(ping_timeout, reads.ping()),
+    );
+    match events_ping {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(request_id = %request_id, error = %e, "readiness: event store");
@@ -71,7 +81,7 @@ async fn ready(
         }
         Err(_) => problems.push("the event store did not answer in time".to_string()),
     }
-    match tokio::time::timeout(PING_TIMEOUT, state.reads().ping()).await {
+    match reads_ping {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(request_id = %request_id, error = %e, "readiness: read store");

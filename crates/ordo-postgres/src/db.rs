@@ -18,6 +18,24 @@ const DEFAULT_POOL_SIZE: usize = 16;
 /// How long a caller waits for a pooled connection, and a new connection may take.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server ends any one statement of ordo's that runs longer (SQLSTATE 57014, a 503):
+/// a statement stuck on a lock or a server too slow to answer fails on its own, below
+/// the default request deadline of 30 s, with time left for the pool wait and a second
+/// statement. Schema work (migrations, deferred index builds) runs without it.
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server ends a session of ordo's that sits inside a transaction doing nothing this
+/// long. ordo never waits on anything else inside a transaction, so only a lost client
+/// (network gone, process stalled) trips it; until then the open transaction would hold
+/// the server's xmin back and pause every reader of the event log (see the crate docs).
+const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// TCP keepalive and user timeout, unless the URL sets them: a server that vanished
+/// (host down, network cut, no FIN or RST) is noticed within about half a minute,
+/// instead of the kernel's two hours idle or fifteen minutes of retransmissions.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest timeout the URL may set, in milliseconds (a day; PostgreSQL's own limit is
+/// about 24 days).
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
 /// Key of the transaction-scoped advisory lock that serialises migrations (all schemas:
 /// `CREATE EXTENSION` is database-wide). "ordo" in ASCII.
 const MIGRATION_LOCK: i64 = 0x6f72_646f;
@@ -31,14 +49,38 @@ pub(crate) struct ConnectOptions {
     pub pool_size: usize,
 }
 
+/// A timeout parameter of the URL: milliseconds, `0` for "leave the server's setting".
+fn timeout_ms(key: &str, value: &str) -> Result<Option<Duration>, String> {
+    match value.parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(ms) if ms <= MAX_TIMEOUT_MS => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(format!(
+            "{key} must be 0 (the server's setting) or milliseconds up to {MAX_TIMEOUT_MS}, not {value:?}"
+        )),
+    }
+}
+
 impl ConnectOptions {
-    /// Splits ordo's parameters (`schema`, `pool_size`) off a `postgres://` URL (or a
-    /// `key=value` connection string) and hands the rest to tokio-postgres.
+    /// Splits ordo's parameters (`schema`, `pool_size`, `statement_timeout_ms`,
+    /// `idle_in_transaction_timeout_ms`) off a `postgres://` URL (or a `key=value`
+    /// connection string) and hands the rest to tokio-postgres.
     pub fn parse(url: &str) -> Result<Self, String> {
         let mut schema = DEFAULT_SCHEMA.to_string();
         let mut pool_size = DEFAULT_POOL_SIZE;
+        let mut statement_timeout = Some(DEFAULT_STATEMENT_TIMEOUT);
+        let mut idle_in_transaction_timeout = Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT);
+        // The driver's keys the URL sets, so that ordo's defaults do not override them.
+        let mut driver_keys: Vec<String> = Vec::new();
         let mut take = |key: &str, value: &str| -> Result<bool, String> {
             match key {
+                "statement_timeout_ms" => {
+                    statement_timeout = timeout_ms(key, value)?;
+                    Ok(true)
+                }
+                "idle_in_transaction_timeout_ms" => {
+                    idle_in_transaction_timeout = timeout_ms(key, value)?;
+                    Ok(true)
+                }
                 "schema" => {
                     schema = value.to_string();
                     Ok(true)
@@ -51,7 +93,10 @@ impl ConnectOptions {
                         .ok_or_else(|| format!("pool_size must be 1..=1000, not {value:?}"))?;
                     Ok(true)
                 }
-                _ => Ok(false),
+                _ => {
+                    driver_keys.push(key.to_string());
+                    Ok(false)
+                }
             }
         };
         let rest = if url.contains("://") {
@@ -94,6 +139,32 @@ impl ConnectOptions {
         }
         if pg.get_application_name().is_none() {
             pg.application_name("ordo");
+        }
+        if !driver_keys.iter().any(|k| k == "keepalives_idle") {
+            pg.keepalives_idle(KEEPALIVES_IDLE);
+        }
+        if !driver_keys.iter().any(|k| k == "tcp_user_timeout") {
+            pg.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        // Sent as `-c` settings in the startup packet, so they hold from the first
+        // statement of every connection, with no extra round trip. The URL's own
+        // `options` come after them (and win for the same setting). A pooler that
+        // refuses startup options takes `..._ms=0`: then nothing is sent.
+        let mut settings = Vec::new();
+        if let Some(t) = statement_timeout {
+            settings.push(format!("-c statement_timeout={}", t.as_millis()));
+        }
+        if let Some(t) = idle_in_transaction_timeout {
+            settings.push(format!(
+                "-c idle_in_transaction_session_timeout={}",
+                t.as_millis()
+            ));
+        }
+        if !settings.is_empty() {
+            if let Some(own) = pg.get_options() {
+                settings.push(own.to_string());
+            }
+            pg.options(settings.join(" "));
         }
         Ok(Self {
             pg,
@@ -186,10 +257,16 @@ fn pg_unavailable(e: &tokio_postgres::Error) -> bool {
     if let Some(code) = e.code() {
         let code = code.code();
         // 08: connection exception; 53: insufficient resources (too many connections);
-        // 57P01..57P03: shutdown, crash, cannot connect now.
+        // 57014: query canceled (the statement timeout; the statement's transaction is
+        // rolled back, so a canceled append is certainly not stored); 57P01..57P03:
+        // shutdown, crash, cannot connect now; 25P03 and 57P05: the server ended a
+        // session idle (in a transaction) past its timeout (the client was stalled).
         return code.starts_with("08")
             || code.starts_with("53")
-            || matches!(code, "57P01" | "57P02" | "57P03");
+            || matches!(
+                code,
+                "57014" | "57P01" | "57P02" | "57P03" | "57P05" | "25P03"
+            );
     }
     // No SQLSTATE: a socket error or a connect timeout shows as an io::Error source.
     let mut source = std::error::Error::source(e);
@@ -244,8 +321,11 @@ pub(crate) async fn migrate(
     let s = options.qualified();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    // No statement timeout here: waiting for another process's migration, or building
+    // an index on a large table, may rightly take longer.
     tx.batch_execute(&format!(
-        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
+        "SET LOCAL statement_timeout = 0;
+         SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
          CREATE SCHEMA IF NOT EXISTS {s};
          CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
              component text NOT NULL,
@@ -365,5 +445,123 @@ mod tests {
             assert!(ConnectOptions::parse(&url).is_err(), "{bad:?} accepted");
         }
         assert!(ConnectOptions::parse("postgres://u@h/db?pool_size=0").is_err());
+    }
+
+    #[test]
+    fn every_connection_gets_a_statement_and_an_idle_in_transaction_timeout() {
+        let o = ConnectOptions::parse("postgres://u@h/db").expect("parse");
+        assert_eq!(
+            o.pg.get_options(),
+            Some("-c statement_timeout=10000 -c idle_in_transaction_session_timeout=30000")
+        );
+        assert_eq!(o.pg.get_keepalives_idle(), KEEPALIVES_IDLE);
+        assert_eq!(o.pg.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+    }
+
+    #[test]
+    fn the_timeouts_are_set_by_url_parameters_and_zero_leaves_the_servers_setting() {
+        let o = ConnectOptions::parse(
+            "postgres://u@h/db?statement_timeout_ms=1500&idle_in_transaction_timeout_ms=0&sslmode=disable",
+        )
+        .expect("parse");
+        assert_eq!(o.pg.get_options(), Some("-c statement_timeout=1500"));
+        let o = ConnectOptions::parse(
+            "postgres://u@h/db?statement_timeout_ms=0&idle_in_transaction_timeout_ms=0",
+        )
+        .expect("parse");
+        assert_eq!(
+            o.pg.get_options(),
+            None,
+            "nothing sent: a pooler may refuse options"
+        );
+        let o = ConnectOptions::parse("host=h dbname=d statement_timeout_ms=250").expect("parse");
+        assert_eq!(
+            o.pg.get_options(),
+            Some("-c statement_timeout=250 -c idle_in_transaction_session_timeout=30000")
+        );
+    }
+
+    #[test]
+    fn the_urls_own_options_and_keepalive_settings_are_kept() {
+        let o = ConnectOptions::parse(
+            "postgres://u@h/db?options=-c%20synchronous_commit%3Don&keepalives_idle=300&tcp_user_timeout=5",
+        )
+        .expect("parse");
+        assert_eq!(
+            o.pg.get_options(),
+            Some(
+                "-c statement_timeout=10000 -c idle_in_transaction_session_timeout=30000 -c synchronous_commit=on"
+            )
+        );
+        assert_eq!(o.pg.get_keepalives_idle(), Duration::from_secs(300));
+        assert_eq!(o.pg.get_tcp_user_timeout(), Some(&Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn timeouts_that_are_not_milliseconds_in_range_are_refused() {
+        for key in ["statement_timeout_ms", "idle_in_transaction_timeout_ms"] {
+            for bad in ["", "-1", "1.5", "10s", "86400001", "99999999999999999999"] {
+                let url = format!("postgres://u@h/db?{key}={bad}");
+                let error = ConnectOptions::parse(&url).expect_err(&url);
+                assert!(error.contains(key), "{error}");
+            }
+        }
+    }
+
+    /// Against the test server: the timeout reaches the session, a statement past it is
+    /// canceled (SQLSTATE 57014), and that is `Unavailable` (a 503), not a bug (a 500).
+    #[tokio::test]
+    async fn a_statement_past_its_timeout_is_canceled_and_reported_unavailable() {
+        let (url, _schema) = crate::testdb::fresh_url().await;
+        let options =
+            ConnectOptions::parse(&format!("{url}&statement_timeout_ms=200")).expect("parse");
+        let pool = options.pool().expect("pool");
+        let client = pool.get().await.expect("a connection to the test server");
+        let shown: String = client
+            .query_one("SHOW statement_timeout", &[])
+            .await
+            .expect("show")
+            .get(0);
+        assert_eq!(shown, "200ms");
+        let idle: String = client
+            .query_one("SHOW idle_in_transaction_session_timeout", &[])
+            .await
+            .expect("show")
+            .get(0);
+        assert_eq!(idle, "30s");
+        let error = DbError::from(
+            client
+                .batch_execute("SELECT pg_sleep(5)")
+                .await
+                .expect_err("canceled by the statement timeout"),
+        );
+        assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED));
+        assert!(matches!(
+            StoreError::from(error),
+            StoreError::Unavailable(_)
+        ));
+        // The connection is still good for the next statement.
+        client.batch_execute("SELECT 1").await.expect("usable");
+    }
+
+    /// Against the test server: a session left idle inside a transaction is ended by the
+    /// server, and what the client then hears is `Unavailable`.
+    #[tokio::test]
+    async fn a_session_idle_in_a_transaction_is_ended_and_that_is_unavailable() {
+        let (url, _schema) = crate::testdb::fresh_url().await;
+        let options = ConnectOptions::parse(&format!("{url}&idle_in_transaction_timeout_ms=100"))
+            .expect("parse");
+        let pool = options.pool().expect("pool");
+        let mut client = pool.get().await.expect("a connection to the test server");
+        let tx = client.transaction().await.expect("begin");
+        // Idle in the transaction past the timeout: the server ends the session, and the
+        // next statement fails (with 25P03, or as a closed connection).
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let error = DbError::from(
+            tx.batch_execute("SELECT 1")
+                .await
+                .expect_err("session ended"),
+        );
+        assert!(error.is_unavailable(), "{error:?}");
     }
 }

@@ -34,8 +34,15 @@
 //! - `schema=NAME`: the schema that holds every table (default `ordo`), created if
 //!   missing. A plain identifier (letters, digits, `_`).
 //! - `pool_size=N`: the most connections each store keeps (default 16).
+//! - `statement_timeout_ms=N`, `idle_in_transaction_timeout_ms=N`: the server's
+//!   `statement_timeout` and `idle_in_transaction_session_timeout` for every connection
+//!   (default 10000 and 30000; `0` leaves the server's setting), sent as `-c` settings
+//!   in the startup `options`, before the URL's own. A canceled statement (SQLSTATE
+//!   57014) is [`StoreError::Unavailable`](ordo_es::StoreError::Unavailable).
+//!   Migrations and deferred index builds run without the statement timeout.
 //!
-//! Anything else is the driver's, e.g. `connect_timeout=5` (the default here) or
+//! Anything else is the driver's, e.g. `connect_timeout=5` (the default here),
+//! `keepalives_idle` and `tcp_user_timeout` (30 s here unless given) or
 //! `options=-c%20synchronous_commit%3Don`.
 //!
 //! ## Schema and migrations

@@ -877,7 +877,16 @@ impl OrderReadStore for PgReadStore {
             return Ok(());
         };
         let s = &self.sql.s;
-        let mut client = self.pool.get().await.map_err(DbError::from)?;
+        // Index builds on a large read store take longer than the statement timeout of
+        // pooled connections: this one goes without, and is taken out of the pool (closed
+        // when done), so that its setting never reaches another caller, even when this
+        // future is dropped half-way.
+        let mut client =
+            deadpool_postgres::Object::take(self.pool.get().await.map_err(DbError::from)?);
+        client
+            .batch_execute("SET statement_timeout = 0")
+            .await
+            .map_err(DbError::from)?;
         // Built CONCURRENTLY: a plain CREATE INDEX is a writing transaction for as long as
         // it builds (2.4 s for the trigram index of 100,000 orders on 2 busy cores), and a
         // writing transaction holds back the server's xmin, and with it every projection

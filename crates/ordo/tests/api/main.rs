@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod concurrency;
 mod durability;
+mod faults;
 mod hostile;
 mod limits;
 mod openapi;

@@ -5,62 +5,23 @@
 //! The event store is a private `redis-server` the test starts, kills and restarts
 //! (whatever `ORDO_TEST_EVENT_STORE` says: the outage is the point, not the combination).
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 
 use ordo::StoreArgs;
 
-use crate::helpers::{CommandAnswer, TestApp, ada, expect_problem, json_of};
-
-/// A redis-server on `port` keeping its data in `dir` (AOF, fsync before each reply), so
-/// that a restart finds what was acknowledged.
-fn start_redis(dir: &std::path::Path, port: u16) -> Child {
-    Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
-        .args(["--appendonly", "yes", "--appendfsync", "always"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (apt-get install redis-server); scripts/test.sh installs it")
-}
-
-async fn wait_for_port(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("redis-server on port {port} did not start");
-}
-
-async fn wait_until_ready(app: &TestApp, within: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if app.get("/ready").await.status() == StatusCode::OK {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
+use crate::helpers::{
+    CommandAnswer, TestApp, ada, expect_problem, free_port, json_of, start_redis, wait_for_port,
+    wait_until_ready,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_store_that_goes_away_answers_503_and_the_service_recovers_when_it_is_back() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis_dir = dir.path().join("redis");
     std::fs::create_dir_all(&redis_dir).expect("redis dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let mut redis = start_redis(&redis_dir, port);
     let mut args = StoreArgs::embedded(dir.path());
     args.event_store = Some(format!("redis://127.0.0.1:{port}?prefix=outage"));
