@@ -13,6 +13,7 @@ mod limits;
 mod openapi;
 mod outage;
 mod queries;
+mod rollback;
 mod stream;
 mod supervision;
 mod web;
