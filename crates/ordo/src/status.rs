@@ -115,7 +115,7 @@ pub struct ProjectionReport {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveState {
-    /// `starting`, `catching-up`, `running`, `failing` or `stopped`.
+    /// `starting`, `catching-up`, `running`, `failing`, `halted` or `stopped`.
     pub state: String,
     pub last_error: Option<String>,
     pub events_applied: Option<u64>,
