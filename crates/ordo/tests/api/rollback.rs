@@ -396,3 +396,55 @@ async fn positions_reissued_after_a_failover_halt_the_projection_even_past_the_o
     assert_eq!(summary["totalOrders"], 2, "{summary}");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordo_replay_repairs_read_models_the_log_went_backwards_under() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (app, prefix) = spawn_on_redis(dir.path()).await;
+    let created = app.create_order(&ada()).await;
+    let partition = partition_of_token(&created.token);
+    wait_until_checked(&app, &created.token).await;
+    let replica = Copy::take(&prefix, partition).await;
+    let last = app.set_status(&created.order_id, "confirmed").await;
+    wait_until_checked(&app, &last.token).await;
+    let scratch = format!("{prefix}-replica");
+    replica.restore_as(&scratch).await;
+    fail_over(&prefix, &scratch, partition).await;
+    assert_halted(&app, partition, "ends at").await;
+
+    // A restart alone does not clear it: the log is still below the checkpoint.
+    let args = app.args.clone();
+    app.shutdown().await;
+    let app = TestApp::spawn_with(args.clone()).await;
+    assert_halted(&app, partition, "ends at").await;
+    app.shutdown().await;
+
+    // The operator's repair, as a user runs it, on the stopped service's stores.
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ordo"));
+    command
+        .arg("replay")
+        .arg("--data-dir")
+        .arg(&args.data_dir)
+        .env("NO_COLOR", "1");
+    if let Some(url) = &args.event_store {
+        command.arg("--event-store").arg(url);
+    }
+    if let Some(url) = &args.read_store {
+        command.arg("--read-store").arg(url);
+    }
+    let output = command.output().await.expect("run ordo replay");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("replayed 1 events"), "{stderr}");
+
+    let app = TestApp::spawn_with(args).await;
+    wait_for_ready(&app, StatusCode::OK).await;
+    let report = projection(&app).await;
+    assert_eq!(report["state"], "running", "{report}");
+    assert!(
+        metrics(&app)
+            .await
+            .contains("ordo_projection_halted{projection=\"orders\"} 0\n")
+    );
+    app.shutdown().await;
+}
