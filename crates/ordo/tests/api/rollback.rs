@@ -200,6 +200,23 @@ async fn metrics(app: &TestApp) -> String {
     app.get("/metrics").await.text().await.expect("metrics")
 }
 
+/// Runs `ordo <args>` on the stores of `app_args`, as an operator would.
+async fn ordo(app_args: &StoreArgs, args: &[&str]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ordo"));
+    command
+        .args(args)
+        .arg("--data-dir")
+        .arg(&app_args.data_dir)
+        .env("NO_COLOR", "1");
+    if let Some(url) = &app_args.event_store {
+        command.arg("--event-store").arg(url);
+    }
+    if let Some(url) = &app_args.read_store {
+        command.arg("--read-store").arg(url);
+    }
+    command.output().await.expect("run ordo")
+}
+
 /// An app whose events are in Redis under a prefix of their own, two partitions.
 async fn spawn_on_redis(dir: &std::path::Path) -> (TestApp, String) {
     let prefix = unique_prefix();
@@ -419,20 +436,32 @@ async fn ordo_replay_repairs_read_models_the_log_went_backwards_under() {
     assert_halted(&app, partition, "ends at").await;
     app.shutdown().await;
 
+    // `ordo status` sees it from the stores too (with no server on the default address).
+    let nobody = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .to_string();
+    let output = ordo(&args, &["status", "--json", "--listen", &nobody]).await;
+    assert!(
+        !output.status.success(),
+        "a log that went backwards is a problem"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("status --json");
+    let active = &report["projections"][0];
+    assert_eq!(active["state"], "logWentBackwards", "{report:#}");
+    assert!(
+        active["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!(
+                "the event log of partition {partition} went backwards"
+            )) && e.contains("ordo replay")),
+        "{report:#}"
+    );
+
     // The operator's repair, as a user runs it, on the stopped service's stores.
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ordo"));
-    command
-        .arg("replay")
-        .arg("--data-dir")
-        .arg(&args.data_dir)
-        .env("NO_COLOR", "1");
-    if let Some(url) = &args.event_store {
-        command.arg("--event-store").arg(url);
-    }
-    if let Some(url) = &args.read_store {
-        command.arg("--read-store").arg(url);
-    }
-    let output = command.output().await.expect("run ordo replay");
+    let output = ordo(&args, &["replay"]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("replayed 1 events"), "{stderr}");
