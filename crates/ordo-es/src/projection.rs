@@ -20,7 +20,7 @@
 //! model holds events the log no longer has, and the positions they had are handed out
 //! again. The runner then [halts](ProjectionState::Halted) instead of skipping the
 //! reissued positions; only a rebuild of the read models (`ordo replay`) repairs that.
-//! See [`LogWatch`] for when it checks and what a check costs.
+//! See `LogWatch` (in this module's source) for when it checks and what a check costs.
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -175,7 +175,7 @@ pub struct RunnerConfig {
     pub healthy_after: Duration,
     /// While reads of the log keep coming back non-empty, the log is checked for having
     /// gone backwards at least this often (it is also checked at every start and every
-    /// time the runner has caught up; see [`LogWatch`]).
+    /// time the runner has caught up; see `LogWatch` in this module's source).
     pub log_check_every: Duration,
 }
 
