@@ -196,6 +196,23 @@ async fn wait_for_ready(app: &TestApp, status: StatusCode) -> Value {
     panic!("/ready never answered {status}");
 }
 
+/// Waits (bounded) until /ready answers 503 with a detail holding `text`; returns its body.
+async fn wait_for_unready_with(app: &TestApp, text: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..3_000 {
+        let response = app.get("/ready").await;
+        let got = response.status();
+        last = response.json().await.expect("a JSON answer");
+        if got == StatusCode::SERVICE_UNAVAILABLE
+            && last["detail"].as_str().is_some_and(|d| d.contains(text))
+        {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("/ready never said {text:?}; last: {last}");
+}
+
 async fn metrics(app: &TestApp) -> String {
     app.get("/metrics").await.text().await.expect("metrics")
 }
@@ -237,7 +254,8 @@ fn partition_of_token(token: &str) -> u32 {
 /// Asserts that every outside view shows the projection halted by partition `partition`
 /// going backwards, `how` being the kind of evidence; returns the admin report.
 async fn assert_halted(app: &TestApp, partition: u32, how: &str) -> Value {
-    let ready = wait_for_ready(app, StatusCode::SERVICE_UNAVAILABLE).await;
+    // (A service just started is first unready for starting.)
+    let ready = wait_for_unready_with(app, "has halted").await;
     let detail = ready["detail"].as_str().expect("detail");
     assert!(
         detail.contains(&format!(
