@@ -104,6 +104,9 @@ pub enum RebuildError {
     ShuttingDown,
     #[error("another process is rebuilding these read models")]
     Busy,
+    /// The load started from the origin, and the log went backwards under it.
+    #[error("{0}")]
+    LogWentBackwards(String),
 }
 
 /// The projection checkpoint `generation` has committed (`origin` when none); `None`
@@ -436,6 +439,11 @@ impl ReadSide {
             match status.state {
                 ProjectionState::Running => break,
                 ProjectionState::Stopped => return Ok(false),
+                ProjectionState::Halted => {
+                    return Err(RebuildError::LogWentBackwards(
+                        status.last_error.unwrap_or_default(),
+                    ));
+                }
                 _ => {}
             }
             stall.check(&status)?;
@@ -672,12 +680,7 @@ impl ReadSide {
                 *total = (*total).max(done + self.events.count_after(&checkpoint).await?);
             }
             progress(done, (*total).max(done));
-            let live = self
-                .live()
-                .1
-                .status()
-                .checkpoint
-                .unwrap_or_else(|| origin.clone());
+            let live = self.rebuild_target(origin).await?;
             // The runner publishes a pipelined batch once its commit has started (and
             // would have published past a commit that then failed): what counts is
             // what the new generation has stored.
@@ -689,6 +692,19 @@ impl ReadSide {
                 return Ok(());
             }
         }
+    }
+
+    /// What a rebuild catches up with before it switches: the live projection's
+    /// checkpoint; but when the live projection halted because the event log went
+    /// backwards under it, that checkpoint is past what the log holds (or covers
+    /// positions handed out again), and the rebuild, which is the repair, catches up with
+    /// the log's head instead.
+    async fn rebuild_target(&self, origin: &Checkpoint) -> Result<Checkpoint, RebuildError> {
+        let live = self.live().1.status();
+        if live.state == ProjectionState::Halted {
+            return Ok(self.events.head().await?);
+        }
+        Ok(live.checkpoint.unwrap_or_else(|| origin.clone()))
     }
 
     /// Rebuilds every read model from the event store into a new generation while the
@@ -756,18 +772,27 @@ impl ReadSide {
             let _ = building.stop().await;
             return Err(RebuildError::ShuttingDown);
         };
+        // (Asked before the stop, which leaves every runner `Stopped`.)
+        let old_halted = old.handle.status().state == ProjectionState::Halted;
         // A stopped runner has finished the batch it was writing: nothing is written
         // to the old generation from here on, so its stored checkpoint is final.
         let (old_generation, old_handle) = old.stop().await;
         // What the old generation has committed (the authority, should the runner have
         // published less).
-        let stopped_at = match old_generation
-            .store
-            .load_checkpoint(OrderProjection::NAME)
-            .await
-        {
-            Ok(Some(stored)) => stored,
-            Ok(None) => origin.clone(),
+        let stored_at = if old_halted {
+            // The old checkpoint is not reachable in a log that went backwards: the new
+            // generation serves once it has everything the log holds.
+            self.events.head().await.map_err(|e| e.to_string())
+        } else {
+            old_generation
+                .store
+                .load_checkpoint(OrderProjection::NAME)
+                .await
+                .map(|stored| stored.unwrap_or_else(|| origin.clone()))
+                .map_err(|e| e.to_string())
+        };
+        let stopped_at = match stored_at {
+            Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the live checkpoint; using the last published one");
                 old_handle

@@ -23,9 +23,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::event::{NewEvent, RecordedEvent, StreamId};
-use crate::position::Checkpoint;
+use crate::position::{Checkpoint, Position};
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::store::{Appended, EventStore, ExpectedVersion, StoreError};
+use uuid::Uuid;
 
 /// A bound on the callers inside one queue (see the module docs).
 #[derive(Debug)]
@@ -218,6 +219,11 @@ impl EventStore for GatedEventStore {
     async fn head(&self) -> Result<Checkpoint, StoreError> {
         let _pass = self.admission.enter()?;
         self.inner.head().await
+    }
+
+    async fn event_id_at(&self, position: &Position) -> Result<Option<Uuid>, StoreError> {
+        let _pass = self.admission.enter()?;
+        self.inner.event_id_at(position).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -53,6 +53,7 @@ macro_rules! event_store_conformance {
             waiting_wakes_up_when_an_event_is_appended,
             payloads_and_metadata_round_trip_exactly,
             unknown_streams_read_as_empty,
+            the_event_at_a_position_is_the_one_the_append_stored_there,
         );
     };
     (@cases $kind:ident $make:expr; $($case:ident),+ $(,)?) => {
@@ -690,6 +691,37 @@ pub async fn unknown_streams_read_as_empty(store: Arc<dyn EventStore>) {
             .is_empty()
     );
     store.ping().await.expect("ping");
+}
+
+pub async fn the_event_at_a_position_is_the_one_the_append_stored_there(
+    store: Arc<dyn EventStore>,
+) {
+    let stream = unique_stream("at");
+    let sent = events(1, 3);
+    let ids: Vec<Uuid> = sent.iter().map(|e| e.event_id).collect();
+    let appended = store
+        .append(&stream, ExpectedVersion::NoStream, sent)
+        .await
+        .expect("append");
+    for (position, id) in appended.positions.iter().zip(&ids) {
+        assert_eq!(
+            store.event_id_at(position).await.expect("event at"),
+            Some(*id),
+            "the event at {position}"
+        );
+    }
+    // Positions no append handed out: past the head, and in a partition beyond the log.
+    let last = appended.last_position();
+    let past = Position {
+        cursor: crate::position::Cursor::new(last.cursor.major + 1_000_000, last.cursor.minor),
+        ..last
+    };
+    assert_eq!(store.event_id_at(&past).await.expect("event at"), None);
+    let nowhere = Position {
+        partition: store.partitions() + 3,
+        ..last
+    };
+    assert_eq!(store.event_id_at(&nowhere).await.expect("event at"), None);
 }
 
 fn snapshot(stream: &StreamId, version: u64) -> Snapshot {

@@ -13,7 +13,8 @@
 //!   string token); a [`Checkpoint`] is how far a reader has got in each partition of the
 //!   global log, and says whether it [covers](Checkpoint::covers) a position.
 //! - [`store`]: the [`EventStore`] contract: atomic, optimistically concurrent append;
-//!   reading one stream; reading the global log after a checkpoint; waiting for new events.
+//!   reading one stream; reading the global log after a checkpoint; waiting for new events;
+//!   the log's head and the event at one position (to notice a log that went backwards).
 //!   Its docs state the error contract every backend must keep, and the
 //!   `conformance` feature holds the suite that checks it.
 //! - [`aggregate`]: the [`Aggregate`] trait (`handle` decides, `apply` folds) and the
@@ -22,7 +23,8 @@
 //!   snapshot plus the events after it, and takes one every N events.
 //! - [`projection`]: the [`Projection`] trait and the [`ProjectionRunner`] that tails the
 //!   global log from the projection's own checkpoint and applies events in batches,
-//!   restarting its task from the stored checkpoint when it panics or gets stuck.
+//!   restarting its task from the stored checkpoint when it panics or gets stuck, and
+//!   halting when the log goes backwards under it (lost events, reissued positions).
 //! - [`admission`]: the bound in front of a queue ([`Admission`]): callers past it are
 //!   turned away at once with [`Overloaded`] instead of waiting without bound;
 //!   [`GatedEventStore`] puts one in front of a whole store.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use crate::event::{NewEvent, RecordedEvent, StreamId};
 use crate::position::{Checkpoint, Position, partition_of};
@@ -60,6 +61,25 @@ impl InMemoryStore {
         // A panic while holding the lock cannot leave a half-written append (all checks
         // come before the first push), so a poisoned lock is still consistent.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets the newest `n` events of `partition`, as a store restored from an older
+    /// copy would (a failover that lost acknowledged writes): the positions they had are
+    /// handed out again to the next appends. For tests of readers that must notice.
+    #[cfg(test)]
+    pub(crate) fn lose_newest(&self, partition: u32, n: usize) {
+        let mut inner = self.lock();
+        let log = &mut inner.logs[partition as usize];
+        let keep = log.len().saturating_sub(n);
+        let lost: Vec<RecordedEvent> = log.drain(keep..).collect();
+        for event in lost {
+            if let Some(indexes) = inner.streams.get_mut(&event.stream_id) {
+                indexes.pop();
+                if indexes.is_empty() {
+                    inner.streams.remove(&event.stream_id);
+                }
+            }
+        }
     }
 
     fn has_after(&self, after: &Checkpoint) -> bool {
@@ -207,6 +227,19 @@ impl EventStore for InMemoryStore {
             }
         }
         Ok(head)
+    }
+
+    async fn event_id_at(&self, position: &Position) -> Result<Option<Uuid>, StoreError> {
+        let inner = self.lock();
+        let index = match position.cursor.major.checked_sub(1) {
+            Some(index) if position.cursor.minor == 0 => index,
+            _ => return Ok(None),
+        };
+        Ok(inner
+            .logs
+            .get(position.partition as usize)
+            .and_then(|log| log.get(usize::try_from(index).ok()?))
+            .map(|event| event.event_id))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

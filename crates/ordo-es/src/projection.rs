@@ -12,6 +12,15 @@
 //! starts a new one from the stored checkpoint, after a backoff that doubles at each
 //! restart in a row. Batches are committed with their checkpoint by compare-and-set, so
 //! a restart neither applies an event twice nor skips one.
+//!
+//! The runner also checks that the log has not gone backwards under it (a Redis
+//! failover that lost acknowledged writes, an event store restored from an older copy):
+//! when the log's [head](EventStore::head) is below the checkpoint in a partition, or the
+//! event now at the checkpoint is not the one the projection applied there, the read
+//! model holds events the log no longer has, and the positions they had are handed out
+//! again. The runner then [halts](ProjectionState::Halted) instead of skipping the
+//! reissued positions; only a rebuild of the read models (`ordo replay`) repairs that.
+//! See `LogWatch` (in this module's source) for when it checks and what a check costs.
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -25,9 +34,10 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::event::RecordedEvent;
-use crate::position::{Checkpoint, Position};
+use crate::position::{Checkpoint, Cursor, Position};
 use crate::store::{BoxError, EventStore};
 
 /// A read model fed by the runner.
@@ -92,6 +102,11 @@ pub enum ProjectionState {
     /// Applying keeps failing, or the runner's task panicked or got stuck; the runner
     /// retries (or restarts) with backoff.
     Failing,
+    /// The event log went backwards under the projection (it lost events the read model
+    /// holds; `last_error` says where). Nothing more is applied: applying on would skip
+    /// the events that now get the lost positions. Only rebuilding the read models from
+    /// the log (`ordo replay`, which starts a new runner) repairs it.
+    Halted,
     Stopped,
 }
 
@@ -102,6 +117,7 @@ impl ProjectionState {
             ProjectionState::CatchingUp => "catching-up",
             ProjectionState::Running => "running",
             ProjectionState::Failing => "failing",
+            ProjectionState::Halted => "halted",
             ProjectionState::Stopped => "stopped",
         }
     }
@@ -123,6 +139,9 @@ pub struct ProjectionStatus {
     pub events_parked: u64,
     /// Times this runner's task was restarted after it panicked or got stuck.
     pub restarts: u64,
+    /// The checkpoint the latest check of the log confirmed: every partition's log
+    /// reached it, and held there the events the projection applied.
+    pub log_checked: Option<Checkpoint>,
 }
 
 /// Tuning knobs of the runner.
@@ -154,6 +173,10 @@ pub struct RunnerConfig {
     /// A task that ran this long before it panicked or got stuck had been healthy: its
     /// restart waits `min_restart_backoff` again.
     pub healthy_after: Duration,
+    /// While reads of the log keep coming back non-empty, the log is checked for having
+    /// gone backwards at least this often (it is also checked at every start and every
+    /// time the runner has caught up; see `LogWatch` in this module's source).
+    pub log_check_every: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -169,6 +192,7 @@ impl Default for RunnerConfig {
             min_restart_backoff: Duration::from_millis(100),
             max_restart_backoff: Duration::from_secs(30),
             healthy_after: Duration::from_secs(60),
+            log_check_every: Duration::from_secs(5),
         }
     }
 }
@@ -281,6 +305,7 @@ impl ProjectionRunner {
             events_applied: 0,
             events_parked: 0,
             restarts: 0,
+            log_checked: None,
         };
         Self {
             worker: Worker {
@@ -439,6 +464,13 @@ impl Worker {
         loop {
             let error = match self.catch_up_and_follow(&mut stop).await {
                 Err(Halt::Stopped) => return,
+                Err(Halt::Regressed(message)) => {
+                    self.halt(message);
+                    // Until the runner is stopped (a rebuild replaces it): retrying would
+                    // find the same log, and applying on would skip events.
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                    return;
+                }
                 Err(Halt::Failed(error)) => error,
             };
             if let ProjectionError::CheckpointMoved = error {
@@ -476,12 +508,17 @@ impl Worker {
             .await??
             .unwrap_or_else(|| Checkpoint::origin(partitions));
         self.publish_loaded(&checkpoint);
+        let mut watch = LogWatch::new(partitions, self.config.log_check_every);
+        self.check_log(&mut watch, &checkpoint, stop).await?;
         let mut size = self.config.batch_size;
         // The next batch, read while the current one was being applied.
         let mut read_ahead: Option<Vec<RecordedEvent>> = None;
         loop {
             if *stop.borrow() {
                 return Err(Halt::Stopped);
+            }
+            if watch.is_due() {
+                self.check_log(&mut watch, &checkpoint, stop).await?;
             }
             let batch = match read_ahead.take() {
                 Some(batch) => batch,
@@ -506,6 +543,7 @@ impl Worker {
                     self.read(&to, size)
                 );
                 checkpoint = applied?;
+                watch.applied(&batch);
                 // Applying always ends past the whole batch (events that fail are parked);
                 // the read-ahead is used only when it starts exactly there.
                 if checkpoint == to {
@@ -514,6 +552,9 @@ impl Worker {
                 continue;
             }
             if batch.is_empty() {
+                // Nothing else to do: a good moment to check the log (mostly one call
+                // asking for its head).
+                self.check_log(&mut watch, &checkpoint, stop).await?;
                 self.mark_caught_up();
                 self.recovered();
                 unless_stopped(
@@ -536,9 +577,42 @@ impl Worker {
                 continue;
             }
             checkpoint = self.apply_or_park(&batch, checkpoint, stop).await?;
+            watch.applied(&batch);
             // A short read, applied: everything stored when it was made is projected.
             self.mark_caught_up();
         }
+    }
+
+    /// Checks that the log has not gone backwards under `checkpoint` (see [`LogWatch`]),
+    /// and publishes what the check confirmed.
+    async fn check_log(
+        &self,
+        watch: &mut LogWatch,
+        checkpoint: &Checkpoint,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Halt> {
+        unless_stopped(stop, watch.check(self.store.as_ref(), checkpoint)).await??;
+        self.status.send_if_modified(|s| {
+            if s.log_checked.as_ref() == Some(checkpoint) {
+                return false;
+            }
+            s.log_checked = Some(checkpoint.clone());
+            true
+        });
+        Ok(())
+    }
+
+    /// The log went backwards: report it and apply nothing more.
+    fn halt(&self, message: String) {
+        tracing::error!(
+            projection = self.projection.name(),
+            problem = %message,
+            "the event log went backwards under the projection; halted until the read models are rebuilt (ordo replay)"
+        );
+        self.status.send_modify(|s| {
+            s.state = ProjectionState::Halted;
+            s.last_error = Some(message);
+        });
     }
 
     fn mark_caught_up(&self) {
@@ -722,6 +796,166 @@ enum Halt {
     /// Asked to stop, at a point where none of its writes was running.
     Stopped,
     Failed(ProjectionError),
+    /// The log went backwards under the checkpoint (the message says where and how).
+    Regressed(String),
+}
+
+/// What the runner remembers of the log it has read, to notice the log going backwards.
+///
+/// A check asks the store for its [head](EventStore::head) (one call; on Redis one
+/// XREVRANGE per partition, all in flight at once) and compares it with the checkpoint.
+/// Then, in each partition whose checkpoint cursor or head moved since the previous check,
+/// it reads the id of the one event at the checkpoint cursor, which must be the event
+/// applied there, and of the one at the cursor the previous check confirmed, which must
+/// not have changed either ([`EventStore::event_id_at`], point reads). Checks run when the
+/// runner (re)loads its checkpoint, every time a read of the log comes back empty (the
+/// runner has nothing else to do), and at least every [`RunnerConfig::log_check_every`]
+/// while reads keep finding events. A quiet log costs one head call per idle wait; a busy
+/// one a head call and at most two point reads per partition every few seconds. Batches
+/// pay only for remembering the last event id of each partition they touch.
+///
+/// What it catches: a log whose head is below the checkpoint (it lost events the read
+/// model holds, and nothing was written since, or not enough to get past the checkpoint
+/// again), and a log that handed the position at the checkpoint, or at the cursor the
+/// previous check confirmed, to another event.
+///
+/// What it cannot: the ids live in this runner's memory (the read stores keep only the
+/// checkpoint text). A runner that starts on a log that went backwards and was then
+/// written past the checkpoint again takes the events it finds at its checkpoint for the
+/// ones it applied. And a log that, between two checks, lost only events applied since the
+/// first and got enough new ones to pass the old checkpoint, looks consistent at the
+/// second. A failover usually also breaks the store connection, and any failed read makes
+/// the runner reload its checkpoint and check at once.
+struct LogWatch {
+    /// Per partition: the cursor and id of the last event applied or parked there, or of
+    /// the event a check found at the checkpoint.
+    last: Vec<Option<(Cursor, Uuid)>>,
+    /// Per partition: the cursor and event id the previous check confirmed.
+    confirmed: Vec<Option<(Cursor, Uuid)>>,
+    /// The head the previous check saw.
+    head: Option<Checkpoint>,
+    every: Duration,
+    next_due: Instant,
+}
+
+impl LogWatch {
+    fn new(partitions: u32, every: Duration) -> Self {
+        let partitions = partitions.max(1) as usize;
+        Self {
+            last: vec![None; partitions],
+            confirmed: vec![None; partitions],
+            head: None,
+            every,
+            next_due: Instant::now(),
+        }
+    }
+
+    fn is_due(&self) -> bool {
+        Instant::now() >= self.next_due
+    }
+
+    /// Remembers the last event of each partition in `batch` (applied or parked).
+    fn applied(&mut self, batch: &[RecordedEvent]) {
+        for event in batch {
+            let index = event.position.partition as usize;
+            if index >= self.last.len() {
+                self.last.resize(index + 1, None);
+                self.confirmed.resize(index + 1, None);
+            }
+            self.last[index] = Some((event.position.cursor, event.event_id));
+        }
+    }
+
+    async fn check(&mut self, store: &dyn EventStore, checkpoint: &Checkpoint) -> Result<(), Halt> {
+        let unavailable =
+            |e: crate::store::StoreError| Halt::Failed(ProjectionError::Unavailable(Box::new(e)));
+        let head = store.head().await.map_err(unavailable)?;
+        for partition in 0..checkpoint.partitions() {
+            let cursor = checkpoint.cursor(partition);
+            if cursor == Cursor::ORIGIN {
+                continue; // nothing applied there: nothing to lose
+            }
+            let index = partition as usize;
+            if index >= self.last.len() {
+                self.last.resize(index + 1, None);
+                self.confirmed.resize(index + 1, None);
+            }
+            let at = Position { partition, cursor };
+            let end = head.cursor(partition);
+            if end < cursor {
+                return Err(Halt::Regressed(format!(
+                    "the event log of partition {partition} went backwards: it ends at {}, \
+                     but the read models already hold events up to {at} (events acknowledged \
+                     earlier were lost, by a failover or a restore to an older copy); the \
+                     projection stopped applying rather than skip the events that get those \
+                     positions again; run `ordo replay` to rebuild the read models from the log",
+                    Position {
+                        partition,
+                        cursor: end
+                    }
+                )));
+            }
+            let unchanged = self.confirmed[index].is_some_and(|(c, _)| c == cursor)
+                && self
+                    .head
+                    .as_ref()
+                    .is_some_and(|h| h.cursor(partition) == end);
+            if unchanged {
+                continue;
+            }
+            let applied = self.last[index]
+                .filter(|(c, _)| *c == cursor)
+                .map(|(_, id)| id);
+            let found = store.event_id_at(&at).await.map_err(unavailable)?;
+            let found = match (applied, found) {
+                (Some(applied), Some(found)) if applied != found => {
+                    return Err(reissued(at, applied, Some(found)));
+                }
+                (Some(applied), None) => return Err(reissued(at, applied, None)),
+                (None, None) => {
+                    return Err(Halt::Regressed(format!(
+                        "the event log of partition {partition} went backwards: it holds no \
+                         event at {at}, where the read models' checkpoint is; run `ordo replay` \
+                         to rebuild the read models from the log"
+                    )));
+                }
+                (_, Some(found)) => found,
+            };
+            if let Some((earlier, id)) = self.confirmed[index]
+                && earlier != cursor
+            {
+                let earlier = Position {
+                    partition,
+                    cursor: earlier,
+                };
+                let now = store.event_id_at(&earlier).await.map_err(unavailable)?;
+                if now != Some(id) {
+                    return Err(reissued(earlier, id, now));
+                }
+            }
+            self.last[index] = Some((cursor, found));
+            self.confirmed[index] = Some((cursor, found));
+        }
+        self.head = Some(head);
+        self.next_due = Instant::now() + self.every;
+        Ok(())
+    }
+}
+
+/// The log holds another event (or none) at `at`, where the projection applied `applied`.
+fn reissued(at: Position, applied: Uuid, found: Option<Uuid>) -> Halt {
+    let now = match found {
+        Some(found) => format!("event {found}"),
+        None => "no event".to_string(),
+    };
+    Halt::Regressed(format!(
+        "the event log of partition {} went backwards: position {at} now holds {now}, not \
+         event {applied}, which the read models applied there (events acknowledged earlier \
+         were lost, by a failover or a restore to an older copy, and their positions handed \
+         out again); the projection stopped applying rather than skip events; run `ordo \
+         replay` to rebuild the read models from the log",
+        at.partition
+    ))
 }
 
 impl From<ProjectionError> for Halt {
@@ -933,6 +1167,7 @@ mod tests {
             min_restart_backoff: Duration::from_millis(1),
             max_restart_backoff: Duration::from_millis(5),
             healthy_after: Duration::from_secs(60),
+            log_check_every: Duration::from_millis(50),
         }
     }
 
@@ -1395,5 +1630,152 @@ mod tests {
             Some("projection batch stuck for 5 s")
         );
         assert!(projection.seen.lock().expect("lock").is_empty());
+    }
+
+    /// Waits (bounded) until the runner's status satisfies `condition`.
+    async fn wait_for_status(
+        handle: &ProjectionHandle,
+        condition: impl Fn(&ProjectionStatus) -> bool,
+    ) -> ProjectionStatus {
+        let mut status = handle.status.clone();
+        let reached = tokio::time::timeout(Duration::from_secs(30), async {
+            status.wait_for(|s| condition(s)).await.is_ok()
+        })
+        .await;
+        assert_eq!(reached, Ok(true), "still {:?}", handle.status());
+        handle.status()
+    }
+
+    /// The runner has applied everything up to `last`, and a check of the log confirmed it.
+    async fn wait_until_checked(handle: &ProjectionHandle, last: &Position) {
+        wait_for_status(handle, |s| {
+            s.log_checked.as_ref().is_some_and(|c| c.covers(last))
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_log_whose_head_fell_below_the_checkpoint_halts_the_runner() {
+        let store = Arc::new(InMemoryStore::with_partitions(3));
+        let last = append_many(&store, 4, 3).await;
+        let projection = Arc::new(Recorder::default());
+        let (handle, stop, task) = spawn_runner(Arc::clone(&store), Arc::clone(&projection) as _);
+        wait_until_checked(&handle, &last).await;
+        let applied = projection.seen.lock().expect("lock").len();
+        assert_eq!(applied, 12);
+        // A failover to a copy that missed the newest two events of this partition.
+        store.lose_newest(last.partition, 2);
+        let status = wait_for_status(&handle, |s| s.state == ProjectionState::Halted).await;
+        let message = status.last_error.expect("the problem is stated");
+        assert!(
+            message.contains(&format!(
+                "the event log of partition {} went backwards",
+                last.partition
+            )) && message.contains("ordo replay"),
+            "{message}"
+        );
+        // Halted means halted: a new event elsewhere is not applied, and the runner does
+        // not restart itself into applying it.
+        let other = (0..3)
+            .find(|p| *p != last.partition)
+            .expect("another partition");
+        let stream = (0..)
+            .map(|n| StreamId::new(format!("elsewhere-{n}")))
+            .find(|s| crate::partition_of(s.as_str(), 3) == other)
+            .expect("a stream in the other partition");
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![event()])
+            .await
+            .expect("append");
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(projection.seen.lock().expect("lock").len(), applied);
+        let status = handle.status();
+        assert_eq!(status.state, ProjectionState::Halted);
+        assert_eq!(status.restarts, 0);
+        let _ = stop.send(());
+        task.await.expect("runner");
+        assert_eq!(handle.status().state, ProjectionState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_runner_that_starts_on_a_log_below_its_checkpoint_halts_at_once() {
+        let store = Arc::new(InMemoryStore::new());
+        let last = append_many(&store, 2, 3).await;
+        let projection = Arc::new(Recorder::default());
+        run_until_caught_up(Arc::clone(&store), Arc::clone(&projection), last).await;
+        store.lose_newest(0, 1);
+        let (handle, stop, task) = spawn_runner(store, Arc::clone(&projection) as _);
+        let status = wait_for_status(&handle, |s| s.state == ProjectionState::Halted).await;
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("partition 0 went backwards: it ends at 0.5.0")),
+            "{status:?}"
+        );
+        let _ = stop.send(());
+        task.await.expect("runner");
+    }
+
+    #[tokio::test]
+    async fn positions_handed_out_again_after_a_rollback_halt_the_runner() {
+        let store = Arc::new(InMemoryStore::new());
+        let last = append_many(&store, 3, 2).await;
+        let projection = Arc::new(Recorder::default());
+        let (handle, stop, task) = spawn_runner(Arc::clone(&store), Arc::clone(&projection) as _);
+        wait_until_checked(&handle, &last).await;
+        // Lost the newest three, then new appends get their positions and more: the head
+        // is past the checkpoint again, so only the event ids tell.
+        store.lose_newest(0, 3);
+        for _ in 0..5 {
+            store
+                .append(&StreamId::new("after"), ExpectedVersion::Any, vec![event()])
+                .await
+                .expect("append");
+        }
+        let status = wait_for_status(&handle, |s| s.state == ProjectionState::Halted).await;
+        let message = status.last_error.expect("the problem is stated");
+        assert!(
+            message.contains("the event log of partition 0 went backwards: position 0.")
+                && message.contains("now holds event")
+                && message.contains("ordo replay"),
+            "{message}"
+        );
+        let _ = stop.send(());
+        task.await.expect("runner");
+    }
+
+    #[tokio::test]
+    async fn a_log_that_only_grows_is_never_taken_for_one_that_went_backwards() {
+        let store = Arc::new(InMemoryStore::with_partitions(2));
+        let projection = Arc::new(Recorder::default());
+        let (handle, stop, task) = spawn_runner(Arc::clone(&store), Arc::clone(&projection) as _);
+        for round in 0..5 {
+            let mut last = None;
+            for s in 0..3 {
+                let appended = store
+                    .append(
+                        &StreamId::new(format!("grow-{s}")),
+                        ExpectedVersion::Any,
+                        vec![event(), event()],
+                    )
+                    .await
+                    .expect("append");
+                last = Some(appended.last_position());
+            }
+            wait_until_checked(&handle, &last.expect("appended")).await;
+            let status = handle.status();
+            assert_eq!(
+                status.state,
+                ProjectionState::Running,
+                "round {round}: {status:?}"
+            );
+        }
+        assert_eq!(projection.seen.lock().expect("lock").len(), 30);
+        let _ = stop.send(());
+        task.await.expect("runner");
     }
 }

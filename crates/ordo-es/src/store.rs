@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use uuid::Uuid;
 
 use crate::event::{NewEvent, RecordedEvent, StreamId};
 use crate::position::{Checkpoint, Position};
@@ -130,6 +131,8 @@ impl StoreError {
 ///   cover events still in flight (it is at least as far as any committed event, and may
 ///   be further), so a position past it was never handed out by this store. An empty
 ///   store's head is [`Checkpoint::origin`].
+/// - [`event_id_at`](EventStore::event_id_at) returns the id of the event stored at
+///   exactly `position`, or `None` when no event is stored there.
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// How many partitions the global log has. Fixed for the life of a store.
@@ -168,6 +171,14 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// A checkpoint covering every event stored now (see the contract above). Used to
     /// tell a position this store never handed out from one not yet projected.
     async fn head(&self) -> Result<Checkpoint, StoreError>;
+
+    /// The id of the event at exactly `position`; `None` when none is stored there.
+    ///
+    /// Readers use it to check that the event at their checkpoint is still the one they
+    /// processed: a log restored from an older copy (a Redis failover that lost
+    /// acknowledged writes, an old backup) hands the same positions out again to other
+    /// events. One indexed point read.
+    async fn event_id_at(&self, position: &Position) -> Result<Option<Uuid>, StoreError>;
 
     /// Answers when the backend is reachable.
     async fn ping(&self) -> Result<(), StoreError>;

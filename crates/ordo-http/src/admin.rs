@@ -16,6 +16,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use ordo_es::ProjectionState;
+
 use ordo_domain::{FieldError, JobStatus, OrderProjection, ParkedEvent, ReplayRequest, StartError};
 
 use crate::auth::{SecretToken, bearer, same_secret};
@@ -74,9 +76,17 @@ struct Projections {
 #[serde(rename_all = "camelCase")]
 struct ProjectionReport {
     name: String,
-    /// starting, catching-up, running, failing or stopped.
+    /// starting, catching-up, running, failing, halted or stopped. `halted`: the event
+    /// log went backwards under the projection (see `lastError` and `repair`); nothing
+    /// more is applied until the read models are rebuilt.
     #[schema(example = "running")]
     state: &'static str,
+    /// What repairs the state, when only an operator can: for `halted`, rebuilding the
+    /// read models from the event log. Null otherwise.
+    repair: Option<&'static str>,
+    /// The checkpoint the latest check of the event log confirmed (the log reached it and
+    /// holds there the events the projection applied), opaque; null before the first check.
+    log_checked: Option<String>,
     /// The sum of the checkpoint's cursors: grows as events are applied.
     position: u64,
     /// The checkpoint, opaque; null before the first batch.
@@ -289,6 +299,11 @@ async fn take_snapshot(
     }
 }
 
+/// The repair of a projection halted by an event log that went backwards.
+const HALTED_REPAIR: &str = "rebuild the read models from the event log: run `ordo replay`, \
+     or POST /api/v1/admin/replay with an empty body; the rebuilt projection starts over \
+     from the log as it is now";
+
 /// The state of each projection.
 #[utoipa::path(
     get,
@@ -311,6 +326,8 @@ async fn projections(State(state): State<AppState>) -> Result<Response, ApiError
         projections: vec![ProjectionReport {
             name: status.name,
             state: status.state.as_str(),
+            repair: (status.state == ProjectionState::Halted).then_some(HALTED_REPAIR),
+            log_checked: status.log_checked.as_ref().map(|c| c.encode()),
             position,
             checkpoint,
             lag_seconds: lag,

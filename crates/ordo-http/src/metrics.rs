@@ -49,6 +49,8 @@ pub struct ProjectionGauges {
     pub parked: u64,
     /// Times the projection's runner was restarted after it panicked or got stuck.
     pub restarts: u64,
+    /// The projection halted because the event log went backwards under it.
+    pub halted: bool,
 }
 
 /// The methods that get a label of their own; any other method name (clients may send
@@ -171,6 +173,13 @@ impl Metrics {
             "counter",
             "Times the projection runner was restarted after it panicked or got stuck, per projection.",
             per_projection(|p| p.restarts.to_string()),
+        );
+        family(
+            &mut out,
+            "ordo_projection_halted",
+            "gauge",
+            "1 while the projection has halted because the event log went backwards under it (it lost events the read models hold); a rebuild (ordo replay) clears it.",
+            per_projection(|p| u8::from(p.halted).to_string()),
         );
         family(
             &mut out,

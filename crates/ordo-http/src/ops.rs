@@ -121,6 +121,15 @@ fn projection_problem(status: &ProjectionStatus) -> Option<String> {
         ProjectionState::Failing => Some(format!(
             "projection {name} is failing; see the log and GET /api/v1/admin/projections"
         )),
+        // The runner's own text (partition and positions, no store or database text): the
+        // repair needs saying where the operator looks first.
+        ProjectionState::Halted => Some(format!(
+            "projection {name} has halted: {}",
+            status
+                .last_error
+                .as_deref()
+                .unwrap_or("the event log went backwards; run `ordo replay`")
+        )),
     }
 }
 
@@ -165,6 +174,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         lag_seconds: lag,
         parked: status.events_parked,
         restarts: status.restarts,
+        halted: status.state == ProjectionState::Halted,
     };
     let mut body = state.metrics.render(&[gauges], state.jobs.events_applied());
     let queues: Vec<_> = state.queues.iter().map(|q| q.stats()).collect();
@@ -186,6 +196,7 @@ mod tests {
             events_applied: 0,
             events_parked: 0,
             restarts: 0,
+            log_checked: None,
         }
     }
 
@@ -207,6 +218,10 @@ mod tests {
                 "projection orders is failing; see the log and GET /api/v1/admin/projections",
             ),
             (ProjectionState::Stopped, "projection orders has stopped"),
+            (
+                ProjectionState::Halted,
+                "projection orders has halted: disk full",
+            ),
         ] {
             assert_eq!(
                 projection_problem(&status(state, Some("disk full"))).as_deref(),

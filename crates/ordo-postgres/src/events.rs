@@ -82,6 +82,7 @@ struct Statements {
     readable: String,
     count_after: String,
     head: String,
+    event_id_at: String,
     load_snapshot: String,
     save_snapshot: String,
     delete_snapshots: String,
@@ -118,6 +119,12 @@ impl Statements {
             head: format!(
                 "SELECT e.tx_id::text, e.position FROM {s}.events e \
                  ORDER BY e.tx_id DESC, e.position DESC LIMIT 1"
+            ),
+            // By the primary key; the transaction id must match too, so that a row
+            // whose position is reused under another transaction is not taken for it.
+            event_id_at: format!(
+                "SELECT e.event_id FROM {s}.events e \
+                 WHERE e.position = $2 AND e.tx_id = $1::text::xid8"
             ),
             load_snapshot: format!(
                 "SELECT stream_id, aggregate_type, version, schema_version, state, taken_at \
@@ -512,6 +519,26 @@ impl EventStore for PgEventStore {
             ));
         }
         Ok(head)
+    }
+
+    async fn event_id_at(&self, position: &Position) -> Result<Option<Uuid>, StoreError> {
+        let Ok(row_position) = i64::try_from(position.cursor.minor) else {
+            return Ok(None);
+        };
+        if position.partition != PARTITION {
+            return Ok(None);
+        }
+        let tx_id = position.cursor.major.to_string();
+        let rows = self
+            .query(&self.sql.event_id_at, &[&tx_id, &row_position])
+            .await?;
+        match rows.first() {
+            Some(row) => Ok(Some(
+                row.try_get(0)
+                    .map_err(|e| corrupt("unreadable event id", e))?,
+            )),
+            None => Ok(None),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

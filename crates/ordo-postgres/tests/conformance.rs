@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use ordo_es::{
-    Appended, Checkpoint, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot,
+    Appended, Checkpoint, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Snapshot,
     SnapshotStore, StoreError, StreamId,
 };
 use ordo_postgres::PgEventStore;
@@ -160,6 +160,10 @@ impl EventStore for TestStore {
 
     async fn head(&self) -> Result<Checkpoint, StoreError> {
         self.inner.head().await
+    }
+
+    async fn event_id_at(&self, position: &Position) -> Result<Option<Uuid>, StoreError> {
+        self.inner.event_id_at(position).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

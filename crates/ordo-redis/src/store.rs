@@ -9,6 +9,7 @@ use ordo_es::{
     StoreError, StreamId, partition_of,
 };
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
+use uuid::Uuid;
 
 use crate::append::{self, Outcome};
 use crate::codec::{self, ARGS_PER_EVENT, Source};
@@ -382,6 +383,21 @@ impl EventStore for RedisEventStore {
             }
         }
         Ok(head)
+    }
+
+    /// One XRANGE of the single entry `<seq>-0` of the partition's log.
+    async fn event_id_at(&self, position: &Position) -> Result<Option<Uuid>, StoreError> {
+        if position.partition >= self.url.partitions || position.cursor.minor != 0 {
+            return Ok(None);
+        }
+        let id = format!("{}-0", position.cursor.major);
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(self.log_key(position.partition)).arg(&id).arg(&id);
+        let reply: Value = self
+            .query(&cmd, || format!("read the log entry at {position}"))
+            .await?;
+        let entries = codec::decode_entries(reply, Source::Log, self.url.partitions)?;
+        Ok(entries.first().map(|event| event.event_id))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -507,6 +507,29 @@ impl EventStore for SqliteEventStore {
         Ok(head)
     }
 
+    /// One lookup by the primary key.
+    async fn event_id_at(&self, position: &Position) -> Result<Option<Uuid>, StoreError> {
+        let row_position = match i64::try_from(position.cursor.major) {
+            Ok(p) if position.partition == 0 && position.cursor.minor == 0 => p,
+            _ => return Ok(None),
+        };
+        let id: Option<String> = self
+            .read(move |conn| {
+                conn.query_row(
+                    "SELECT event_id FROM events WHERE position = ?1",
+                    [row_position],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
+        id.map(|id| {
+            Uuid::parse_str(&id)
+                .map_err(|e| StoreError::Corrupt(format!("event id {id:?} at {position}: {e}")))
+        })
+        .transpose()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await

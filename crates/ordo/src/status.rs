@@ -21,7 +21,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use ordo_domain::{OrderProjection, ParkedEvent, ReadStoreError, ReadStoreInspector};
-use ordo_es::{Checkpoint, EventStore, StoreError};
+use ordo_es::{Checkpoint, EventStore, Position, StoreError};
 
 use crate::config::{Secret, StatusArgs, redact};
 use crate::{is_postgres, sqlite_path};
@@ -100,7 +100,8 @@ pub struct ProjectionReport {
     /// How old the first event after the checkpoint is; 0 when caught up.
     pub estimated_lag_seconds: Option<f64>,
     /// From the stores: `caughtUp`, `behind`, `notStarted` (never committed, events
-    /// waiting) or `unknown` (a store did not answer).
+    /// waiting), `logWentBackwards` (the event log's head is below the checkpoint: it
+    /// lost events the read models hold) or `unknown` (a store did not answer).
     pub state: &'static str,
     /// Why the projection's stored state could not be read.
     pub error: Option<String>,
@@ -115,7 +116,7 @@ pub struct ProjectionReport {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveState {
-    /// `starting`, `catching-up`, `running`, `failing` or `stopped`.
+    /// `starting`, `catching-up`, `running`, `failing`, `halted` or `stopped`.
     pub state: String,
     pub last_error: Option<String>,
     pub events_applied: Option<u64>,
@@ -457,6 +458,19 @@ async fn projection(
     };
     let never = checkpoint.is_none();
     let from = checkpoint.unwrap_or_else(|| Checkpoint::origin(events.partitions()));
+    if !never {
+        match within(async { events.head().await.map_err(describe) }).await {
+            Ok(head) => {
+                if let Some(problem) = log_went_backwards(&head, &from) {
+                    report.state = "logWentBackwards";
+                    report.error = Some(problem);
+                    return report;
+                }
+            }
+            // The event store's own failure is reported once, as the event store's.
+            Err(e) => tracing::debug!(error = %e, "cannot read the head of the event log"),
+        }
+    }
     let behind = within(async {
         let behind = events.count_after(&from).await.map_err(describe)?;
         if behind == 0 {
@@ -485,6 +499,30 @@ async fn projection(
         Err(e) => tracing::debug!(error = %e, "cannot count the events after the checkpoint"),
     }
     report
+}
+
+/// When the event log's head is below the read models' checkpoint in a partition (a
+/// failover that lost writes, a restore to an older copy), what to tell the operator.
+/// From the stores alone only this is seen; a running server also notices positions
+/// handed out again (its live state says so).
+fn log_went_backwards(head: &Checkpoint, checkpoint: &Checkpoint) -> Option<String> {
+    (0..checkpoint.partitions()).find_map(|partition| {
+        let (end, reached) = (head.cursor(partition), checkpoint.cursor(partition));
+        (end < reached).then(|| {
+            format!(
+                "the event log of partition {partition} went backwards: it ends at {}, but the \
+                 read models hold events up to {}; run `ordo replay` to rebuild them from the log",
+                Position {
+                    partition,
+                    cursor: end
+                },
+                Position {
+                    partition,
+                    cursor: reached
+                },
+            )
+        })
+    })
 }
 
 /// The server to ask: `--server`, else `http://<--listen>` (an unspecified address asked
@@ -773,6 +811,7 @@ server       {}",
 /// The state column: the server's live state when it gave one, else the stores'.
 fn projection_state(p: &ProjectionReport) -> String {
     match (&p.error, &p.live) {
+        (Some(e), _) if p.state == "logWentBackwards" => format!("halted: {e} (stores)"),
         (Some(e), _) => format!("unreadable: {e}"),
         (None, Some(live)) => match &live.last_error {
             Some(e) if live.state != "running" => format!("{} (server): {e}", live.state),

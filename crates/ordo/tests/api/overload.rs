@@ -24,8 +24,8 @@ use ordo_domain::{
     ViewState,
 };
 use ordo_es::{
-    Appended, Checkpoint, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
-    StreamId,
+    Appended, Checkpoint, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    StoreError, StreamId,
 };
 
 use crate::helpers::{ADMIN_TOKEN, CommandAnswer, TestApp, ada, expect_problem, store_args};
@@ -127,6 +127,9 @@ impl EventStore for HeldAppends {
     }
     async fn head(&self) -> Result<Checkpoint, StoreError> {
         self.inner.head().await
+    }
+    async fn event_id_at(&self, position: &Position) -> Result<Option<Uuid>, StoreError> {
+        self.inner.event_id_at(position).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
