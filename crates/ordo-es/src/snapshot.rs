@@ -2,7 +2,7 @@
 //! snapshot and only the events after it.
 //!
 //! A snapshot is only ever a cache. It records the aggregate's snapshot schema version;
-//! one written by other code ([`Aggregate::SNAPSHOT_VERSION`] differs) is ignored, never
+//! one written by other code ([`Aggregate::SNAPSHOT_VERSION`](crate::Aggregate::SNAPSHOT_VERSION) differs) is ignored, never
 //! misread, and deleting every snapshot changes no answer, only the time loading takes.
 
 use async_trait::async_trait;
