@@ -12,8 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use ordo_app::{CommandContext, CommandError, CommandOutcome, IdempotencyKey};
+use ordo_domain::CreateOrder;
 use ordo_domain::command::{parse_cancel_request, parse_status_request};
-use ordo_domain::{CommandContext, CommandError, CommandOutcome, CreateOrder, IdempotencyKey};
 use ordo_es::Metadata;
 
 use crate::error::ApiError;

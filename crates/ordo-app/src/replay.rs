@@ -22,11 +22,11 @@ use uuid::Uuid;
 
 use ordo_es::{Aggregate, Checkpoint};
 
-use crate::order::Order;
-use crate::read::{OrderProjection, ReadStoreError};
-use crate::readside::ReadSide;
+use crate::projection::OrderProjection;
+use crate::read_side::ReadSide;
 use crate::service::{HistoryError, OrderService};
-use crate::view::ViewState;
+use ordo_domain::order::Order;
+use ordo_domain::read_store::ReadStoreError;
 
 /// What to replay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,7 +264,7 @@ impl ReplayJobs {
                     .map_err(|e: HistoryError| e.to_string())?;
                 targets.push((*id, state));
             }
-            let batch = OrderProjection::repair_batch(&stored, targets);
+            let batch = ordo_domain::ReadModelBatch::repair(&stored, targets);
             match store
                 .commit(
                     OrderProjection::NAME,
@@ -282,12 +282,5 @@ impl ReplayJobs {
             }
         }
         Err("the live projection kept moving; the repair could not commit".into())
-    }
-}
-
-impl ViewState {
-    /// Whether this state shows an order to queries.
-    pub fn is_live(&self) -> bool {
-        matches!(self, ViewState::Live(_))
     }
 }
