@@ -166,7 +166,7 @@ impl ReplayJobs {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             tracing::info!(job = %id, ?request, "replay started");
-            let result = this.run(&job, request).await;
+            let result = this.execute(&job, request).await;
             match &result {
                 Ok(()) => tracing::info!(job = %id, "replay done"),
                 Err(e) => tracing::error!(job = %id, error = %e, "replay failed"),
@@ -179,7 +179,7 @@ impl ReplayJobs {
         Ok(id)
     }
 
-    async fn run(&self, job: &Arc<Job>, request: ReplayRequest) -> Result<(), String> {
+    async fn execute(&self, job: &Arc<Job>, request: ReplayRequest) -> Result<(), String> {
         match request {
             ReplayRequest::Full => {
                 let applied = Arc::clone(&self.applied);
