@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use ordo_domain::{CreateOrder, Order, OrderCommand, OrderEvent, OrderProjection, Status};
+use ordo_domain::{CreateOrder, Order, OrderCommand, OrderEvent, ReadModelBatch, Status};
 use ordo_es::{Aggregate, DomainEvent, Metadata, Payload, Position, RecordedEvent, StreamId};
 
 /// A realistic create body: three lines and a structured address.
@@ -305,12 +305,12 @@ fn bench_fold_batch(c: &mut Criterion) {
     let mut events = mixed_batch(112);
     events.truncate(500);
     assert_eq!(events.len(), 500);
-    let batch = OrderProjection::fold_batch(&events, HashMap::new()).expect("folds");
+    let batch = ReadModelBatch::fold(&events, HashMap::new()).expect("folds");
     assert_eq!(batch.views.len(), 112);
     let mut g = c.benchmark_group("projection");
     g.throughput(Throughput::Elements(events.len() as u64));
     g.bench_function("fold_batch_500_mixed", |b| {
-        b.iter(|| OrderProjection::fold_batch(black_box(&events), HashMap::new()).expect("folds"))
+        b.iter(|| ReadModelBatch::fold(black_box(&events), HashMap::new()).expect("folds"))
     });
     g.finish();
 }

@@ -57,6 +57,11 @@ pub enum ViewState {
 }
 
 impl ViewState {
+    /// Whether this state shows an order to queries.
+    pub fn is_live(&self) -> bool {
+        matches!(self, ViewState::Live(_))
+    }
+
     /// The version of the last event folded in.
     pub fn version(&self) -> u64 {
         match self {

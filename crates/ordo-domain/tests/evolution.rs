@@ -1,17 +1,13 @@
 //! Old event shapes load, fold and project exactly like their modern equivalents.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use ordo_domain::{AsOf, OrderEvent, OrderProjection, OrderService, ViewState};
-use ordo_es::{
-    DomainEvent, EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, Position,
-    RecordedEvent, StreamId,
-};
+use ordo_domain::{OrderEvent, ReadModelBatch, ViewState};
+use ordo_es::{DomainEvent, Metadata, Position, RecordedEvent, StreamId};
 
 fn fixture(name: &str) -> Vec<Value> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -61,9 +57,9 @@ fn every_old_event_decodes_to_its_modern_equivalent() {
 
 #[test]
 fn old_and_new_events_project_into_the_same_read_models() {
-    let old = OrderProjection::fold_batch(&recorded(&fixture("orders-v1.json")), HashMap::new())
+    let old = ReadModelBatch::fold(&recorded(&fixture("orders-v1.json")), HashMap::new())
         .expect("old folds");
-    let new = OrderProjection::fold_batch(&recorded(&fixture("orders-v2.json")), HashMap::new())
+    let new = ReadModelBatch::fold(&recorded(&fixture("orders-v2.json")), HashMap::new())
         .expect("new folds");
     assert_eq!(old.views, new.views);
     assert_eq!(old.status_delta, new.status_delta);
@@ -77,44 +73,4 @@ fn old_and_new_events_project_into_the_same_read_models() {
         ada.shipping_address.as_ref().expect("address").city,
         "London"
     );
-}
-
-#[tokio::test]
-async fn old_events_in_a_store_load_for_commands_and_history() {
-    let store: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    for event in recorded(&fixture("orders-v1.json")) {
-        store
-            .append(
-                &event.stream_id,
-                ExpectedVersion::Exact(event.version - 1),
-                vec![NewEvent {
-                    event_id: event.event_id,
-                    aggregate_type: event.aggregate_type,
-                    event_type: event.event_type,
-                    schema_version: event.schema_version,
-                    occurred_at: event.occurred_at,
-                    data: event.data,
-                    metadata: event.metadata,
-                }],
-            )
-            .await
-            .expect("append old event");
-    }
-    let service = OrderService::new(store);
-    let ada = uuid::Uuid::parse_str("0193a0c0-0000-7000-8000-000000000001").expect("id");
-    let past = service
-        .view_as_of(ada, AsOf::Version(1))
-        .await
-        .expect("history of an old order");
-    assert_eq!(past.total_amount.to_string(), "44.98");
-    // Commands decide on state folded from old events.
-    let next = service
-        .update_status(
-            ada,
-            ordo_domain::Status::Processing,
-            ordo_domain::CommandContext::default(),
-        )
-        .await
-        .expect("command on an old order");
-    assert_eq!(next.version, 3);
 }

@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use ordo_es::ProjectionState;
 
-use ordo_domain::{FieldError, JobStatus, OrderProjection, ParkedEvent, ReplayRequest, StartError};
+use ordo_app::{JobStatus, OrderProjection, ReplayRequest, StartError};
+use ordo_domain::{FieldError, ParkedEvent};
 
 use crate::auth::{SecretToken, bearer, same_secret};
 use crate::error::ApiError;

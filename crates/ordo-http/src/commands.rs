@@ -12,8 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use ordo_app::{CommandContext, CommandError, CommandOutcome, IdempotencyKey};
+use ordo_domain::CreateOrder;
 use ordo_domain::command::{parse_cancel_request, parse_status_request};
-use ordo_domain::{CommandContext, CommandError, CommandOutcome, CreateOrder, IdempotencyKey};
 use ordo_es::Metadata;
 
 use crate::error::ApiError;
@@ -197,8 +198,8 @@ fn outcome_label(result: &Result<CommandOutcome, CommandError>) -> &'static str 
     }
 }
 
-/// Runs a command, records its outcome and latency, and answers with `status`.
-async fn run(
+/// Executes a command, records its outcome and latency, and answers with `status`.
+async fn execute(
     state: &AppState,
     name: &str,
     status: StatusCode,
@@ -259,7 +260,7 @@ async fn create_order(
     let value = required_json(&headers, body).await?;
     let command = CreateOrder::parse(&value).map_err(|e| ApiError::Validation(e.0))?;
     let idempotency = key.map(|k| IdempotencyKey::new(k, &value));
-    run(
+    execute(
         &state,
         "CreateOrder",
         StatusCode::CREATED,
@@ -293,7 +294,7 @@ async fn update_status(
     let ctx = context(&headers, &request_id)?;
     let value = required_json(&headers, body).await?;
     let status = parse_status_request(&value).map_err(|e| ApiError::Validation(e.0))?;
-    run(
+    execute(
         &state,
         "UpdateOrderStatus",
         StatusCode::OK,
@@ -327,7 +328,7 @@ async fn cancel_order(
     let ctx = context(&headers, &request_id)?;
     let value = json_body(&headers, body, true).await?;
     let request = parse_cancel_request(value.as_ref()).map_err(|e| ApiError::Validation(e.0))?;
-    run(
+    execute(
         &state,
         "CancelOrder",
         StatusCode::OK,
@@ -356,7 +357,7 @@ async fn delete_order(
 ) -> Result<Response, ApiError> {
     let id = parse_order_id(&id)?;
     let ctx = context(&headers, &request_id)?;
-    run(
+    execute(
         &state,
         "DeleteOrder",
         StatusCode::OK,

@@ -4,7 +4,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use ordo_domain::{CommandError, FieldError, HistoryError, OrderError, ReadStoreError};
+use ordo_app::{CommandError, HistoryError};
+use ordo_domain::{FieldError, OrderError, ReadStoreError};
 use ordo_es::StoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";

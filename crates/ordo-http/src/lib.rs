@@ -57,7 +57,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use ordo_domain::{OrderReadStore, OrderService, ReadSide, ReplayJobs};
+use ordo_app::{OrderService, ReadSide, ReplayJobs};
+use ordo_domain::OrderReadStore;
 
 pub use auth::{ApiTokens, MIN_TOKEN_LEN, Scope, SecretToken, TokenFileError};
 pub use error::{ApiError, PROBLEM_JSON};

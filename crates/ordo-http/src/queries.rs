@@ -9,11 +9,10 @@ use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use ordo_domain::read::ListQuery;
+use ordo_app::AsOf;
+use ordo_domain::read_store::ListQuery;
 use ordo_domain::view::{format_date, parse_date};
-use ordo_domain::{
-    AsOf, DailyFigures, Money, OrderPage, OrderView, Sort, Status, Summary, fill_days,
-};
+use ordo_domain::{DailyFigures, Money, OrderPage, OrderView, Sort, Status, Summary, fill_days};
 use ordo_es::{Metadata, Payload, Position, RecordedEvent, StoreError};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;

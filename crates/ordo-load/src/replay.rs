@@ -21,10 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use ordo_domain::readside::BULK_START_MIN_EVENTS;
-use ordo_domain::{
-    Order, OrderCommand, OrderEvent, ReadSide, ReadSideOptions, ReadStoreProvider, Status,
-};
+use ordo_app::read_side::BULK_START_MIN_EVENTS;
+use ordo_app::{ReadSide, ReadSideOptions};
+use ordo_domain::{Order, OrderCommand, OrderEvent, ReadStoreProvider, Status};
 use ordo_es::{
     Aggregate, DomainEvent, EventStore, ExpectedVersion, Metadata, NewEvent, ProjectionState,
     RunnerConfig, StreamId,

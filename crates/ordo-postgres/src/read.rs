@@ -13,7 +13,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use ordo_domain::read::search_text;
+use ordo_domain::read_store::search_text;
 use ordo_domain::view::StatusCounts;
 use ordo_domain::{
     DailyFigures, ListQuery, Money, OrderPage, OrderReadStore, OrderView, ParkedEvent,
@@ -1025,9 +1025,10 @@ impl OrderReadStore for PgReadStore {
 mod tests {
     use std::sync::Arc;
 
+    use ordo_app::OrderProjection;
     use ordo_domain::event::{OrderCancelled, OrderCreated, OrderDeleted, OrderStatusChanged};
     use ordo_domain::values::LineItem;
-    use ordo_domain::{Currency, CustomerEmail, OrderEvent, OrderProjection, Status};
+    use ordo_domain::{Currency, CustomerEmail, OrderEvent, Status};
     use ordo_es::{DomainEvent, Metadata, Position, Projection, RecordedEvent, StreamId};
     use time::macros::{date, datetime};
 

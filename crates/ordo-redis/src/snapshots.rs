@@ -88,7 +88,7 @@ impl SnapshotStore for RedisEventStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
         let partition = partition_of(stream.as_str(), self.partitions_count());
         let text: Option<String> = self
-            .run(
+            .send(
                 redis::cmd("HGET")
                     .arg(snapshots_key(self.prefix(), partition))
                     .arg(stream.as_str()),
@@ -121,12 +121,12 @@ impl SnapshotStore for RedisEventStore {
         for partition in 0..self.partitions_count() {
             let key = snapshots_key(self.prefix(), partition);
             let n: u64 = self
-                .run(redis::cmd("HLEN").arg(&key), || {
+                .send(redis::cmd("HLEN").arg(&key), || {
                     "cannot count snapshots".into()
                 })
                 .await?;
             let _: u64 = self
-                .run(
+                .send(
                     redis::cmd("DEL")
                         .arg(&key)
                         .arg(versions_key(self.prefix(), partition)),

@@ -152,8 +152,8 @@ impl RedisEventStore {
         self.url.partitions
     }
 
-    /// Runs one command, classifying a failure with `context`.
-    pub(crate) async fn run<T: redis::FromRedisValue>(
+    /// Sends one command, classifying a failure with `context`.
+    pub(crate) async fn send<T: redis::FromRedisValue>(
         &self,
         cmd: &redis::Cmd,
         context: impl FnOnce() -> String,

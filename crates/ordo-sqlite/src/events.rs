@@ -19,10 +19,10 @@ use crate::pool::{Checkpointer, ReadPool, open_writer, start_checkpointer};
 
 /// Appends taken into one transaction at most (bounds the latency of the first).
 const MAX_GROUP: usize = 512;
-/// Jobs the writer thread's channel holds at most: four groups. The service bounds the
+/// Requests the writer thread's channel holds at most: four groups. The service bounds the
 /// operations it sends to any store (`--max-pending`, `ordo_es::admission`) well below
 /// this; the channel's own bound is what keeps any other caller from queueing without
-/// limit behind a slow disk: a job past it is answered `Overloaded` at once.
+/// limit behind a slow disk: a request past it is answered `Overloaded` at once.
 const WRITE_QUEUE: usize = 4 * MAX_GROUP;
 
 const SCHEMA: &[&str] = &[
@@ -52,13 +52,13 @@ const SCHEMA: &[&str] = &[
 ];
 
 /// Work for the writer thread: every write to the events file goes through it.
-enum Job {
-    Append(AppendJob),
+enum WriteRequest {
+    Append(AppendRequest),
     SaveSnapshot(Snapshot, oneshot::Sender<Result<(), StoreError>>),
     DeleteSnapshots(oneshot::Sender<Result<u64, StoreError>>),
 }
 
-struct AppendJob {
+struct AppendRequest {
     stream: StreamId,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
@@ -69,16 +69,16 @@ struct AppendJob {
 #[derive(Debug)]
 pub struct SqliteEventStore {
     path: PathBuf,
-    jobs: mpsc::SyncSender<Job>,
+    requests: mpsc::SyncSender<WriteRequest>,
     readers: Arc<ReadPool>,
     /// The highest position committed by this store.
     head: watch::Receiver<u64>,
     _checkpointer: Arc<Checkpointer>,
 }
 
-impl std::fmt::Debug for AppendJob {
+impl std::fmt::Debug for AppendRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppendJob")
+        f.debug_struct("AppendRequest")
             .field("stream", &self.stream)
             .finish()
     }
@@ -166,7 +166,7 @@ impl SqliteEventStore {
             })
             .map_err(unavailable)? as u64;
         let (head_tx, head_rx) = watch::channel(head);
-        let (jobs, rx) = mpsc::sync_channel(WRITE_QUEUE);
+        let (requests, rx) = mpsc::sync_channel(WRITE_QUEUE);
         std::thread::Builder::new()
             .name("ordo-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx, head_tx))
@@ -174,7 +174,7 @@ impl SqliteEventStore {
         Ok(Self {
             readers: Arc::new(ReadPool::new(&path)),
             path,
-            jobs,
+            requests,
             head: head_rx,
             _checkpointer: Arc::new(checkpointer),
         })
@@ -206,27 +206,31 @@ fn classify(e: rusqlite::Error) -> StoreError {
 }
 
 /// The writer thread: takes every append that is waiting, commits them together.
-fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, head: watch::Sender<u64>) {
-    let mut pending: Option<Job> = None;
+fn writer_loop(
+    mut conn: Connection,
+    requests: mpsc::Receiver<WriteRequest>,
+    head: watch::Sender<u64>,
+) {
+    let mut pending: Option<WriteRequest> = None;
     loop {
         let first = match pending.take() {
-            Some(job) => job,
-            None => match jobs.recv() {
-                Ok(job) => job,
+            Some(request) => request,
+            None => match requests.recv() {
+                Ok(request) => request,
                 Err(_) => return,
             },
         };
         let first = match first {
-            Job::Append(append) => append,
+            WriteRequest::Append(append) => append,
             other => {
-                run_snapshot_job(&conn, other);
+                write_snapshot_request(&conn, other);
                 continue;
             }
         };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(Job::Append(job)) => group.push(job),
+            match requests.try_recv() {
+                Ok(WriteRequest::Append(request)) => group.push(request),
                 Ok(other) => {
                     pending = Some(other);
                     break;
@@ -253,16 +257,16 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, head: watch::Sen
                 moved
             });
         }
-        for (job, result) in group.into_iter().zip(results) {
+        for (request, result) in group.into_iter().zip(results) {
             // The caller may have gone away (request cancelled); the append stands.
-            let _ = job.reply.send(result);
+            let _ = request.reply.send(result);
         }
     }
 }
 
-fn run_snapshot_job(conn: &Connection, job: Job) {
-    match job {
-        Job::SaveSnapshot(snapshot, reply) => {
+fn write_snapshot_request(conn: &Connection, request: WriteRequest) {
+    match request {
+        WriteRequest::SaveSnapshot(snapshot, reply) => {
             let result = (|| -> rusqlite::Result<()> {
                 conn.prepare_cached(
                     "INSERT INTO snapshots (stream_id, aggregate_type, version, schema_version, state, taken_at)
@@ -284,23 +288,23 @@ fn run_snapshot_job(conn: &Connection, job: Job) {
             })();
             let _ = reply.send(result.map_err(unavailable));
         }
-        Job::DeleteSnapshots(reply) => {
+        WriteRequest::DeleteSnapshots(reply) => {
             let result = conn.execute("DELETE FROM snapshots", []).map(|n| n as u64);
             let _ = reply.send(result.map_err(unavailable));
         }
-        Job::Append(_) => unreachable!("appends are grouped by the caller"),
+        WriteRequest::Append(_) => unreachable!("appends are grouped by the caller"),
     }
 }
 
 type GroupResult = (Vec<Result<Appended, StoreError>>, Option<u64>);
 
-fn commit_group(conn: &mut Connection, group: &[AppendJob]) -> rusqlite::Result<GroupResult> {
+fn commit_group(conn: &mut Connection, group: &[AppendRequest]) -> rusqlite::Result<GroupResult> {
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(group.len());
     let mut last_position = None;
-    for job in group {
+    for request in group {
         let mut sp = tx.savepoint()?;
-        match append_one(&sp, job)? {
+        match append_one(&sp, request)? {
             Ok(appended) => {
                 last_position = Some(appended.last_position().cursor.major);
                 sp.commit()?;
@@ -318,20 +322,20 @@ fn commit_group(conn: &mut Connection, group: &[AppendJob]) -> rusqlite::Result<
 
 fn append_one(
     conn: &Connection,
-    job: &AppendJob,
+    request: &AppendRequest,
 ) -> rusqlite::Result<Result<Appended, StoreError>> {
-    if job.events.is_empty() {
+    if request.events.is_empty() {
         return Ok(Err(StoreError::empty_append()));
     }
-    let current: u64 = conn
-        .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")?
-        .query_row([job.stream.as_str()], |r| r.get::<_, i64>(0))? as u64;
-    if let Some(expected) = job.expected.as_number()
+    let current: u64 =
+        conn.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")?
+            .query_row([request.stream.as_str()], |r| r.get::<_, i64>(0))? as u64;
+    if let Some(expected) = request.expected.as_number()
         && expected != current
     {
         return Ok(Err(StoreError::Conflict {
-            stream: job.stream.clone(),
-            expected: job.expected,
+            stream: request.stream.clone(),
+            expected: request.expected,
             actual: Some(current),
         }));
     }
@@ -339,15 +343,15 @@ fn append_one(
         "INSERT INTO events (event_id, stream_id, aggregate_type, version, event_type, schema_version, occurred_at, data, metadata)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
-    let mut positions = Vec::with_capacity(job.events.len());
-    for (i, event) in job.events.iter().enumerate() {
+    let mut positions = Vec::with_capacity(request.events.len());
+    for (i, event) in request.events.iter().enumerate() {
         let metadata = match serde_json::to_string(&event.metadata) {
             Ok(m) => m,
             Err(e) => return Ok(Err(StoreError::Invalid(format!("metadata: {e}")))),
         };
         insert.execute(params![
             event.event_id.to_string(),
-            job.stream.as_str(),
+            request.stream.as_str(),
             event.aggregate_type,
             (current + 1 + i as u64) as i64,
             event.event_type,
@@ -360,7 +364,7 @@ fn append_one(
     }
     Ok(Ok(Appended {
         first_version: current + 1,
-        last_version: current + job.events.len() as u64,
+        last_version: current + request.events.len() as u64,
         positions,
     }))
 }
@@ -411,7 +415,7 @@ impl EventStore for SqliteEventStore {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Append(AppendJob {
+        self.submit(WriteRequest::Append(AppendRequest {
             stream: stream.clone(),
             expected,
             events,
@@ -541,9 +545,9 @@ impl SqliteEventStore {
         StoreError::Unavailable("the event store writer has stopped".into())
     }
 
-    /// Hands `job` to the writer thread, or answers at once when its queue is full.
-    fn submit(&self, job: Job) -> Result<(), StoreError> {
-        self.jobs.try_send(job).map_err(|e| match e {
+    /// Hands `request` to the writer thread, or answers at once when its queue is full.
+    fn submit(&self, request: WriteRequest) -> Result<(), StoreError> {
+        self.requests.try_send(request).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => StoreError::Overloaded(ordo_es::Overloaded {
                 queue: "sqlite_writer",
                 limit: WRITE_QUEUE,
@@ -581,13 +585,13 @@ impl SnapshotStore for SqliteEventStore {
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::SaveSnapshot(snapshot, reply))?;
+        self.submit(WriteRequest::SaveSnapshot(snapshot, reply))?;
         answer.await.map_err(|_| Self::writer_gone())?
     }
 
     async fn delete_snapshots(&self) -> Result<u64, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::DeleteSnapshots(reply))?;
+        self.submit(WriteRequest::DeleteSnapshots(reply))?;
         answer.await.map_err(|_| Self::writer_gone())?
     }
 }

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use ordo_domain::read::{
+use ordo_domain::read_store::{
     ListQuery, OrderReadStore, ParkedEvent, ReadModelBatch, ReadStoreError, Sort, search_text,
 };
 use ordo_domain::{

@@ -9,11 +9,12 @@ use time::macros::{date, datetime};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
+use ordo_app::OrderProjection;
 use ordo_domain::event::{OrderCancelled, OrderCreated, OrderDeleted, OrderStatusChanged};
 use ordo_domain::values::LineItem;
 use ordo_domain::{
-    Currency, CustomerEmail, DailyFigures, Money, OrderEvent, OrderProjection, OrderReadStore,
-    ReadStoreProvider, Status, fill_days,
+    Currency, CustomerEmail, DailyFigures, Money, OrderEvent, OrderReadStore, ReadStoreProvider,
+    Status, fill_days,
 };
 use ordo_es::{Checkpoint, DomainEvent, Metadata, Position, Projection, RecordedEvent, StreamId};
 use ordo_sqlite::{SqliteReadStore, SqliteReadStores};

@@ -15,11 +15,11 @@ use serde_json::json;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use ordo_domain::readside::{ReadSide, ReadSideOptions, RebuildError};
+use ordo_app::read_side::{ReadSide, ReadSideOptions, RebuildError};
+use ordo_app::{CommandContext, OrderProjection, OrderService};
 use ordo_domain::{
-    CommandContext, CreateOrder, ListQuery, OrderProjection, OrderReadStore, OrderService,
-    ParkedEvent, ReadGeneration, ReadModelBatch, ReadStoreError, ReadStoreProvider, RebuildLock,
-    Status, ViewState,
+    CreateOrder, ListQuery, OrderReadStore, ParkedEvent, ReadGeneration, ReadModelBatch,
+    ReadStoreError, ReadStoreProvider, RebuildLock, Status, ViewState,
 };
 use ordo_es::{
     Checkpoint, EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, Position,

@@ -102,7 +102,7 @@ pub struct StoreArgs {
     #[arg(
         long,
         env = "ORDO_BULK_LOAD_FROM",
-        default_value_t = ordo_domain::readside::BULK_START_MIN_EVENTS,
+        default_value_t = ordo_app::read_side::BULK_START_MIN_EVENTS,
         global = true
     )]
     pub bulk_load_from: u64,
@@ -130,7 +130,7 @@ impl StoreArgs {
             event_store: None,
             read_store: None,
             snapshot_every: 100,
-            bulk_load_from: ordo_domain::readside::BULK_START_MIN_EVENTS,
+            bulk_load_from: ordo_app::read_side::BULK_START_MIN_EVENTS,
             projection_nice: DEFAULT_PROJECTION_NICE,
         }
     }

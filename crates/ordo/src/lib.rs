@@ -20,10 +20,10 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
-use ordo_domain::{
-    GatedReadStores, OrderProjection, OrderService, ReadSide, ReadSideOptions, ReadStoreProvider,
-    ReplayJobs,
+use ordo_app::{
+    GatedReadStores, OrderProjection, OrderService, ReadSide, ReadSideOptions, ReplayJobs,
 };
+use ordo_domain::ReadStoreProvider;
 use ordo_es::{
     Admission, EventStore, GatedEventStore, GatedSnapshotStore, RunnerConfig, SnapshotStore,
 };

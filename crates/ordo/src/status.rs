@@ -20,7 +20,8 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use ordo_domain::{OrderProjection, ParkedEvent, ReadStoreError, ReadStoreInspector};
+use ordo_app::OrderProjection;
+use ordo_domain::{ParkedEvent, ReadStoreError, ReadStoreInspector};
 use ordo_es::{Checkpoint, EventStore, Position, StoreError};
 
 use crate::config::{Secret, StatusArgs, redact};

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use ordo_domain::{JobState, ReplayJobs, ReplayRequest};
+use ordo_app::{JobState, ReplayJobs, ReplayRequest};
 
 use crate::config::{ReplayArgs, SnapshotArgs};
 use crate::{Stores, start_read_side};

@@ -1,5 +1,6 @@
-//! The read side: the read-store contract, query shapes, and the projection that keeps
-//! the read models current.
+//! The read-store contract: what every read-model backend implements, the query shapes,
+//! and the batches of changes folded from events ([`ReadModelBatch::fold`]) that a store
+//! applies with its checkpoint. The projection that drives it lives in `ordo-app`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -9,7 +10,7 @@ use async_trait::async_trait;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use ordo_es::{BoxError, Checkpoint, DomainEvent, Projection, ProjectionError, RecordedEvent};
+use ordo_es::{BoxError, Checkpoint, DomainEvent, ProjectionError, RecordedEvent};
 
 use crate::event::OrderEvent;
 use crate::money::Money;
@@ -189,7 +190,8 @@ impl ReadModelBatch {
 pub enum ReadStoreError {
     #[error("read store unavailable")]
     Unavailable(#[source] BoxError),
-    /// The read store's query queue is full (see [`crate::gated`]): transient.
+    /// The read store's query queue is full (the application's bounded queue in front of
+    /// the read stores turned the query away): transient.
     #[error(transparent)]
     Overloaded(ordo_es::Overloaded),
     #[error("the projection checkpoint was moved by another writer")]
@@ -201,7 +203,7 @@ pub enum ReadStoreError {
 }
 
 /// Where the order read models live (SQLite, PostgreSQL). Storage only: what to store
-/// is decided by [`OrderProjection`].
+/// is decided by the fold ([`ReadModelBatch::fold`]).
 #[async_trait]
 pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
     async fn load_checkpoint(&self, projection: &str)
@@ -364,112 +366,11 @@ impl fmt::Debug for RebuildLock {
     }
 }
 
-/// The projection that keeps every order read model current: order view, summary, top
-/// customers and search.
-///
-/// Each batch is folded over the stored states and committed with its checkpoint before
-/// `apply_batch` returns, so a published checkpoint is always readable. Between
-/// [`begin_bulk`](Self::begin_bulk) and [`finish_bulk`](Self::finish_bulk) (a generation
-/// that serves no queries being rebuilt) the commits are pipelined instead: batch N+1 is
-/// loaded and folded while batch N commits, taking the states of orders batch N touched
-/// from batch N itself, and `apply_batch` returns once its batch's commit has started.
-#[derive(Debug)]
-pub struct OrderProjection {
-    store: Arc<dyn OrderReadStore>,
-    mode: tokio::sync::Mutex<Mode>,
-}
-
-#[derive(Debug)]
-enum Mode {
-    /// Every batch committed before `apply_batch` returns.
-    Committed,
-    /// Bulk load: the last batch may still be committing.
-    Pipelined(Option<InFlight>),
-}
-
-impl Mode {
-    /// Waits for the commit in flight, if any. The commit stays in place while it is
-    /// awaited, so a caller cancelled meanwhile leaves it for the next one to wait for.
-    /// After a failed commit the rest of the load is committed batch by batch: the
-    /// failure of a batch that keeps failing then reaches the runner as that batch's
-    /// own (retried, then its events applied one by one and the bad one parked), and
-    /// no checkpoint is published ahead of the stored one again.
-    async fn settle(&mut self) -> Result<(), ReadStoreError> {
-        let Mode::Pipelined(Some(in_flight)) = self else {
-            return Ok(());
-        };
-        let result = match (&mut in_flight.commit).await {
-            Ok(result) => result,
-            Err(e) => Err(ReadStoreError::Other(Box::new(e))),
-        };
-        *self = match result {
-            Ok(()) => Mode::Pipelined(None),
-            Err(_) => Mode::Committed,
-        };
-        result
-    }
-}
-
-/// A batch whose commit is running.
-#[derive(Debug)]
-struct InFlight {
-    batch: Arc<ReadModelBatch>,
-    /// Where each touched order's state is in `batch.views`.
-    index: HashMap<Uuid, usize>,
-    commit: tokio::task::JoinHandle<Result<(), ReadStoreError>>,
-}
-
-impl InFlight {
-    fn view(&self, id: &Uuid) -> Option<&ViewState> {
-        self.index.get(id).map(|&i| &self.batch.views[i].1)
-    }
-}
-
-impl OrderProjection {
-    pub const NAME: &'static str = "orders";
-
-    pub fn new(store: Arc<dyn OrderReadStore>) -> Self {
-        Self {
-            store,
-            mode: tokio::sync::Mutex::new(Mode::Committed),
-        }
-    }
-
-    /// Waits for a pipelined commit still running, if any.
-    async fn settle_in_flight(&self) -> Result<(), ProjectionError> {
-        self.mode
-            .lock()
-            .await
-            .settle()
-            .await
-            .map_err(earlier_commit_failed)
-    }
-
-    /// Puts the (empty, query-free) store in bulk mode and pipelines the commits: see
-    /// the type's docs and [`OrderReadStore::begin_bulk`].
-    pub async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
-        let mut mode = self.mode.lock().await;
-        self.store.begin_bulk().await?;
-        *mode = Mode::Pipelined(None);
-        Ok(())
-    }
-
-    /// Waits for the last pipelined commit, then has the store build what the bulk load
-    /// deferred; from then on every batch is committed before `apply_batch` returns.
-    /// When the last commit failed, the error is returned: the checkpoint the runner
-    /// published past the stored one was never committed, and the generation must not
-    /// be used as it is.
-    pub async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
-        let mut mode = self.mode.lock().await;
-        mode.settle().await?;
-        self.store.finish_bulk().await?;
-        *mode = Mode::Committed;
-        Ok(())
-    }
-
+/// Folding events into batches: the read side's rules, with no I/O.
+impl ReadModelBatch {
     /// Folds `events` over the stored states into one batch. Events already folded
     /// (version at or below the stored one) are skipped: redelivery is harmless.
-    pub fn fold_batch(
+    pub fn fold(
         events: &[RecordedEvent],
         mut states: HashMap<Uuid, ViewState>,
     ) -> Result<ReadModelBatch, ProjectionError> {
@@ -480,7 +381,7 @@ impl OrderProjection {
             if envelope.aggregate_type != <Order as ordo_es::Aggregate>::TYPE {
                 continue;
             }
-            let order_id = parse_order_id(envelope)?;
+            let order_id = order_id_of(envelope)?;
             let state = states.remove(&order_id).unwrap_or(ViewState::Absent);
             if envelope.version <= state.version() {
                 states.insert(order_id, state);
@@ -519,13 +420,11 @@ impl OrderProjection {
             .collect();
         Ok(batch)
     }
-}
 
-impl OrderProjection {
     /// The batch that turns the `stored` states into the `target` states (a repair:
     /// `target` was folded from the event store). Orders whose stored version is ahead
     /// of the target (the live projection moved on) are left alone.
-    pub fn repair_batch(
+    pub fn repair(
         stored: &HashMap<Uuid, ViewState>,
         targets: Vec<(Uuid, ViewState)>,
     ) -> ReadModelBatch {
@@ -542,17 +441,8 @@ impl OrderProjection {
     }
 }
 
-/// A pipelined commit of an earlier batch failed: not the current batch's failure, so
-/// the runner must reload the stored checkpoint and go again from there, not retry or
-/// park the current batch's events.
-fn earlier_commit_failed(e: ReadStoreError) -> ProjectionError {
-    match e {
-        ReadStoreError::CheckpointMoved => ProjectionError::CheckpointMoved,
-        other => ProjectionError::Unavailable(Box::new(other)),
-    }
-}
-
-fn parse_order_id(envelope: &RecordedEvent) -> Result<Uuid, ProjectionError> {
+/// The order id an order event's stream id names.
+pub fn order_id_of(envelope: &RecordedEvent) -> Result<Uuid, ProjectionError> {
     Uuid::parse_str(envelope.stream_id.as_str()).map_err(|e| {
         ProjectionError::Failed(
             format!(
@@ -572,107 +462,6 @@ impl From<ReadStoreError> for ProjectionError {
             ReadStoreError::Overloaded(full) => ProjectionError::Unavailable(Box::new(full)),
             other => ProjectionError::Failed(Box::new(other)),
         }
-    }
-}
-
-#[async_trait]
-impl Projection for OrderProjection {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
-        self.settle_in_flight().await?;
-        Ok(self.store.load_checkpoint(Self::NAME).await?)
-    }
-
-    async fn apply_batch(
-        &self,
-        events: &[RecordedEvent],
-        from: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ProjectionError> {
-        let mut ids: Vec<Uuid> = Vec::new();
-        let mut seen = HashSet::new();
-        for envelope in events {
-            if envelope.aggregate_type == <Order as ordo_es::Aggregate>::TYPE {
-                let id = parse_order_id(envelope)?;
-                if seen.insert(id) {
-                    ids.push(id);
-                }
-            }
-        }
-        let mut mode = self.mode.lock().await;
-        let Mode::Pipelined(previous) = &*mode else {
-            let states = self.store.load_views(&ids).await?;
-            let batch = Self::fold_batch(events, states)?;
-            self.store
-                .commit(Self::NAME, batch.into(), from, to)
-                .await?;
-            return Ok(());
-        };
-        // The orders the previous batch touched are taken from it (its commit may not
-        // be visible yet); the others are stored as of the batch before it, which has
-        // committed.
-        let folded = async {
-            let mut states = HashMap::with_capacity(ids.len());
-            let mut stored = Vec::with_capacity(ids.len());
-            for id in ids {
-                match previous.as_ref().and_then(|p| p.view(&id)) {
-                    Some(state) => {
-                        states.insert(id, state.clone());
-                    }
-                    None => stored.push(id),
-                }
-            }
-            states.extend(self.store.load_views(&stored).await?);
-            Self::fold_batch(events, states)
-        }
-        .await;
-        // This batch's commit moves the checkpoint from where the previous one moved it.
-        mode.settle().await.map_err(earlier_commit_failed)?;
-        let batch = Arc::new(folded?);
-        let index = batch
-            .views
-            .iter()
-            .enumerate()
-            .map(|(i, (id, _))| (*id, i))
-            .collect();
-        let store = Arc::clone(&self.store);
-        let (committing, from, to) = (Arc::clone(&batch), from.clone(), to.clone());
-        let commit =
-            tokio::spawn(async move { store.commit(Self::NAME, committing, &from, &to).await });
-        *mode = Mode::Pipelined(Some(InFlight {
-            batch,
-            index,
-            commit,
-        }));
-        Ok(())
-    }
-
-    async fn park(
-        &self,
-        event: &RecordedEvent,
-        error: &str,
-        from: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ProjectionError> {
-        let parked = ParkedEvent {
-            position: event.position.to_string(),
-            event_id: event.event_id,
-            stream_id: event.stream_id.to_string(),
-            version: event.version,
-            event_type: event.event_type.clone(),
-            error: error.chars().take(2_000).collect(),
-            parked_at: ordo_es::now_micros(),
-        };
-        // Parking moves the checkpoint from `from`, where the last commit moves it.
-        self.settle_in_flight().await?;
-        self.store.park(Self::NAME, parked, from, to).await?;
-        Ok(())
-    }
-    async fn flush(&self) -> Result<(), ProjectionError> {
-        self.settle_in_flight().await
     }
 }
 

@@ -22,11 +22,11 @@ use uuid::Uuid;
 
 use ordo_es::{Aggregate, Checkpoint};
 
-use crate::order::Order;
-use crate::read::{OrderProjection, ReadStoreError};
-use crate::readside::ReadSide;
+use crate::projection::OrderProjection;
+use crate::read_side::ReadSide;
 use crate::service::{HistoryError, OrderService};
-use crate::view::ViewState;
+use ordo_domain::order::Order;
+use ordo_domain::read_store::ReadStoreError;
 
 /// What to replay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,7 +166,7 @@ impl ReplayJobs {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             tracing::info!(job = %id, ?request, "replay started");
-            let result = this.run(&job, request).await;
+            let result = this.execute(&job, request).await;
             match &result {
                 Ok(()) => tracing::info!(job = %id, "replay done"),
                 Err(e) => tracing::error!(job = %id, error = %e, "replay failed"),
@@ -179,7 +179,7 @@ impl ReplayJobs {
         Ok(id)
     }
 
-    async fn run(&self, job: &Arc<Job>, request: ReplayRequest) -> Result<(), String> {
+    async fn execute(&self, job: &Arc<Job>, request: ReplayRequest) -> Result<(), String> {
         match request {
             ReplayRequest::Full => {
                 let applied = Arc::clone(&self.applied);
@@ -264,7 +264,7 @@ impl ReplayJobs {
                     .map_err(|e: HistoryError| e.to_string())?;
                 targets.push((*id, state));
             }
-            let batch = OrderProjection::repair_batch(&stored, targets);
+            let batch = ordo_domain::ReadModelBatch::repair(&stored, targets);
             match store
                 .commit(
                     OrderProjection::NAME,
@@ -282,12 +282,5 @@ impl ReplayJobs {
             }
         }
         Err("the live projection kept moving; the repair could not commit".into())
-    }
-}
-
-impl ViewState {
-    /// Whether this state shows an order to queries.
-    pub fn is_live(&self) -> bool {
-        matches!(self, ViewState::Live(_))
     }
 }

@@ -17,11 +17,11 @@ use uuid::Uuid;
 
 use ordo_es::{Admission, Checkpoint};
 
-use crate::read::{
+use ordo_domain::read_store::{
     ListQuery, OrderReadStore, ParkedEvent, ReadGeneration, ReadModelBatch, ReadStoreError,
     ReadStoreProvider, RebuildLock,
 };
-use crate::view::{DailyFigures, OrderPage, OrderView, Summary, TopCustomer, ViewState};
+use ordo_domain::view::{DailyFigures, OrderPage, OrderView, Summary, TopCustomer, ViewState};
 
 /// A provider whose generations answer queries behind `admission`.
 #[derive(Debug)]

@@ -14,8 +14,9 @@ use ordo_es::{
     ProjectionStatus, RunnerConfig,
 };
 
-use crate::read::{
-    OrderProjection, OrderReadStore, ReadGeneration, ReadStoreError, ReadStoreProvider, RebuildLock,
+use crate::projection::OrderProjection;
+use ordo_domain::read_store::{
+    OrderReadStore, ReadGeneration, ReadStoreError, ReadStoreProvider, RebuildLock,
 };
 
 /// One running projection into one generation.

@@ -13,11 +13,11 @@ use ordo_es::{
     Metadata, Position, RecordedEvent, SnapshotStore, StoreError, StreamId,
 };
 
-use crate::command::CreateOrder;
-use crate::event::OrderEvent;
-use crate::order::{Order, OrderCommand, OrderError};
-use crate::values::Status;
-use crate::view::{OrderView, ViewState};
+use ordo_domain::command::CreateOrder;
+use ordo_domain::event::OrderEvent;
+use ordo_domain::order::{Order, OrderCommand, OrderError};
+use ordo_domain::values::Status;
+use ordo_domain::view::{OrderView, ViewState};
 
 /// UUID namespace of order ids derived from idempotency keys.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_8e0a_4a7b_4f0e_9a43_0c0f_0d0e_0001);

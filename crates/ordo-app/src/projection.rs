@@ -1,0 +1,228 @@
+//! The projection that keeps the order read models current: it folds each batch of
+//! events ([`ReadModelBatch::fold`]) and commits it with its checkpoint, pipelining the
+//! commits while a generation is bulk-loaded.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use ordo_domain::read_store::order_id_of;
+use ordo_domain::{Order, OrderReadStore, ParkedEvent, ReadModelBatch, ReadStoreError, ViewState};
+use ordo_es::{Checkpoint, Projection, ProjectionError, RecordedEvent};
+
+/// The projection that keeps every order read model current: order view, summary, top
+/// customers and search.
+///
+/// Each batch is folded over the stored states and committed with its checkpoint before
+/// `apply_batch` returns, so a published checkpoint is always readable. Between
+/// [`begin_bulk`](Self::begin_bulk) and [`finish_bulk`](Self::finish_bulk) (a generation
+/// that serves no queries being rebuilt) the commits are pipelined instead: batch N+1 is
+/// loaded and folded while batch N commits, taking the states of orders batch N touched
+/// from batch N itself, and `apply_batch` returns once its batch's commit has started.
+#[derive(Debug)]
+pub struct OrderProjection {
+    store: Arc<dyn OrderReadStore>,
+    mode: tokio::sync::Mutex<Mode>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// Every batch committed before `apply_batch` returns.
+    Committed,
+    /// Bulk load: the last batch may still be committing.
+    Pipelined(Option<InFlight>),
+}
+
+impl Mode {
+    /// Waits for the commit in flight, if any. The commit stays in place while it is
+    /// awaited, so a caller cancelled meanwhile leaves it for the next one to wait for.
+    /// After a failed commit the rest of the load is committed batch by batch: the
+    /// failure of a batch that keeps failing then reaches the runner as that batch's
+    /// own (retried, then its events applied one by one and the bad one parked), and
+    /// no checkpoint is published ahead of the stored one again.
+    async fn settle(&mut self) -> Result<(), ReadStoreError> {
+        let Mode::Pipelined(Some(in_flight)) = self else {
+            return Ok(());
+        };
+        let result = match (&mut in_flight.commit).await {
+            Ok(result) => result,
+            Err(e) => Err(ReadStoreError::Other(Box::new(e))),
+        };
+        *self = match result {
+            Ok(()) => Mode::Pipelined(None),
+            Err(_) => Mode::Committed,
+        };
+        result
+    }
+}
+
+/// A batch whose commit is running.
+#[derive(Debug)]
+struct InFlight {
+    batch: Arc<ReadModelBatch>,
+    /// Where each touched order's state is in `batch.views`.
+    index: HashMap<Uuid, usize>,
+    commit: tokio::task::JoinHandle<Result<(), ReadStoreError>>,
+}
+
+impl InFlight {
+    fn view(&self, id: &Uuid) -> Option<&ViewState> {
+        self.index.get(id).map(|&i| &self.batch.views[i].1)
+    }
+}
+
+impl OrderProjection {
+    pub const NAME: &'static str = "orders";
+
+    pub fn new(store: Arc<dyn OrderReadStore>) -> Self {
+        Self {
+            store,
+            mode: tokio::sync::Mutex::new(Mode::Committed),
+        }
+    }
+
+    /// Waits for a pipelined commit still running, if any.
+    async fn settle_in_flight(&self) -> Result<(), ProjectionError> {
+        self.mode
+            .lock()
+            .await
+            .settle()
+            .await
+            .map_err(earlier_commit_failed)
+    }
+
+    /// Puts the (empty, query-free) store in bulk mode and pipelines the commits: see
+    /// the type's docs and [`OrderReadStore::begin_bulk`].
+    pub async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
+        let mut mode = self.mode.lock().await;
+        self.store.begin_bulk().await?;
+        *mode = Mode::Pipelined(None);
+        Ok(())
+    }
+
+    /// Waits for the last pipelined commit, then has the store build what the bulk load
+    /// deferred; from then on every batch is committed before `apply_batch` returns.
+    /// When the last commit failed, the error is returned: the checkpoint the runner
+    /// published past the stored one was never committed, and the generation must not
+    /// be used as it is.
+    pub async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
+        let mut mode = self.mode.lock().await;
+        mode.settle().await?;
+        self.store.finish_bulk().await?;
+        *mode = Mode::Committed;
+        Ok(())
+    }
+}
+
+/// A pipelined commit of an earlier batch failed: not the current batch's failure, so
+/// the runner must reload the stored checkpoint and go again from there, not retry or
+/// park the current batch's events.
+fn earlier_commit_failed(e: ReadStoreError) -> ProjectionError {
+    match e {
+        ReadStoreError::CheckpointMoved => ProjectionError::CheckpointMoved,
+        other => ProjectionError::Unavailable(Box::new(other)),
+    }
+}
+
+#[async_trait]
+impl Projection for OrderProjection {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
+        self.settle_in_flight().await?;
+        Ok(self.store.load_checkpoint(Self::NAME).await?)
+    }
+
+    async fn apply_batch(
+        &self,
+        events: &[RecordedEvent],
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ProjectionError> {
+        let mut ids: Vec<Uuid> = Vec::new();
+        let mut seen = HashSet::new();
+        for envelope in events {
+            if envelope.aggregate_type == <Order as ordo_es::Aggregate>::TYPE {
+                let id = order_id_of(envelope)?;
+                if seen.insert(id) {
+                    ids.push(id);
+                }
+            }
+        }
+        let mut mode = self.mode.lock().await;
+        let Mode::Pipelined(previous) = &*mode else {
+            let states = self.store.load_views(&ids).await?;
+            let batch = ReadModelBatch::fold(events, states)?;
+            self.store
+                .commit(Self::NAME, batch.into(), from, to)
+                .await?;
+            return Ok(());
+        };
+        // The orders the previous batch touched are taken from it (its commit may not
+        // be visible yet); the others are stored as of the batch before it, which has
+        // committed.
+        let folded = async {
+            let mut states = HashMap::with_capacity(ids.len());
+            let mut stored = Vec::with_capacity(ids.len());
+            for id in ids {
+                match previous.as_ref().and_then(|p| p.view(&id)) {
+                    Some(state) => {
+                        states.insert(id, state.clone());
+                    }
+                    None => stored.push(id),
+                }
+            }
+            states.extend(self.store.load_views(&stored).await?);
+            ReadModelBatch::fold(events, states)
+        }
+        .await;
+        // This batch's commit moves the checkpoint from where the previous one moved it.
+        mode.settle().await.map_err(earlier_commit_failed)?;
+        let batch = Arc::new(folded?);
+        let index = batch
+            .views
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
+        let store = Arc::clone(&self.store);
+        let (committing, from, to) = (Arc::clone(&batch), from.clone(), to.clone());
+        let commit =
+            tokio::spawn(async move { store.commit(Self::NAME, committing, &from, &to).await });
+        *mode = Mode::Pipelined(Some(InFlight {
+            batch,
+            index,
+            commit,
+        }));
+        Ok(())
+    }
+
+    async fn park(
+        &self,
+        event: &RecordedEvent,
+        error: &str,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ProjectionError> {
+        let parked = ParkedEvent {
+            position: event.position.to_string(),
+            event_id: event.event_id,
+            stream_id: event.stream_id.to_string(),
+            version: event.version,
+            event_type: event.event_type.clone(),
+            error: error.chars().take(2_000).collect(),
+            parked_at: ordo_es::now_micros(),
+        };
+        // Parking moves the checkpoint from `from`, where the last commit moves it.
+        self.settle_in_flight().await?;
+        self.store.park(Self::NAME, parked, from, to).await?;
+        Ok(())
+    }
+    async fn flush(&self) -> Result<(), ProjectionError> {
+        self.settle_in_flight().await
+    }
+}

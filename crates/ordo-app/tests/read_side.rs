@@ -1,0 +1,153 @@
+//! The read side on read stores kept in memory: the projection, the blue-green rebuild
+//! and the replay jobs, with no database to fail for other reasons.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use ordo_app::{
+    CommandContext, InMemoryReadStores, JobState, JobStatus, OrderService, ReadSide, ReplayJobs,
+    ReplayRequest,
+};
+use ordo_domain::{CreateOrder, ListQuery, OrderReadStore, ReadStoreProvider, Status};
+use ordo_es::{EventStore, InMemoryStore, Position, RunnerConfig};
+
+/// How long any condition below may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+struct App {
+    service: OrderService,
+    provider: Arc<InMemoryReadStores>,
+    read_side: Arc<ReadSide>,
+}
+
+async fn start() -> App {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let provider = InMemoryReadStores::new();
+    let read_side = ReadSide::start(
+        Arc::clone(&events),
+        Arc::clone(&provider) as Arc<dyn ReadStoreProvider>,
+        RunnerConfig::default(),
+    )
+    .await
+    .expect("the read side starts on empty in-memory read stores");
+    App {
+        service: OrderService::new(events),
+        provider,
+        read_side,
+    }
+}
+
+impl App {
+    /// Creates an order for `email` of `cents` (one item); returns the consistency token.
+    async fn create_order(&self, email: &str, cents: u32) -> Position {
+        let body = json!({
+            "customerName": "Ada",
+            "customerEmail": email,
+            "items": [{"productId": "p", "productName": "Gear", "quantity": 1,
+                       "unitPrice": f64::from(cents) / 100.0}],
+        });
+        let command = CreateOrder::parse(&body).expect("a valid order");
+        self.service
+            .create(command, None, CommandContext::default())
+            .await
+            .expect("created")
+            .position
+    }
+
+    async fn wait_for(&self, position: &Position) {
+        assert!(
+            self.read_side.wait_for(position, PATIENCE).await,
+            "the read side did not reach {position:?}"
+        );
+    }
+
+    fn store(&self) -> Arc<dyn OrderReadStore> {
+        self.read_side.store()
+    }
+}
+
+/// Polls `probe` until it gives a value, for at most [`PATIENCE`].
+async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, probe: impl Fn() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_the_service_stores_are_read_back_from_the_live_read_side() {
+    let app = start().await;
+    app.create_order("ada@example.com", 1_000).await;
+    app.create_order("ada@example.com", 250).await;
+    let last = app.create_order("bob@example.com", 500).await;
+    app.wait_for(&last).await;
+
+    let store = app.store();
+    let summary = store.summary().await.expect("summary");
+    assert_eq!(summary.total_orders, 3);
+    assert_eq!(summary.orders_by_status.get(Status::Pending), 3);
+    assert_eq!(summary.total_revenue.to_string(), "17.50");
+    let page = store
+        .list(&ListQuery {
+            customer_email: Some("ada@example.com".into()),
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.total, 2);
+    let top = store.top_customers(5).await.expect("top customers");
+    assert_eq!(top[0].customer_email, "ada@example.com");
+    assert_eq!(top[0].order_count, 2);
+    assert_eq!(top[1].customer_email, "bob@example.com");
+    app.read_side.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replay_switches_queries_to_a_rebuilt_generation_with_the_same_read_models() {
+    let app = start().await;
+    for cents in [100, 200, 300] {
+        app.create_order("ada@example.com", cents).await;
+    }
+    let last = app.create_order("bob@example.com", 50).await;
+    app.wait_for(&last).await;
+    let before = app.read_side.generation();
+    let summary = app.store().summary().await.expect("summary");
+    let top = app.store().top_customers(5).await.expect("top customers");
+
+    let jobs = ReplayJobs::new(Arc::clone(&app.read_side), app.service.clone());
+    let id = jobs.start(ReplayRequest::Full).expect("the replay starts");
+    let status: JobStatus = eventually("the replay finishes", || async {
+        jobs.status(id).filter(|s| s.state != JobState::Running)
+    })
+    .await;
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_eq!(status.events_done, 4);
+
+    assert_ne!(
+        app.read_side.generation(),
+        before,
+        "queries moved to a new generation"
+    );
+    assert_eq!(
+        app.provider.active_id().await.expect("active id"),
+        app.read_side.generation()
+    );
+    assert_eq!(app.store().summary().await.expect("summary"), summary);
+    assert_eq!(app.store().top_customers(5).await.expect("top"), top);
+
+    // The rebuilt generation keeps following the log.
+    let after = app.create_order("carol@example.com", 75).await;
+    app.wait_for(&after).await;
+    assert_eq!(
+        app.store().summary().await.expect("summary").total_orders,
+        5
+    );
+    app.read_side.shutdown().await;
+}
