@@ -27,6 +27,7 @@ use ordo_es::{
     RecordedEvent, RunnerConfig, StreamId,
 };
 use ordo_sqlite::{SqliteReadStore, SqliteReadStores};
+use ordo_testkit::eventually;
 
 /// A read store on a slow disk whose commits number `fail` (1-based) fail once, and
 /// whose commits of any batch that touches `always_fail` fail every time, before
@@ -467,20 +468,21 @@ async fn pipelined_bulk_commits_give_the_read_models_of_one_by_one_commits() {
     }
 }
 
-/// Waits until `store` has committed `position` (a pipelined runner publishes earlier).
+/// Waits (up to a minute) until `store` has committed `position` (a pipelined runner
+/// publishes earlier).
 async fn wait_stored(store: &dyn OrderReadStore, position: &Position) {
-    for _ in 0..3000 {
-        if let Some(stored) = store
+    eventually(Duration::from_secs(60), || async {
+        match store
             .load_checkpoint(OrderProjection::NAME)
             .await
             .expect("checkpoint")
-            && stored.covers(position)
         {
-            return;
+            Some(stored) if stored.covers(position) => Ok(()),
+            stored => Err(stored),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the store never committed {position}");
+    })
+    .await
+    .unwrap_or_else(|stored| panic!("the store never committed {position}; it holds {stored:?}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
