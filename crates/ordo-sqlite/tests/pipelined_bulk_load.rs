@@ -1100,16 +1100,14 @@ async fn projections_run_on_the_runtime_the_read_side_is_given() {
 
     side.shutdown().await;
     // A task's join handle wakes a moment before the runtime lets go of the task.
-    let mut polls = 0;
-    while metrics.num_alive_tasks() > 0 {
-        polls += 1;
-        assert!(
-            polls < 1_000,
-            "a shutdown stops every projection task: {} left",
-            metrics.num_alive_tasks()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(10), || async {
+        match metrics.num_alive_tasks() {
+            0 => Ok(()),
+            left => Err(left),
+        }
+    })
+    .await
+    .unwrap_or_else(|left| panic!("a shutdown stops every projection task: {left} left"));
     projections.shutdown_background();
 }
 
