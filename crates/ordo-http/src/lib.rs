@@ -14,7 +14,7 @@
 //!   read models, with read-your-writes on `X-Consistency-Token`), and history (from the
 //!   event store: events, `asOfVersion`, `asOf`).
 //! - `ops.rs`: `/health`, `/ready`, `/metrics`.
-//! - `stream.rs`: `GET /api/v1/events/stream`, the global log as Server-Sent Events, fed
+//! - `stream/`: `GET /api/v1/events/stream`, the global log as Server-Sent Events, fed
 //!   by one tail of the log per process ([`EventFeed`]).
 //! - `admin.rs`: replay jobs, snapshots and projection status, behind a bearer token.
 //! - `auth.rs`: the optional API tokens ([`ApiTokens`], scopes `read` and `write`) and

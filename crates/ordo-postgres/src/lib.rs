@@ -12,7 +12,7 @@
 //!   version is the expected one, and returns the new rows. UNIQUE (stream_id, version)
 //!   turns a lost race into SQLSTATE 23505, reported like a failed guard as
 //!   [`StoreError::Conflict`](ordo_es::StoreError::Conflict).
-//! - [`PgReadStore`] (`read.rs`): the order read models (order views with indexed
+//! - [`PgReadStore`] (`read/`): the order read models (order views with indexed
 //!   columns, summary counters, top customers, a pg_trgm index for search) and projection
 //!   checkpoints; each projection batch commits in one transaction that first moves the
 //!   checkpoint by compare-and-set; events a projection cannot apply are parked

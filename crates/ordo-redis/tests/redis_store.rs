@@ -18,6 +18,7 @@ use ordo_es::{
     Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, partition_of,
 };
 use ordo_redis::{RedisEventStore, key_slot, log_key, stream_key};
+use ordo_testkit::{error_chain, eventually};
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{FromRedisValue, Value};
 use uuid::Uuid;
@@ -64,17 +65,6 @@ fn with_params(url: &str, params: &str) -> String {
     format!("{url}{sep}{params}")
 }
 
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// `t-<run>-<uuid>`: the run id (`ORDO_TEST_RUN`, set by scripts/test.sh) lets the test
 /// command delete exactly this run's keys when it ends.
 fn unique_prefix() -> String {
@@ -95,7 +85,7 @@ async fn connect_with(target: Target, params: &str) -> RedisEventStore {
                 "cannot use the {target:?} Redis at {} ({var}): {}. This test needs a live \
                  server: {}",
                 target.url(),
-                chain(&err),
+                error_chain(&err),
                 target.how_to_start()
             )
         }
@@ -354,14 +344,16 @@ async fn a_blocked_wait_uses_dedicated_connections_and_releases_them(target: Tar
         Target::Single => 1,
         Target::Cluster => store.partitions() as usize,
     };
-    let mut seen = 0;
-    for _ in 0..100 {
-        seen = blocked(raw.client_lists().await);
+    let seen = eventually(Duration::from_secs(5), || async {
+        let seen = blocked(raw.client_lists().await);
         if seen >= expected {
-            break;
+            Ok(seen)
+        } else {
+            Err(seen)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|seen| seen);
     assert_eq!(seen, expected, "blocked XREADs named {name}");
     // The command connection is not held up by the blocked reads.
     store.ping().await.expect("ping while a wait is blocked");
@@ -377,14 +369,12 @@ async fn a_blocked_wait_uses_dedicated_connections_and_releases_them(target: Tar
         .expect("the wait did not end after an append")
         .expect("task")
         .expect("wait");
-    let mut left = usize::MAX;
-    for _ in 0..100 {
-        left = blocked(raw.client_lists().await);
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let left = eventually(Duration::from_secs(5), || async {
+        let left = blocked(raw.client_lists().await);
+        if left == 0 { Ok(left) } else { Err(left) }
+    })
+    .await
+    .unwrap_or_else(|left| left);
     assert_eq!(left, 0, "blocked XREADs left behind after the wait ended");
 
     // The released connections stay open for the next wait, which reuses them.
@@ -429,12 +419,16 @@ async fn a_blocked_wait_uses_dedicated_connections_and_releases_them(target: Tar
                 .await
         })
     };
-    for _ in 0..100 {
-        if blocked(raw.client_lists().await) >= expected {
-            break;
+    eventually(Duration::from_secs(5), || async {
+        let seen = blocked(raw.client_lists().await);
+        if seen >= expected {
+            Ok(seen)
+        } else {
+            Err(seen)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|seen| seen);
     store
         .append(&StreamId::new("wake"), ExpectedVersion::Exact(1), events(1))
         .await
@@ -466,21 +460,24 @@ async fn a_blocked_wait_uses_dedicated_connections_and_releases_them(target: Tar
                 .await
         })
     };
-    for _ in 0..100 {
-        if blocked(raw.client_lists().await) >= expected {
-            break;
+    eventually(Duration::from_secs(5), || async {
+        let seen = blocked(raw.client_lists().await);
+        if seen >= expected {
+            Ok(seen)
+        } else {
+            Err(seen)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|seen| seen);
     dropped.abort();
     let _ = dropped.await;
-    for _ in 0..100 {
-        left = blocked(raw.client_lists().await);
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let left = eventually(Duration::from_secs(5), || async {
+        let left = blocked(raw.client_lists().await);
+        if left == 0 { Ok(left) } else { Err(left) }
+    })
+    .await
+    .unwrap_or_else(|left| left);
     assert_eq!(left, 0, "a dropped wait left blocked XREADs on the server");
 }
 
@@ -909,7 +906,11 @@ async fn an_unreachable_server_is_unavailable() {
         .await
         .expect_err("nothing listens on port 1");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
-    assert!(chain(&err).contains("127.0.0.1:1"), "{}", chain(&err));
+    assert!(
+        error_chain(&err).contains("127.0.0.1:1"),
+        "{}",
+        error_chain(&err)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,71 +1,23 @@
 //! A Redis server killed with SIGKILL and restarted from its AOF (`appendfsync always`)
 //! keeps every append the store acknowledged.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ordo_es::{Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
 use ordo_redis::RedisEventStore;
+use ordo_testkit::{eventually, free_port, start_redis};
 
-/// A private redis-server on a free loopback port, with AOF fsynced before every reply.
-struct Server {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Child,
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("addr").port()
-}
-
-impl Server {
-    fn start(dir: &std::path::Path, port: u16) -> Server {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server); scripts/test.sh installs it");
-        Server {
-            port,
-            dir: dir.to_path_buf(),
-            child,
-        }
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
-                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server on port {} did not start", self.port);
-    }
-
-    fn kill_9(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = &self.dir;
-    }
+/// Waits (up to 10 s) until the redis-server on `port` answers PING: it accepts
+/// connections before it has loaded its AOF, and answers LOADING until then.
+async fn wait_ready(port: u16) {
+    eventually(Duration::from_secs(10), || async {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    })
+    .await
+    .unwrap_or_else(|e| panic!("redis-server on port {port} did not start: {e}"));
 }
 
 fn event(n: u64) -> NewEvent {
@@ -84,8 +36,8 @@ fn event(n: u64) -> NewEvent {
 async fn acknowledged_appends_survive_a_kill_9_of_redis_with_aof_always() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let mut server = Server::start(dir.path(), port);
-    server.wait_ready().await;
+    let mut server = start_redis(dir.path(), port);
+    wait_ready(port).await;
     let url = format!("redis://127.0.0.1:{port}?prefix=restart&partitions=4");
     let store = Arc::new(RedisEventStore::connect(&url).await.expect("connect"));
     assert!(
@@ -117,7 +69,8 @@ async fn acknowledged_appends_survive_a_kill_9_of_redis_with_aof_always() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    server.kill_9();
+    server.kill().expect("SIGKILL redis-server");
+    let _ = server.wait();
     let mut acknowledged = Vec::new();
     for writer in writers {
         acknowledged.extend(writer.await.expect("writer"));
@@ -129,8 +82,8 @@ async fn acknowledged_appends_survive_a_kill_9_of_redis_with_aof_always() {
     );
     drop(store);
 
-    let restarted = Server::start(dir.path(), port);
-    restarted.wait_ready().await;
+    let restarted = start_redis(dir.path(), port);
+    wait_ready(port).await;
     let store = RedisEventStore::connect(&url).await.expect("reconnect");
     for (stream, version) in &acknowledged {
         let events = store.read_stream(stream, 1, 10).await.expect("read");

@@ -10,7 +10,7 @@
 //!   one transaction (group commit): each append runs in its own SAVEPOINT, so a conflict
 //!   rolls back only that append, and the batch costs one fsync (`synchronous=FULL`).
 //!   Readers use a small pool of WAL read connections on blocking threads.
-//! - [`SqliteReadStore`] (`read.rs`): the order read models (views, summary counters,
+//! - [`SqliteReadStore`] (`read/`): the order read models (views, summary counters,
 //!   top customers, an FTS5 trigram index for search) and projection checkpoints, each
 //!   projection batch in one transaction with its checkpoint.
 //! - [`SqliteReadStores`] (`generations.rs`): generations of the read store for

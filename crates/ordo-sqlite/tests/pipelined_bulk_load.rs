@@ -27,6 +27,7 @@ use ordo_es::{
     RecordedEvent, RunnerConfig, StreamId,
 };
 use ordo_sqlite::{SqliteReadStore, SqliteReadStores};
+use ordo_testkit::eventually;
 
 /// A read store on a slow disk whose commits number `fail` (1-based) fail once, and
 /// whose commits of any batch that touches `always_fail` fail every time, before
@@ -467,20 +468,21 @@ async fn pipelined_bulk_commits_give_the_read_models_of_one_by_one_commits() {
     }
 }
 
-/// Waits until `store` has committed `position` (a pipelined runner publishes earlier).
+/// Waits (up to a minute) until `store` has committed `position` (a pipelined runner
+/// publishes earlier).
 async fn wait_stored(store: &dyn OrderReadStore, position: &Position) {
-    for _ in 0..3000 {
-        if let Some(stored) = store
+    eventually(Duration::from_secs(60), || async {
+        match store
             .load_checkpoint(OrderProjection::NAME)
             .await
             .expect("checkpoint")
-            && stored.covers(position)
         {
-            return;
+            Some(stored) if stored.covers(position) => Ok(()),
+            stored => Err(stored),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the store never committed {position}");
+    })
+    .await
+    .unwrap_or_else(|stored| panic!("the store never committed {position}; it holds {stored:?}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1098,16 +1100,14 @@ async fn projections_run_on_the_runtime_the_read_side_is_given() {
 
     side.shutdown().await;
     // A task's join handle wakes a moment before the runtime lets go of the task.
-    let mut polls = 0;
-    while metrics.num_alive_tasks() > 0 {
-        polls += 1;
-        assert!(
-            polls < 1_000,
-            "a shutdown stops every projection task: {} left",
-            metrics.num_alive_tasks()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(10), || async {
+        match metrics.num_alive_tasks() {
+            0 => Ok(()),
+            left => Err(left),
+        }
+    })
+    .await
+    .unwrap_or_else(|left| panic!("a shutdown stops every projection task: {left} left"));
     projections.shutdown_background();
 }
 

@@ -13,6 +13,8 @@ use tokio::process::{Child, ChildStderr};
 use ordo::Settings;
 use ordo_http::ApiTokens;
 
+use ordo_testkit::eventually;
+
 use crate::helpers::*;
 
 const READ_TOKEN: &str = "read-token-5b1d7c0e9a";
@@ -198,16 +200,18 @@ async fn operations_and_pages_stay_open_and_admin_needs_the_admin_token() {
     ] {
         assert_eq!(app.get(path).await.status(), StatusCode::OK, "{path}");
     }
-    let mut ready = app.get("/ready").await.status();
-    for _ in 0..300 {
-        if ready == StatusCode::OK {
-            break;
+    // Starting (503) until ready; never anything else.
+    eventually(Duration::from_secs(30), || async {
+        match app.get("/ready").await.status() {
+            StatusCode::OK => Ok(()),
+            other => {
+                assert_eq!(other, StatusCode::SERVICE_UNAVAILABLE);
+                Err(other)
+            }
         }
-        assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        ready = app.get("/ready").await.status();
-    }
-    assert_eq!(ready, StatusCode::OK);
+    })
+    .await
+    .expect("/ready answers 200 within 30 s");
 
     for token in [WRITE_TOKEN, READ_TOKEN] {
         let response = app

@@ -12,6 +12,8 @@ use time::format_description::well_known::Rfc3339;
 use ordo::Settings;
 use ordo_es::{ExpectedVersion, Metadata, NewEvent, StreamId};
 
+use ordo_testkit::eventually;
+
 use crate::helpers::*;
 
 #[tokio::test]
@@ -103,7 +105,7 @@ async fn a_snapshot_can_be_taken_on_demand_and_changes_no_answer() {
 }
 
 async fn wait_for_job(app: &TestApp, job: &str) -> Value {
-    for _ in 0..1200 {
+    eventually(Duration::from_secs(60), || async {
         let status = json_of(
             app.admin(Method::GET, &format!("/api/v1/admin/replay/{job}"))
                 .send()
@@ -112,12 +114,14 @@ async fn wait_for_job(app: &TestApp, job: &str) -> Value {
             StatusCode::OK,
         )
         .await;
-        if status["state"] != "running" {
-            return status;
+        if status["state"] == "running" {
+            Err(status)
+        } else {
+            Ok(status)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("replay job {job} did not finish");
+    })
+    .await
+    .unwrap_or_else(|status| panic!("replay job {job} did not finish: {status}"))
 }
 
 async fn start_job(app: &TestApp, body: Option<Value>) -> String {
@@ -598,18 +602,14 @@ async fn a_second_process_on_the_same_read_models_follows_a_rebuild_or_is_refuse
     let job = start_job(&first, None).await;
     assert_eq!(wait_for_job(&first, &job).await["state"], "done");
     let rebuilt = generation(&first).await;
-    let mut followed = false;
-    for _ in 0..200 {
-        if generation(&second).await == rebuilt {
-            followed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        followed,
-        "the second process did not follow the switch to {rebuilt}"
-    );
+    eventually(Duration::from_secs(10), || async {
+        let seen = generation(&second).await;
+        if seen == rebuilt { Ok(()) } else { Err(seen) }
+    })
+    .await
+    .unwrap_or_else(|seen| {
+        panic!("the second process did not follow the switch to {rebuilt}: still on {seen}")
+    });
     // Both answer from the rebuilt read models, and both keep projecting.
     let later = second.create_order(&ada()).await;
     for app in [&first, &second] {

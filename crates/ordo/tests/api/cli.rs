@@ -288,15 +288,7 @@ async fn ordo_status_merges_the_live_state_of_a_running_server() {
     let app = TestApp::spawn().await;
     let answer = app.create_order(&ada()).await;
     app.get_after("/api/v1/orders/summary", &answer.token).await;
-    let mut ready = false;
-    for _ in 0..200 {
-        if app.get("/ready").await.status() == StatusCode::OK {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the service became ready");
+    wait_for_ready(&app, StatusCode::OK).await;
 
     let output = ordo(
         &app.args,

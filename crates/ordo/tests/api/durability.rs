@@ -10,6 +10,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use ordo_testkit::eventually;
+
 use crate::helpers::*;
 
 /// Every query answer that must not change under replay.
@@ -150,11 +152,10 @@ async fn a_service_on_stored_events_is_ready_once_its_read_models_hold_them() {
     // A new service on the same events and an empty read store: until its projection
     // has applied what was stored, /ready says so, and nothing else is wrong.
     let fresh = TestApp::spawn_with(with_fresh_read_store(&app.args)).await;
-    let mut polls = 0;
-    loop {
+    eventually(Duration::from_secs(60), || async {
         let ready = fresh.get("/ready").await;
         if ready.status() == StatusCode::OK {
-            break;
+            return Ok(());
         }
         let problem = expect_problem(ready, StatusCode::SERVICE_UNAVAILABLE).await;
         let detail = problem["detail"].as_str().unwrap_or_default();
@@ -164,10 +165,10 @@ async fn a_service_on_stored_events_is_ready_once_its_read_models_hold_them() {
                     == "projection orders is catching up with the events stored before it started",
             "{problem}"
         );
-        polls += 1;
-        assert!(polls < 3_000, "not ready after {polls} polls: {problem}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        Err(problem)
+    })
+    .await
+    .unwrap_or_else(|problem| panic!("not ready within a minute: {problem}"));
     // Ready: it answers as the live service does, without waiting for a token.
     assert_answers_without_a_token(&fresh, &live, "right after /ready").await;
     fresh.shutdown().await;
@@ -205,12 +206,10 @@ async fn empty_read_models_on_stored_events_are_loaded_in_bulk_and_answer_as_the
                 .to_string()
         }
     };
-    let mut polls = 0;
-    while fresh.get("/ready").await.status() != StatusCode::OK {
-        polls += 1;
-        assert!(polls < 3_000, "not ready after {polls} polls");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        wait_until_ready(&fresh, Duration::from_secs(60)).await,
+        "not ready within a minute"
+    );
     assert_ne!(
         generation(&fresh).await,
         empty,

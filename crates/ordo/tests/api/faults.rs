@@ -23,9 +23,10 @@ use tokio::sync::watch;
 
 use ordo::{Limits, Settings, StoreArgs};
 
+use ordo_testkit::{PrivatePostgres, eventually, free_port, start_redis, wait_for_port};
+
 use crate::helpers::{
-    ADMIN_TOKEN, CommandAnswer, PrivatePostgres, TestApp, ada, expect_problem, free_port, json_of,
-    order_body, start_redis, wait_for_port, wait_until_ready,
+    ADMIN_TOKEN, CommandAnswer, TestApp, ada, expect_problem, json_of, order_body, wait_until_ready,
 };
 
 /// Settings of the apps here: the admin token and a request deadline of `deadline`.
@@ -58,25 +59,21 @@ async fn expect_unavailable(response: Response) -> String {
 /// Polls `POST /api/v1/orders/order` until it succeeds (503s meanwhile; anything else
 /// fails the test), for at most `within`.
 async fn create_order_once_back(app: &TestApp, within: Duration) -> CommandAnswer {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
+    eventually(within, || async {
         let response = app.post_order(&ada()).await;
         match response.status() {
-            StatusCode::CREATED => return CommandAnswer::from(response).await,
-            StatusCode::SERVICE_UNAVAILABLE => {
-                expect_unavailable(response).await;
-            }
+            StatusCode::CREATED => Ok(CommandAnswer::from(response).await),
+            StatusCode::SERVICE_UNAVAILABLE => Err(expect_unavailable(response).await),
             other => panic!(
                 "while the backend comes back: {other} {}",
                 response.text().await.unwrap_or_default()
             ),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "commands still fail {within:?} after the backend came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|detail| {
+        panic!("commands still fail {within:?} after the backend came back: {detail}")
+    })
 }
 
 /// Asserts that the read models have the order `answer` created (after its consistency
@@ -158,21 +155,13 @@ async fn wait_for_load(
     what: &str,
     condition: impl Fn(&LoadOutcome) -> bool,
 ) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        {
-            let outcome = outcome.lock().expect("outcome");
-            assert!(outcome.wrong.is_empty(), "{:?}", outcome.wrong);
-            if condition(&outcome) {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(within, || async {
+        let outcome = outcome.lock().expect("outcome");
+        assert!(outcome.wrong.is_empty(), "{:?}", outcome.wrong);
+        if condition(&outcome) { Ok(()) } else { Err(()) }
+    })
+    .await
+    .unwrap_or_else(|()| panic!("not within {within:?}: {what}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,10 +11,9 @@ use reqwest::{Method, StatusCode};
 
 use ordo::StoreArgs;
 
-use crate::helpers::{
-    CommandAnswer, TestApp, ada, expect_problem, free_port, json_of, start_redis, wait_for_port,
-    wait_until_ready,
-};
+use ordo_testkit::{eventually, free_port, start_redis, wait_for_port};
+
+use crate::helpers::{CommandAnswer, TestApp, ada, expect_problem, json_of, wait_until_ready};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_store_that_goes_away_answers_503_and_the_service_recovers_when_it_is_back() {
@@ -62,16 +61,17 @@ async fn an_event_store_that_goes_away_answers_503_and_the_service_recovers_when
     // The projection cannot read the log: /ready names it, and only the admin endpoint
     // tells why (the cause is internal text: store addresses, driver messages).
     let failing = "projection orders is failing; see the log and GET /api/v1/admin/projections";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let detail = loop {
+    let detail = eventually(Duration::from_secs(30), || async {
         let ready = expect_problem(app.get("/ready").await, StatusCode::SERVICE_UNAVAILABLE).await;
         let detail = ready["detail"].as_str().unwrap_or_default().to_string();
-        if detail.contains(failing) || tokio::time::Instant::now() >= deadline {
-            break detail;
+        if detail.contains(failing) {
+            Ok(detail)
+        } else {
+            Err(detail)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(detail.contains(failing), "{detail}");
+    })
+    .await
+    .unwrap_or_else(|detail| panic!("/ready never said {failing:?}; last: {detail}"));
     let projections = json_of(
         app.admin(Method::GET, "/api/v1/admin/projections")
             .send()

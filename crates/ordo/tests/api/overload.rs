@@ -28,6 +28,8 @@ use ordo_es::{
     StoreError, StreamId,
 };
 
+use ordo_testkit::eventually;
+
 use crate::helpers::{
     ADMIN_TOKEN, CommandAnswer, TestApp, ada, expect_problem, store_args, wait_until_ready,
 };
@@ -68,16 +70,12 @@ impl Hold {
 
     /// Waits until `n` callers are held (bounded: a test that never gets there fails).
     async fn until_holding(&self, n: usize) {
-        for _ in 0..1_000 {
-            if self.arrived.load(Ordering::SeqCst) >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "only {} callers arrived, not {n}",
-            self.arrived.load(Ordering::SeqCst)
-        );
+        eventually(Duration::from_secs(10), || async {
+            let arrived = self.arrived.load(Ordering::SeqCst);
+            if arrived >= n { Ok(()) } else { Err(arrived) }
+        })
+        .await
+        .unwrap_or_else(|arrived| panic!("only {arrived} callers arrived, not {n}"));
     }
 }
 
@@ -424,14 +422,15 @@ async fn consistency_waits_past_their_queue_are_answered_503_at_once() {
         })
         .collect();
     // The waiters are inside the queue once the gauge says so (bounded polling).
-    let mut inside = 0;
-    for _ in 0..1_000 {
-        inside = metric(&app, "ordo_queue_inside{queue=\"consistency_waits\"}").await;
+    let (Ok(inside) | Err(inside)) = eventually(Duration::from_secs(10), || async {
+        let inside = metric(&app, "ordo_queue_inside{queue=\"consistency_waits\"}").await;
         if inside == LIMIT as u64 {
-            break;
+            Ok(inside)
+        } else {
+            Err(inside)
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     assert_eq!(inside, LIMIT as u64, "every waiter inside the queue");
     expect_overloaded(app.get_after(&path, &order.token).await, "too busy to wait").await;
     // Without a token nothing waits, so nothing is turned away.

@@ -635,15 +635,7 @@ async fn operations_endpoints_answer() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/health").await.status(), StatusCode::OK);
     // Ready once the projection has loaded its checkpoint.
-    let mut ready = false;
-    for _ in 0..200 {
-        if app.get("/ready").await.status() == StatusCode::OK {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ready, "/ready never became 200");
+    wait_for_ready(&app, StatusCode::OK).await;
     app.create_order(&ada()).await;
     let metrics = app.get("/metrics").await.text().await.expect("text");
     for name in [

@@ -20,7 +20,9 @@ use ordo::StoreArgs;
 use ordo_es::{Checkpoint, EventStore, ExpectedVersion, NewEvent, Position, StreamId};
 use ordo_redis::RedisEventStore;
 
-use crate::helpers::{TestApp, ada, json_of, store_args};
+use ordo_testkit::eventually;
+
+use crate::helpers::{TestApp, ada, json_of, store_args, wait_for_ready};
 
 const PARTITIONS: u32 = 2;
 
@@ -161,56 +163,44 @@ async fn projection(app: &TestApp) -> Value {
     answer["projections"][0].clone()
 }
 
-/// Waits (bounded) until the projection has applied `token` and a check of the log has
-/// confirmed it.
+/// Waits (up to 30 s) until the projection has applied `token` and a check of the log
+/// has confirmed it.
 async fn wait_until_checked(app: &TestApp, token: &str) {
     let position: Position = token.parse().expect("a position token");
-    for _ in 0..1_500 {
+    eventually(Duration::from_secs(30), || async {
         let report = projection(app).await;
-        if let Some(checked) = report["logChecked"].as_str()
-            && Checkpoint::decode(checked)
-                .expect("a checkpoint")
-                .covers(&position)
-        {
-            return;
+        match report["logChecked"].as_str() {
+            Some(checked)
+                if Checkpoint::decode(checked)
+                    .expect("a checkpoint")
+                    .covers(&position) =>
+            {
+                Ok(())
+            }
+            _ => Err(report),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "the projection never confirmed {token}: {}",
-        projection(app).await
-    );
+    })
+    .await
+    .unwrap_or_else(|report| panic!("the projection never confirmed {token}: {report}"));
 }
 
-/// Waits (bounded) until /ready answers `status`; returns its body.
-async fn wait_for_ready(app: &TestApp, status: StatusCode) -> Value {
-    for _ in 0..3_000 {
+/// Waits (up to a minute) until /ready answers 503 with a detail holding `text`; returns
+/// its body.
+async fn wait_for_unready_with(app: &TestApp, text: &str) -> Value {
+    eventually(Duration::from_secs(60), || async {
         let response = app.get("/ready").await;
         let got = response.status();
         let body: Value = response.json().await.expect("a JSON answer");
-        if got == status {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("/ready never answered {status}");
-}
-
-/// Waits (bounded) until /ready answers 503 with a detail holding `text`; returns its body.
-async fn wait_for_unready_with(app: &TestApp, text: &str) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..3_000 {
-        let response = app.get("/ready").await;
-        let got = response.status();
-        last = response.json().await.expect("a JSON answer");
         if got == StatusCode::SERVICE_UNAVAILABLE
-            && last["detail"].as_str().is_some_and(|d| d.contains(text))
+            && body["detail"].as_str().is_some_and(|d| d.contains(text))
         {
-            return last;
+            Ok(body)
+        } else {
+            Err(body)
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("/ready never said {text:?}; last: {last}");
+    })
+    .await
+    .unwrap_or_else(|last| panic!("/ready never said {text:?}; last: {last}"))
 }
 
 async fn metrics(app: &TestApp) -> String {
@@ -297,7 +287,7 @@ async fn replay_and_expect_ready(app: &TestApp) {
         .as_str()
         .expect("jobId")
         .to_string();
-    for _ in 0..3_000 {
+    let status = eventually(Duration::from_secs(60), || async {
         let status = json_of(
             app.admin(Method::GET, &format!("/api/v1/admin/replay/{job}"))
                 .send()
@@ -306,12 +296,15 @@ async fn replay_and_expect_ready(app: &TestApp) {
             StatusCode::OK,
         )
         .await;
-        if status["state"] != "running" {
-            assert_eq!(status["state"], "done", "{status}");
-            break;
+        if status["state"] == "running" {
+            Err(status)
+        } else {
+            Ok(status)
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|status| panic!("replay job {job} did not finish: {status}"));
+    assert_eq!(status["state"], "done", "{status}");
     wait_for_ready(app, StatusCode::OK).await;
     let report = projection(app).await;
     assert_eq!(report["state"], "running", "{report}");

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
@@ -21,7 +20,7 @@ use ordo_domain::{
 };
 use ordo_es::Checkpoint;
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, ada, json_of, store_args};
+use crate::helpers::{ADMIN_TOKEN, TestApp, ada, json_of, store_args, wait_for_ready};
 
 /// Read models whose commits panic, before they change anything, while `panicking` is set.
 #[derive(Debug)]
@@ -141,24 +140,6 @@ impl OrderReadStore for PanickingStore {
     }
     async fn ping(&self) -> Result<(), ReadStoreError> {
         self.inner.ping().await
-    }
-}
-
-/// Polls `/ready` until it answers `status`, for at most a minute.
-async fn wait_for_ready(app: &TestApp, status: StatusCode) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let response = app.get("/ready").await;
-        let got = response.status();
-        let body: Value = response.json().await.expect("a JSON answer");
-        if got == status {
-            return body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/ready still answers {got}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use ordo_testkit::{eventually, free_port};
 use reqwest::{Client, Method};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -15,9 +16,8 @@ use tokio::process::{Child, Command};
 /// The key under which WebDriver names an element.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// How long a wait polls before it fails, and how often.
+/// How long a wait polls before it fails.
 const WAIT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(100);
 
 const INSTALL: &str = "the browser tests need Chromium and its WebDriver: \
     apt-get install chromium chromium-driver";
@@ -64,10 +64,7 @@ impl Browser {
             "ORDO_TEST_CHROMIUM",
             &["/usr/bin/chromium", "/usr/lib/chromium/chromium"],
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
@@ -81,18 +78,19 @@ impl Browser {
             .build()
             .expect("client");
         let base = format!("http://127.0.0.1:{port}");
-        let mut ready = false;
-        for _ in 0..300 {
-            if let Ok(r) = http.get(format!("{base}/status")).send().await
-                && let Ok(body) = r.json::<Value>().await
-                && body["value"]["ready"] == json!(true)
-            {
-                ready = true;
-                break;
+        eventually(WAIT, || async {
+            let response = http.get(format!("{base}/status")).send().await;
+            match response {
+                Ok(r) => match r.json::<Value>().await {
+                    Ok(body) if body["value"]["ready"] == json!(true) => Ok(()),
+                    Ok(body) => Err(body.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
             }
-            tokio::time::sleep(POLL).await;
-        }
-        assert!(ready, "chromedriver did not answer on port {port}");
+        })
+        .await
+        .unwrap_or_else(|last| panic!("chromedriver did not answer on port {port}: {last}"));
 
         let profile = tempfile::tempdir().expect("profile dir");
         let args = [
@@ -269,26 +267,25 @@ impl Browser {
         F: FnMut() -> Fut,
         Fut: Future<Output = Option<T>>,
     {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(value) = probe().await {
-                return value;
-            }
-            if tokio::time::Instant::now() > deadline {
-                let text = self
-                    .script(
-                        "return document.body ? document.body.innerText : ''",
-                        json!([]),
-                    )
-                    .await;
-                panic!(
-                    "waited {WAIT:?} for {what}; the page at {} shows:\n{}",
-                    self.current_url().await,
-                    text.as_str().unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(POLL).await;
+        let probed = eventually(WAIT, || {
+            let probe = probe();
+            async move { probe.await.ok_or(()) }
+        })
+        .await;
+        if let Ok(value) = probed {
+            return value;
         }
+        let text = self
+            .script(
+                "return document.body ? document.body.innerText : ''",
+                json!([]),
+            )
+            .await;
+        panic!(
+            "waited {WAIT:?} for {what}; the page at {} shows:\n{}",
+            self.current_url().await,
+            text.as_str().unwrap_or_default()
+        );
     }
 
     /// Waits until the text of `css` satisfies `test`, and returns it.
