@@ -104,7 +104,7 @@ const SCHEMA: &[&str] = &[
 /// segment joins any lower level that holds one as large: in one table, the few large
 /// segments of a bulk load drew every live batch's small one to them, and now and then a
 /// live commit merged the whole index at once (1.1 s at 300,000 orders, seconds at
-/// 1,000,000; BENCHMARKS.md, eighth round). The live table only ever holds segments of
+/// 1,000,000; see docs/benchmarks-history.md). The live table only ever holds segments of
 /// live batches, which FTS5 merges in step with their size; the bulk table only gets
 /// deletions.
 const SEARCH_INDEXES: [&str; 2] = ["orders_search", "orders_search_live"];
@@ -219,7 +219,7 @@ impl SqliteReadStore {
     /// reboot after a clean stop keeps the read models. Where there is no boot id the
     /// store syncs at its checkpoints (`synchronous = NORMAL`) and keeps no marker.
     /// Measured: the read database's syncs delayed the event log's on the same disk
-    /// (BENCHMARKS.md, ninth round).
+    /// (docs/benchmarks-history.md).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ReadStoreError> {
         Self::open_under_boot(path.as_ref(), boot_id().as_deref())
     }
