@@ -533,6 +533,36 @@ impl Task {
     }
 }
 
+/// Waits until the read models cover every command sent so far: one create, then reads
+/// of it with its consistency token until one is answered (each read waits up to 30 s in
+/// the server; `limit` bounds the whole). A paced run that starts behind a backlog left
+/// by the run before would measure that backlog's lag, not its own rate's.
+pub async fn settle(base: &str, limit: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let (body, _) = create_body(&mut Rng::new(17));
+    let req = client
+        .post(format!("{base}/api/v1/orders/order"))
+        .json(&body);
+    let answer = match send(req, Op::Create, true).await {
+        Outcome::Ok(Some(a)) => a,
+        Outcome::Error(e) => anyhow::bail!("settling: {e}"),
+        _ => anyhow::bail!("settling: the create was not answered with a token"),
+    };
+    loop {
+        let req = client
+            .get(format!("{base}/api/v1/orders/order/{}", answer.id))
+            .header("x-consistency-token", &answer.token)
+            .header("x-consistency-timeout-ms", "30000");
+        match send(req, Op::Get, false).await {
+            Outcome::Ok(_) => return Ok(started.elapsed()),
+            _ if started.elapsed() < limit => {}
+            Outcome::Error(e) => anyhow::bail!("settling: the read models did not catch up: {e}"),
+            _ => anyhow::bail!("settling: the read models did not catch up"),
+        }
+    }
+}
+
 /// Drives `spec` and merges what every task saw.
 pub async fn drive(spec: LoadSpec) -> anyhow::Result<LoadResult> {
     let spec = Arc::new(spec);

@@ -418,6 +418,11 @@ async fn search_sustainable(
     let mut search = sustain::RateSearch::new(peak.commands_per_sec(), args.sustain_steps);
     let mut steps = Vec::new();
     while let Some(target) = search.next_rate() {
+        let waited = driver::settle(base, Duration::from_secs(300)).await?;
+        eprintln!(
+            "ordo-load: {store}: the read models caught up in {:.1} s",
+            waited.as_secs_f64()
+        );
         let load_average = loadavg();
         eprintln!(
             "ordo-load: {store}: paced creates at {}/s (load average {load_average})",

@@ -5,7 +5,9 @@
 //! sends as fast as it is answered; the read models may fall further behind all the
 //! while. This search paces the clients to a target rate instead, and calls a rate
 //! sustainable when the clients reach it and the projection lag p99 stays under
-//! [`LAG_P99_LIMIT`]. It starts at the peak and bisects below it, a fixed number of steps.
+//! [`LAG_P99_LIMIT`]. It starts at the peak and bisects below it, a fixed number of steps;
+//! before each step the read models catch up with what earlier runs wrote
+//! ([`crate::driver::settle`]), so a step measures its own rate's lag.
 
 use std::time::Duration;
 
