@@ -527,6 +527,8 @@ async fn run_store_in(
             let half = 0.5 * (mixed.result.commands + mixed.result.queries) as f64
                 / mixed.result.elapsed.as_secs_f64().max(1e-9);
             rows.push(mixed);
+            // The half-rate row's lag is its own, not the full-rate row's backlog.
+            driver::settle(&server.base, Duration::from_secs(300)).await?;
             rows.push(run("mixed @ 50% rate", mix, Some(half)).await?);
         }
         if args.sustain_steps > 0 {
