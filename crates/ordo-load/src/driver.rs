@@ -7,18 +7,25 @@
 //! commands earlier; without a consistency token, a 404 there only means the projection
 //! has not reached it yet, and is counted as "stale", not as an error.
 //!
-//! Projection lag: after every `lag_every`-th command, the task sends
-//! `GET /api/v1/orders/order/{id}` with the command's `X-Consistency-Token` and
-//! `X-Consistency-Timeout-Ms: 30000`; the server answers once its read models show that
-//! write. The time from the command's answer to that read's answer is the lag sample. It
-//! includes one query round trip (see the query p50 beside it), so it is an upper bound.
+//! Projection lag is measured by one observer task beside the clients, so that no
+//! client ever waits for a lag probe (a client that did would send fewer commands the
+//! slower the projection, and the row would understate the command rate the store
+//! takes). Every `lag_interval` the observer raises a flag; the next client to get a
+//! command's answer takes the flag down and hands the command's consistency token over
+//! through a one-place channel (a swap and a `try_send`: it does not wait). The observer
+//! then sends `GET /api/v1/orders/order/{id}` with that `X-Consistency-Token` and
+//! `X-Consistency-Timeout-Ms: 30000` on its own connection; the server answers once its
+//! read models show that write. The time from the command's answer to that read's answer
+//! is the lag sample. It includes one query round trip (see the query p50 beside it), so
+//! it is an upper bound.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use crate::mix::{Mix, Op, Rng};
 use crate::stats::Samples;
@@ -32,8 +39,9 @@ pub struct LoadSpec {
     /// Requests sent but not measured at the start (connections, caches).
     pub warmup: Duration,
     pub mix: Mix,
-    /// Probe the projection lag after every n-th command of a task (0: never).
-    pub lag_every: u64,
+    /// How often the lag observer takes a command's token to probe the projection lag
+    /// (None: no observer, no lag samples).
+    pub lag_interval: Option<Duration>,
     /// Pace all operations to this many per second in total (None: as fast as possible).
     pub rate: Option<f64>,
     pub seed: u64,
@@ -145,7 +153,10 @@ pub fn create_body(rng: &mut Rng) -> (Value, String) {
     (body, email)
 }
 
-/// Paces all tasks together: operation n starts no earlier than start + n / rate.
+/// Paces all tasks together: operation n starts no earlier than start + n / rate. The
+/// schedule is open-loop: a slow answer does not move the later slots, so a task that
+/// fell behind sends at once until it is back on time (bounded by the task count, one
+/// request in flight per task).
 #[derive(Debug)]
 struct Pacer {
     start: Instant,
@@ -153,12 +164,113 @@ struct Pacer {
     issued: AtomicU64,
 }
 
+/// When operation `n` of a schedule at `rate` operations per second is due, counted from
+/// the schedule's start.
+fn slot_offset(n: u64, rate: f64) -> Duration {
+    if rate > 0.0 && rate.is_finite() {
+        Duration::try_from_secs_f64(n as f64 / rate).unwrap_or(Duration::MAX)
+    } else {
+        Duration::ZERO
+    }
+}
+
 impl Pacer {
     async fn wait(&self) {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
-        let at = self.start + Duration::from_secs_f64(n as f64 / self.rate);
+        let at = self
+            .start
+            .checked_add(slot_offset(n, self.rate))
+            .unwrap_or_else(|| self.start + Duration::from_secs(86_400));
         tokio::time::sleep_until(at.into()).await;
     }
+}
+
+/// A command's answer handed to the lag observer.
+#[derive(Debug)]
+struct LagSample {
+    id: String,
+    token: String,
+    answered: Instant,
+}
+
+/// The hand-off from the clients to the lag observer. The observer raises `wanted`; the
+/// next client with a command's answer takes it down and passes the answer through a
+/// one-place channel. A client never waits here: a swap, and a `try_send` that cannot
+/// find the place taken, since only the one client that took the flag down sends.
+#[derive(Debug)]
+struct LagSlot {
+    wanted: AtomicBool,
+    tx: mpsc::Sender<LagSample>,
+}
+
+impl LagSlot {
+    fn new() -> (LagSlot, mpsc::Receiver<LagSample>) {
+        let (tx, rx) = mpsc::channel(1);
+        let slot = LagSlot {
+            wanted: AtomicBool::new(false),
+            tx,
+        };
+        (slot, rx)
+    }
+
+    /// The observer asks for the next command's answer.
+    fn want(&self) {
+        self.wanted.store(true, Ordering::Release);
+    }
+
+    /// A client offers its answer: handed over (true) only when the observer asked for
+    /// one and no other client took this request. `sample` is built only then.
+    fn offer(&self, sample: impl FnOnce() -> LagSample) -> bool {
+        self.wanted.swap(false, Ordering::AcqRel) && self.tx.try_send(sample()).is_ok()
+    }
+}
+
+/// The lag observer: every `interval` it asks the clients for one command's answer and
+/// waits, on its own connection, until the read models cover that command's token.
+/// Samples of commands answered outside the measured window are not recorded; failed
+/// probes are errors either way.
+async fn observe(
+    slot: Arc<LagSlot>,
+    mut rx: mpsc::Receiver<LagSample>,
+    client: Client,
+    base: String,
+    interval: Duration,
+    measure_from: Instant,
+    end: Instant,
+) -> LoadResult {
+    let mut out = LoadResult::default();
+    let mut next = Instant::now();
+    loop {
+        tokio::time::sleep_until(next.into()).await;
+        if Instant::now() >= end {
+            break;
+        }
+        slot.want();
+        let sample = tokio::select! {
+            s = rx.recv() => match s {
+                Some(s) => s,
+                None => break,
+            },
+            () = tokio::time::sleep_until(end.into()) => break,
+        };
+        next = sample.answered + interval;
+        let req = client
+            .get(format!("{base}/api/v1/orders/order/{}", sample.id))
+            .header("x-consistency-token", &sample.token)
+            .header("x-consistency-timeout-ms", "30000");
+        match send(req, Op::Get, false).await {
+            Outcome::Ok(_) => {
+                if sample.answered >= measure_from && sample.answered < end {
+                    out.lag.record(sample.answered.elapsed());
+                }
+            }
+            Outcome::Error(e) => out.error(format!("lag probe: {e}")),
+            Outcome::Conflict | Outcome::Stale => {
+                out.error("lag probe: 404/409/412 after waiting for the token".into())
+            }
+        }
+    }
+    out
 }
 
 /// A command's answer: the new version and the consistency token.
@@ -223,7 +335,6 @@ struct Task {
     base: String,
     rng: Rng,
     orders: Vec<Owned>,
-    commands_done: u64,
 }
 
 /// Orders a task keeps to pick from (the oldest are forgotten).
@@ -319,6 +430,7 @@ impl Task {
         mut self,
         spec: Arc<LoadSpec>,
         pacer: Option<Arc<Pacer>>,
+        lag: Option<Arc<LagSlot>>,
         measure_from: Instant,
         end: Instant,
     ) -> LoadResult {
@@ -349,7 +461,6 @@ impl Task {
             };
             let outcome = send(req, op, op.is_command()).await;
             let answered = Instant::now();
-            let mut probe = None;
             match outcome {
                 Outcome::Ok(answer) => {
                     if measured {
@@ -363,9 +474,12 @@ impl Task {
                     }
                     if let Some(a) = answer {
                         self.record_answer(op, target, email, &a);
-                        self.commands_done += 1;
-                        if spec.lag_every > 0 && self.commands_done.is_multiple_of(spec.lag_every) {
-                            probe = Some(a);
+                        if let Some(slot) = &lag {
+                            slot.offer(|| LagSample {
+                                id: a.id,
+                                token: a.token,
+                                answered,
+                            });
                         }
                     }
                 }
@@ -385,24 +499,6 @@ impl Task {
                 }
                 Outcome::Error(e) => {
                     out.error(e);
-                }
-            }
-            if let Some(a) = probe {
-                let req = self
-                    .client
-                    .get(format!("{}/api/v1/orders/order/{}", self.base, a.id))
-                    .header("x-consistency-token", &a.token)
-                    .header("x-consistency-timeout-ms", "30000");
-                match send(req, Op::Get, false).await {
-                    Outcome::Ok(_) => {
-                        if measured {
-                            out.lag.record(answered.elapsed());
-                        }
-                    }
-                    Outcome::Error(e) => out.error(format!("lag probe: {e}")),
-                    Outcome::Conflict | Outcome::Stale => {
-                        out.error("lag probe: 404/409/412 after waiting for the token".into())
-                    }
                 }
             }
         }
@@ -437,6 +533,36 @@ impl Task {
     }
 }
 
+/// Waits until the read models cover every command sent so far: one create, then reads
+/// of it with its consistency token until one is answered (each read waits up to 30 s in
+/// the server; `limit` bounds the whole). A paced run that starts behind a backlog left
+/// by the run before would measure that backlog's lag, not its own rate's.
+pub async fn settle(base: &str, limit: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let (body, _) = create_body(&mut Rng::new(17));
+    let req = client
+        .post(format!("{base}/api/v1/orders/order"))
+        .json(&body);
+    let answer = match send(req, Op::Create, true).await {
+        Outcome::Ok(Some(a)) => a,
+        Outcome::Error(e) => anyhow::bail!("settling: {e}"),
+        _ => anyhow::bail!("settling: the create was not answered with a token"),
+    };
+    loop {
+        let req = client
+            .get(format!("{base}/api/v1/orders/order/{}", answer.id))
+            .header("x-consistency-token", &answer.token)
+            .header("x-consistency-timeout-ms", "30000");
+        match send(req, Op::Get, false).await {
+            Outcome::Ok(_) => return Ok(started.elapsed()),
+            _ if started.elapsed() < limit => {}
+            Outcome::Error(e) => anyhow::bail!("settling: the read models did not catch up: {e}"),
+            _ => anyhow::bail!("settling: the read models did not catch up"),
+        }
+    }
+}
+
 /// Drives `spec` and merges what every task saw.
 pub async fn drive(spec: LoadSpec) -> anyhow::Result<LoadResult> {
     let spec = Arc::new(spec);
@@ -450,6 +576,28 @@ pub async fn drive(spec: LoadSpec) -> anyhow::Result<LoadResult> {
             issued: AtomicU64::new(0),
         })
     });
+    let observer = match spec.lag_interval {
+        Some(interval) => {
+            let (slot, rx) = LagSlot::new();
+            let slot = Arc::new(slot);
+            let client = Client::builder()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(60))
+                .build()?;
+            let task = tokio::spawn(observe(
+                Arc::clone(&slot),
+                rx,
+                client,
+                spec.base.clone(),
+                interval,
+                measure_from,
+                end,
+            ));
+            Some((slot, task))
+        }
+        None => None,
+    };
+    let lag = observer.as_ref().map(|(slot, _)| Arc::clone(slot));
     let mut handles = Vec::with_capacity(spec.concurrency);
     for i in 0..spec.concurrency {
         // One client (one keep-alive connection) per task, like N independent users.
@@ -462,11 +610,11 @@ pub async fn drive(spec: LoadSpec) -> anyhow::Result<LoadResult> {
             base: spec.base.clone(),
             rng: Rng::new(spec.seed.wrapping_add(i as u64 * 7919)),
             orders: Vec::new(),
-            commands_done: 0,
         };
         handles.push(tokio::spawn(task.run(
             Arc::clone(&spec),
             pacer.clone(),
+            lag.clone(),
             measure_from,
             end,
         )));
@@ -474,6 +622,9 @@ pub async fn drive(spec: LoadSpec) -> anyhow::Result<LoadResult> {
     let mut result = LoadResult::default();
     for h in handles {
         result.merge(h.await?);
+    }
+    if let Some((_, task)) = observer {
+        result.merge(task.await?);
     }
     result.elapsed = Instant::now().saturating_duration_since(measure_from);
     Ok(result)
@@ -502,5 +653,49 @@ mod tests {
         assert_eq!(next_status("cancelled"), None);
         assert!(cancellable("processing"));
         assert!(!cancellable("shipped"));
+    }
+
+    #[test]
+    fn the_schedule_spaces_operations_by_one_over_the_rate() {
+        assert_eq!(slot_offset(0, 1000.0), Duration::ZERO);
+        assert_eq!(slot_offset(1000, 1000.0), Duration::from_secs(1));
+        assert_eq!(slot_offset(1500, 1000.0), Duration::from_millis(1500));
+        assert_eq!(slot_offset(1, 0.5), Duration::from_secs(2));
+        // Not a rate: no pacing rather than a panic or an endless wait.
+        assert_eq!(slot_offset(5, 0.0), Duration::ZERO);
+        assert_eq!(slot_offset(5, f64::NAN), Duration::ZERO);
+    }
+
+    fn sample(id: &str) -> LagSample {
+        LagSample {
+            id: id.into(),
+            token: format!("token-{id}"),
+            answered: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_client_hands_over_an_answer_only_when_the_observer_asked() {
+        let (slot, mut rx) = LagSlot::new();
+        let mut built = 0;
+        assert!(!slot.offer(|| {
+            built += 1;
+            sample("unasked")
+        }));
+        assert_eq!(built, 0, "nothing is built when nobody asked");
+        assert!(rx.try_recv().is_err());
+
+        slot.want();
+        assert!(slot.offer(|| sample("first")));
+        // One request, one answer: the next client's offer is declined without waiting.
+        assert!(!slot.offer(|| sample("second")));
+        let got = rx.try_recv().expect("the first answer");
+        assert_eq!(got.id, "first");
+        assert_eq!(got.token, "token-first");
+        assert!(rx.try_recv().is_err());
+
+        slot.want();
+        assert!(slot.offer(|| sample("third")));
+        assert_eq!(rx.try_recv().expect("the next answer").id, "third");
     }
 }

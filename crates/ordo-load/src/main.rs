@@ -9,13 +9,16 @@
 //! - [`env`]: per-store environments (data dir, PostgreSQL schema, Redis prefix, the
 //!   private durable Redis, the Redis Cluster) and the `ordo serve` flags for them.
 //! - [`server`]: the server under test as a child process (ready check, VmHWM, SIGTERM).
-//! - [`driver`]: the HTTP load: N keep-alive clients, the operation mix, lag probes.
+//! - [`driver`]: the HTTP load: N keep-alive clients, the operation mix, the pacing, and
+//!   the lag observer beside the clients.
 //! - [`mix`]: the weighted operation mix and a small RNG.
 //! - [`floors`]: the parse-only HTTP server, the fsync loop, the Redis and PostgreSQL
 //!   append loops.
 //! - [`replay`]: seeding N events and timing a full rebuild of the read models.
 //! - [`rebuild`]: a rebuild inside the running server (admin API), timed while the tool
 //!   drives load.
+//! - [`sustain`]: the search for the highest paced create rate the projection keeps up
+//!   with.
 //! - [`stats`] and [`report`]: percentiles and the markdown tables.
 
 mod driver;
@@ -27,6 +30,7 @@ mod replay;
 mod report;
 mod server;
 mod stats;
+mod sustain;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,7 +44,9 @@ use crate::env::{Backends, StoreEnv, StoreKind};
 use crate::floors::FloorResult;
 use crate::mix::{CREATE_ONLY, DEFAULT_MIX, Mix};
 use crate::rebuild::Rebuild;
-use crate::report::{AppendRow, BackendFloor, DuringRow, FloorRow, ReplayRow, Row};
+use crate::report::{
+    AppendRow, BackendFloor, DuringRow, FloorRow, ReplayRow, Row, SustainRow, SustainStep,
+};
 use crate::server::Server;
 
 /// ordo-load: benchmark ordo over its HTTP API against the physical floors.
@@ -55,7 +61,8 @@ struct Cli {
 enum Cmd {
     /// Every floor and every store, one table (the command BENCHMARKS.md names).
     All(AllArgs),
-    /// One store: create-only, mixed, and mixed at half rate, with the HTTP and backend floors.
+    /// One store: create-only, mixed, and mixed at half rate, with the HTTP and backend
+    /// floors, then the sustainable create rate (paced runs).
     Run(RunArgs),
     /// The parse-only HTTP floor alone.
     FloorHttp(LoadArgs),
@@ -80,9 +87,16 @@ struct LoadArgs {
     /// Unmeasured seconds before each row.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
-    /// Probe the projection lag after every n-th command of each client (0: never).
+    /// Milliseconds between two projection-lag probes of the observer beside the clients
+    /// (0: no observer, no lag figures). The clients never wait for a probe. (Replaces
+    /// `--lag-every`, with which each client waited for its own probes.)
     #[arg(long, default_value_t = 10)]
-    lag_every: u64,
+    lag_interval_ms: u64,
+    /// Paced create runs, after a store's rows, searching for the highest create rate at
+    /// which the projection lag p99 stays under 100 ms: the peak first, then bisecting
+    /// below it (0: skip the search).
+    #[arg(long, default_value_t = 4)]
+    sustain_steps: u32,
     /// Only the create-only row of each store, not the mixed ones (to compare changes to
     /// the write path in less time).
     #[arg(long)]
@@ -208,7 +222,8 @@ fn spec(args: &LoadArgs, base: &str, mix: &str, rate: Option<f64>) -> anyhow::Re
         duration: Duration::from_secs(args.duration),
         warmup: Duration::from_secs(args.warmup),
         mix: Mix::parse(mix).map_err(anyhow::Error::msg)?,
-        lag_every: args.lag_every,
+        lag_interval: (args.lag_interval_ms > 0)
+            .then(|| Duration::from_millis(args.lag_interval_ms)),
         rate,
         seed: 1,
     })
@@ -241,7 +256,7 @@ async fn http_floor(args: &LoadArgs) -> anyhow::Result<FloorRow> {
         args.concurrency
     );
     let mut spec = spec(args, &server.base, CREATE_ONLY, None)?;
-    spec.lag_every = 0;
+    spec.lag_interval = None;
     let result = driver::drive(spec).await?;
     server.stop().await?;
     let _ = std::fs::remove_file(log);
@@ -369,19 +384,89 @@ fn print_errors(store: &str, load: &str, r: &LoadResult) {
     }
 }
 
-/// The three rows of one store, on one server process.
+/// The tables every store adds a row or more to.
+#[derive(Debug, Default)]
+struct Tables {
+    floors: Vec<FloorRow>,
+    appends: Vec<AppendRow>,
+    loads: Vec<Row>,
+    sustain: Vec<SustainRow>,
+}
+
+/// The rows of one store, on one server process.
 async fn run_store(
     kind: StoreKind,
     mix: &str,
     args: &LoadArgs,
     http: Option<f64>,
-    floor_rows: &mut Vec<FloorRow>,
-    append_rows: &mut Vec<AppendRow>,
-) -> anyhow::Result<Vec<Row>> {
+    tables: &mut Tables,
+) -> anyhow::Result<()> {
     let env = StoreEnv::create(kind, &args.backends).await?;
-    let result = run_store_in(&env, mix, args, http, floor_rows, append_rows).await;
+    let result = run_store_in(&env, mix, args, http, tables).await;
     env.cleanup().await;
     result
+}
+
+/// The paced create runs of the sustainable-rate search, on the running server, starting
+/// from the closed-loop `peak`.
+async fn search_sustainable(
+    store: &str,
+    args: &LoadArgs,
+    base: &str,
+    peak: &mut LoadResult,
+) -> anyhow::Result<SustainRow> {
+    let mut search = sustain::RateSearch::new(peak.commands_per_sec(), args.sustain_steps);
+    let mut steps = Vec::new();
+    while let Some(target) = search.next_rate() {
+        let waited = driver::settle(base, Duration::from_secs(300)).await?;
+        eprintln!(
+            "ordo-load: {store}: the read models caught up in {:.1} s",
+            waited.as_secs_f64()
+        );
+        let load_average = loadavg();
+        eprintln!(
+            "ordo-load: {store}: paced creates at {}/s (load average {load_average})",
+            stats::fmt_rate(target)
+        );
+        let mut result = driver::drive(spec(args, base, CREATE_ONLY, Some(target))?).await?;
+        print_errors(store, "paced creates", &result);
+        let achieved = result.commands_per_sec();
+        let lag_p99 = result.lag.percentile(99.0);
+        let kept_up =
+            result.errors == 0 && sustain::keeps_up(target, achieved, lag_p99, result.lag.len());
+        eprintln!(
+            "ordo-load: {store}: paced at {}/s: {} creates/s, lag p99 {} ms over {} samples: {}",
+            stats::fmt_rate(target),
+            stats::fmt_rate(achieved),
+            stats::fmt_ms(lag_p99),
+            result.lag.len(),
+            if kept_up {
+                "keeps up"
+            } else {
+                "does not keep up"
+            }
+        );
+        search.record(target, kept_up);
+        steps.push(SustainStep {
+            target,
+            achieved,
+            lag_p50: result.lag.percentile(50.0),
+            lag_p99,
+            lag_samples: result.lag.len(),
+            errors: result.errors,
+            load_average,
+            kept_up,
+        });
+    }
+    Ok(SustainRow {
+        store: store.to_string(),
+        concurrency: args.concurrency,
+        peak: peak.commands_per_sec(),
+        peak_lag_p99: peak.lag.percentile(99.0),
+        sustainable: search.sustainable(),
+        lowest_failed: search.lowest_failed(),
+        steps,
+    })
 }
 
 async fn run_store_in(
@@ -389,16 +474,17 @@ async fn run_store_in(
     mix: &str,
     args: &LoadArgs,
     http: Option<f64>,
-    floor_rows: &mut Vec<FloorRow>,
-    append_rows: &mut Vec<AppendRow>,
-) -> anyhow::Result<Vec<Row>> {
+    tables: &mut Tables,
+) -> anyhow::Result<()> {
     let kind = env.kind;
     let store = format!("{} (reads: {})", kind.name(), env.read_store_name());
     eprintln!("ordo-load: {store}: backend floor");
     let (floor_row, floor) = backend_floor(env, args).await?;
-    floor_rows.push(floor_row);
+    tables.floors.push(floor_row);
     eprintln!("ordo-load: {store}: store append");
-    append_rows.push(store_append(env, args, floor.clone()).await?);
+    tables
+        .appends
+        .push(store_append(env, args, floor.clone()).await?);
 
     let server = Server::start(
         &args.ordo_bin,
@@ -433,23 +519,31 @@ async fn run_store_in(
             result,
         })
     };
+    let mut sustain = None;
     let outcome = async {
         rows.push(run("create", CREATE_ONLY, None).await?);
-        if args.create_only {
-            return anyhow::Ok(());
+        if !args.create_only {
+            let mixed = run("mixed", mix, None).await?;
+            let half = 0.5 * (mixed.result.commands + mixed.result.queries) as f64
+                / mixed.result.elapsed.as_secs_f64().max(1e-9);
+            rows.push(mixed);
+            // The half-rate row's lag is its own, not the full-rate row's backlog.
+            driver::settle(&server.base, Duration::from_secs(300)).await?;
+            rows.push(run("mixed @ 50% rate", mix, Some(half)).await?);
         }
-        let mixed = run("mixed", mix, None).await?;
-        let half = 0.5 * (mixed.result.commands + mixed.result.queries) as f64
-            / mixed.result.elapsed.as_secs_f64().max(1e-9);
-        rows.push(mixed);
-        rows.push(run("mixed @ 50% rate", mix, Some(half)).await?);
+        if args.sustain_steps > 0 {
+            sustain =
+                Some(search_sustainable(&store, args, &server.base, &mut rows[0].result).await?);
+        }
         anyhow::Ok(())
     }
     .await;
     let stopped = server.stop().await;
     outcome?;
     stopped?;
-    Ok(rows)
+    tables.loads.extend(rows);
+    tables.sustain.extend(sustain);
+    Ok(())
 }
 
 fn machine() -> String {
@@ -494,41 +588,43 @@ async fn all(args: AllArgs) -> anyhow::Result<bool> {
     );
     let started = Instant::now();
     let load_before = loadavg();
-    let mut floor_rows = vec![http_floor(&args.load).await?];
-    let http = Some(floor_rows[0].result.per_sec());
-    let mut rows = Vec::new();
-    let mut append_rows = Vec::new();
+    let mut tables = Tables {
+        floors: vec![http_floor(&args.load).await?],
+        ..Tables::default()
+    };
+    let http = Some(tables.floors[0].result.per_sec());
     for kind in &args.stores {
-        rows.extend(
-            run_store(
-                *kind,
-                &args.mix,
-                &args.load,
-                http,
-                &mut floor_rows,
-                &mut append_rows,
-            )
-            .await?,
-        );
+        run_store(*kind, &args.mix, &args.load, http, &mut tables).await?;
     }
-    let ok = rows.iter().all(|r| r.result.errors == 0)
-        && floor_rows.iter().all(|f| f.result.errors == 0)
-        && append_rows.iter().all(|a| a.result.errors == 0);
+    let ok = tables.loads.iter().all(|r| r.result.errors == 0)
+        && tables.floors.iter().all(|f| f.result.errors == 0)
+        && tables.appends.iter().all(|a| a.result.errors == 0)
+        && tables
+            .sustain
+            .iter()
+            .all(|s| s.steps.iter().all(|step| step.errors == 0));
+    let lag = match args.load.lag_interval_ms {
+        0 => "no lag observer".to_string(),
+        ms => format!("lag observed every {ms} ms beside the clients"),
+    };
     println!(
-        "\nordo-load: {}; {} clients, {} s measured per row after {} s warm-up; mixed = {}; lag probed every {} commands per client; {:.0} s in all; load average (1 min) {} before, {} after\n",
+        "\nordo-load: {}; {} clients, {} s measured per row after {} s warm-up; mixed = {}; {lag}; {:.0} s in all; load average (1 min) {} before, {} after\n",
         machine(),
         args.load.concurrency,
         args.load.duration,
         args.load.warmup,
         args.mix,
-        args.load.lag_every,
         started.elapsed().as_secs_f64(),
         load_before,
         loadavg()
     );
-    println!("{}", report::floor_table(&mut floor_rows));
-    println!("{}", report::append_table(&mut append_rows));
-    println!("{}", report::load_table(&mut rows));
+    println!("{}", report::floor_table(&mut tables.floors));
+    println!("{}", report::append_table(&mut tables.appends));
+    println!("{}", report::load_table(&mut tables.loads));
+    if !tables.sustain.is_empty() {
+        println!("{}", report::sustain_table(&tables.sustain));
+        println!("{}", report::sustain_steps_table(&tables.sustain));
+    }
     Ok(ok)
 }
 

@@ -7,6 +7,7 @@ use crate::driver::LoadResult;
 use crate::floors::FloorResult;
 use crate::rebuild::RebuildOutcome;
 use crate::stats::{fmt_ms, fmt_rate, fmt_ratio};
+use crate::sustain::LAG_P99_LIMIT;
 
 /// One load run against the real server.
 #[derive(Debug)]
@@ -269,6 +270,88 @@ pub fn replay_table(rows: &[ReplayRow]) -> String {
     out
 }
 
+/// One paced run of the sustainable-rate search.
+#[derive(Debug)]
+pub struct SustainStep {
+    pub target: f64,
+    pub achieved: f64,
+    pub lag_p50: Option<Duration>,
+    pub lag_p99: Option<Duration>,
+    pub lag_samples: usize,
+    pub errors: u64,
+    /// The 1-minute load average just before the run.
+    pub load_average: String,
+    pub kept_up: bool,
+}
+
+/// A store's peak (closed-loop) create rate beside its sustainable one.
+#[derive(Debug)]
+pub struct SustainRow {
+    pub store: String,
+    pub concurrency: usize,
+    pub peak: f64,
+    pub peak_lag_p99: Option<Duration>,
+    pub sustainable: Option<f64>,
+    pub lowest_failed: Option<f64>,
+    pub steps: Vec<SustainStep>,
+}
+
+pub fn sustain_table(rows: &[SustainRow]) -> String {
+    let limit = fmt_ms(Some(LAG_P99_LIMIT));
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "| store | conc | peak creates/s (closed loop) | lag p99 ms at peak | sustainable creates/s (lag p99 < {limit} ms) | sustainable / peak |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for row in rows {
+        let sustainable = match (row.sustainable, row.lowest_failed) {
+            (Some(s), _) => fmt_rate(s),
+            (None, Some(bad)) => format!("below {}", fmt_rate(bad)),
+            (None, None) => "- (not searched)".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            row.store,
+            row.concurrency,
+            fmt_rate(row.peak),
+            fmt_ms(row.peak_lag_p99),
+            sustainable,
+            row.sustainable
+                .map_or("-".into(), |s| fmt_ratio(s, Some(row.peak))),
+        );
+    }
+    out
+}
+
+/// Every paced run of the searches, in the order they ran.
+pub fn sustain_steps_table(rows: &[SustainRow]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| store | target creates/s | achieved creates/s | lag p50 / p99 ms | lag samples | errors | load average (1 min) | keeps up |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for row in rows {
+        for step in &row.steps {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} / {} | {} | {} | {} | {} |",
+                row.store,
+                fmt_rate(step.target),
+                fmt_rate(step.achieved),
+                fmt_ms(step.lag_p50),
+                fmt_ms(step.lag_p99),
+                step.lag_samples,
+                step.errors,
+                step.load_average,
+                if step.kept_up { "yes" } else { "no" },
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +440,71 @@ mod tests {
         let cols = |l: &str| l.matches('|').count();
         for l in &lines {
             assert_eq!(cols(l), cols(lines[2]), "{l}");
+        }
+    }
+
+    #[test]
+    fn the_sustainable_rate_sits_beside_the_peak() {
+        let step = |target: f64, achieved: f64, p99: u64, kept_up| SustainStep {
+            target,
+            achieved,
+            lag_p50: Some(Duration::from_millis(p99 / 2)),
+            lag_p99: Some(Duration::from_millis(p99)),
+            lag_samples: 400,
+            errors: 0,
+            load_average: "1.95".into(),
+            kept_up,
+        };
+        let rows = vec![
+            SustainRow {
+                store: "postgres (reads: postgres)".into(),
+                concurrency: 16,
+                peak: 4000.0,
+                peak_lag_p99: Some(Duration::from_millis(900)),
+                sustainable: Some(2000.0),
+                lowest_failed: Some(4000.0),
+                steps: vec![
+                    step(4000.0, 3900.0, 900, false),
+                    step(2000.0, 1990.0, 40, true),
+                ],
+            },
+            SustainRow {
+                store: "redis (reads: sqlite)".into(),
+                concurrency: 16,
+                peak: 1000.0,
+                peak_lag_p99: None,
+                sustainable: None,
+                lowest_failed: Some(500.0),
+                steps: vec![
+                    step(1000.0, 700.0, 300, false),
+                    step(500.0, 480.0, 200, false),
+                ],
+            },
+        ];
+        let t = sustain_table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("(lag p99 < 100 ms)"), "{}", lines[0]);
+        assert_eq!(
+            lines[2],
+            "| postgres (reads: postgres) | 16 | 4,000 | 900 | 2,000 | 50% |"
+        );
+        assert_eq!(
+            lines[3],
+            "| redis (reads: sqlite) | 16 | 1,000 | - | below 500 | - |"
+        );
+        let steps = sustain_steps_table(&rows);
+        let lines: Vec<&str> = steps.lines().collect();
+        assert_eq!(lines.len(), 2 + 4);
+        assert_eq!(
+            lines[3],
+            "| postgres (reads: postgres) | 2,000 | 1,990 | 20.0 / 40.0 | 400 | 0 | 1.95 | yes |"
+        );
+        for table in [&t, &steps] {
+            let cols = |l: &str| l.matches('|').count();
+            let first = table.lines().next().unwrap_or_default();
+            for l in table.lines() {
+                assert_eq!(cols(l), cols(first), "{l}");
+            }
         }
     }
 

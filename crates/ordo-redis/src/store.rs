@@ -31,7 +31,8 @@ pub struct RedisEventStore {
     /// The connection of reads of the global log (projections catching up, rebuilds),
     /// opened at the first one. Their replies run to thousands of events; on the command
     /// connection every append's reply would wait behind such a reply being received and
-    /// parsed (a rebuild then cut the command rate by more than half, see BENCHMARKS.md).
+    /// parsed (a rebuild then cut the command rate by more than half, see
+    /// docs/benchmarks-history.md).
     log_reads: tokio::sync::OnceCell<Link>,
     waiter: Waiter,
     append: Script,

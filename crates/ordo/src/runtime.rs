@@ -11,7 +11,7 @@
 //! still gets about a third of a core at nice 3, a quarter at 5, a tenth at 10, so the
 //! read models keep moving.
 //!
-//! It is off by default: measured on 2 cores (BENCHMARKS.md, sixth round), nice 3 gave
+//! It is off by default: measured on 2 cores (docs/benchmarks-history.md), nice 3 gave
 //! about 9% more creates per second on the embedded store but pushed the tail of the
 //! projection lag at half load past the 50 ms the service aims for on most stores.
 

@@ -26,7 +26,9 @@ use rusqlite::Connection;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use ordo_domain::read_store::{ListQuery, OrderReadStore, ParkedEvent, ReadModelBatch, ReadStoreError};
+use ordo_domain::read_store::{
+    ListQuery, OrderReadStore, ParkedEvent, ReadModelBatch, ReadStoreError,
+};
 use ordo_domain::{DailyFigures, Money, OrderPage, OrderView, Summary, TopCustomer, ViewState};
 use ordo_es::Checkpoint;
 
@@ -147,7 +149,7 @@ impl SqliteReadStore {
     /// reboot after a clean stop keeps the read models. Where there is no boot id the
     /// store syncs at its checkpoints (`synchronous = NORMAL`) and keeps no marker.
     /// Measured: the read database's syncs delayed the event log's on the same disk
-    /// (BENCHMARKS.md, ninth round).
+    /// (docs/benchmarks-history.md).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ReadStoreError> {
         Self::open_under_boot(path.as_ref(), boot_id().as_deref())
     }

@@ -82,7 +82,7 @@ pub(super) const SCHEMA: &[&str] = &[
 /// segment joins any lower level that holds one as large: in one table, the few large
 /// segments of a bulk load drew every live batch's small one to them, and now and then a
 /// live commit merged the whole index at once (1.1 s at 300,000 orders, seconds at
-/// 1,000,000; BENCHMARKS.md, eighth round). The live table only ever holds segments of
+/// 1,000,000; see docs/benchmarks-history.md). The live table only ever holds segments of
 /// live batches, which FTS5 merges in step with their size; the bulk table only gets
 /// deletions.
 pub(super) const SEARCH_INDEXES: [&str; 2] = ["orders_search", "orders_search_live"];
