@@ -189,7 +189,7 @@ impl SqliteEventStore {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.readers
-            .run(f)
+            .read(f)
             .await
             .map_err(|e| StoreError::Other(Box::new(e)))?
             .map_err(classify)

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
 use tokio::task::JoinError;
 
-/// Reads that run at once through [`ReadPool::run`]; the others wait for a connection.
+/// Reads that run at once through [`ReadPool::read`]; the others wait for a connection.
 /// On a machine of a few cores more would only take turns on them, each on a blocking
 /// thread and a connection (page cache, prepared statements) of its own, opened for it.
 const MAX_READERS: usize = 8;
@@ -33,7 +33,7 @@ impl ReadPool {
 
     /// Runs `f` with a read connection on a blocking thread, once fewer than
     /// [`MAX_READERS`] reads are running.
-    pub(crate) async fn run<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<rusqlite::Result<T>, JoinError> {
@@ -218,7 +218,7 @@ mod tests {
             let (pool, running, most) =
                 (Arc::clone(&pool), Arc::clone(&running), Arc::clone(&most));
             tokio::spawn(async move {
-                pool.run(move |conn| {
+                pool.read(move |conn| {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(now, Ordering::SeqCst);
                     // Long enough for the other reads to pile up behind this one.

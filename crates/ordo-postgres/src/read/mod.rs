@@ -110,12 +110,12 @@ impl PgReadStore {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, ReadStoreError> {
         let client = self.pool.get().await.map_err(DbError::from)?;
-        Ok(run(&client, sql, params).await?)
+        Ok(query_cached(&client, sql, params).await?)
     }
 }
 
 /// Runs a cached prepared statement on a pooled client or a transaction.
-async fn run<C: GenericClient>(
+async fn query_cached<C: GenericClient>(
     client: &C,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],

@@ -13,7 +13,7 @@ use ordo_domain::read_store::search_text;
 use ordo_domain::{Money, ParkedEvent, ReadModelBatch, ReadStoreError, ViewState};
 use ordo_es::Checkpoint;
 
-use super::{PgReadStore, bulk::bulk_state, corrupt, get_err, is_origin, parse_view, run};
+use super::{PgReadStore, bulk::bulk_state, corrupt, get_err, is_origin, parse_view, query_cached};
 use crate::db::DbError;
 
 impl PgReadStore {
@@ -30,19 +30,20 @@ impl PgReadStore {
         to: &Checkpoint,
     ) -> Result<(), ReadStoreError> {
         let (from_text, to_text) = (from.encode(), to.encode());
-        let mut moved = run(
+        // True when the compare-and-set matched no row: another writer moved it first.
+        let mut missed = query_cached(
             tx,
             &self.sql.cas_checkpoint,
             &[&projection, &from_text, &to_text],
         )
         .await?
         .is_empty();
-        if moved && is_origin(from) {
-            moved = run(tx, &self.sql.insert_checkpoint, &[&projection, &to_text])
+        if missed && is_origin(from) {
+            missed = query_cached(tx, &self.sql.insert_checkpoint, &[&projection, &to_text])
                 .await?
                 .is_empty();
         }
-        if moved {
+        if missed {
             return Err(ReadStoreError::CheckpointMoved);
         }
         Ok(())
@@ -175,7 +176,7 @@ pub(super) async fn commit(
     store.move_checkpoint(&tx, projection, from, to).await?;
 
     if !rows.ids.is_empty() {
-        run(
+        query_cached(
             &tx,
             &sql.upsert_orders,
             &[
@@ -191,7 +192,7 @@ pub(super) async fn commit(
             ],
         )
         .await?;
-        run(&tx, &sql.upsert_search, &[&rows.ids, &rows.search]).await?;
+        query_cached(&tx, &sql.upsert_search, &[&rows.ids, &rows.search]).await?;
     }
     let d = &batch.status_delta;
     if d.iter().any(|n| *n != 0)
@@ -199,7 +200,7 @@ pub(super) async fn commit(
         || batch.last_event_at.is_some()
     {
         let revenue = batch.revenue_delta.cents().to_string();
-        run(
+        query_cached(
             &tx,
             &sql.update_summary,
             &[
@@ -224,8 +225,8 @@ pub(super) async fn commit(
             counts.push(delta.orders);
             revenues.push(delta.revenue.cents().to_string());
         }
-        run(&tx, &sql.move_days, &[&days, &counts, &revenues]).await?;
-        run(&tx, &sql.drop_days, &[&days]).await?;
+        query_cached(&tx, &sql.move_days, &[&days, &counts, &revenues]).await?;
+        query_cached(&tx, &sql.drop_days, &[&days]).await?;
     }
     // Read only now, after this transaction wrote orders: finish_bulk locks the
     // tables before it starts and clears the flag before it commits, so a batch sees
@@ -239,10 +240,10 @@ pub(super) async fn commit(
             .map_err(DbError::from)?;
     }
     if !customers.is_empty() {
-        run(&tx, &sql.move_customers, &[&customers, &counts, &spent]).await?;
-        run(&tx, &sql.drop_customers, &[&customers]).await?;
+        query_cached(&tx, &sql.move_customers, &[&customers, &counts, &spent]).await?;
+        query_cached(&tx, &sql.drop_customers, &[&customers]).await?;
         if !in_bulk {
-            run(&tx, &sql.name_customers, &[&customers]).await?;
+            query_cached(&tx, &sql.name_customers, &[&customers]).await?;
         }
     }
     tx.commit().await.map_err(DbError::from)?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ordo_domain::read_store::ReadStoreError;
 
-use super::{BULK_CACHE_MIB, JobError, LIVE_CACHE_MIB, SqliteReadStore, lock};
+use super::{BULK_CACHE_MIB, BlockingError, LIVE_CACHE_MIB, SqliteReadStore, lock};
 
 pub(super) async fn begin_bulk(store: &SqliteReadStore) -> Result<(), ReadStoreError> {
     let bulk = Arc::clone(&store.bulk);
@@ -22,7 +22,7 @@ pub(super) async fn begin_bulk(store: &SqliteReadStore) -> Result<(), ReadStoreE
             |r| r.get(0),
         )?;
             if !empty {
-                return Err(JobError::Store(ReadStoreError::Other(
+                return Err(BlockingError::Store(ReadStoreError::Other(
                     "bulk mode is for an empty read store".into(),
                 )));
             }

@@ -79,29 +79,29 @@ fn corrupt(e: impl std::fmt::Display) -> ReadStoreError {
     ReadStoreError::Corrupt(e.to_string())
 }
 
-/// An error inside a blocking read-model job.
-enum JobError {
+/// An error inside a read-model operation run on a blocking thread.
+enum BlockingError {
     Sql(rusqlite::Error),
     Store(ReadStoreError),
 }
 
-impl From<rusqlite::Error> for JobError {
+impl From<rusqlite::Error> for BlockingError {
     fn from(e: rusqlite::Error) -> Self {
-        JobError::Sql(e)
+        BlockingError::Sql(e)
     }
 }
 
-impl From<ReadStoreError> for JobError {
+impl From<ReadStoreError> for BlockingError {
     fn from(e: ReadStoreError) -> Self {
-        JobError::Store(e)
+        BlockingError::Store(e)
     }
 }
 
-impl From<JobError> for ReadStoreError {
-    fn from(e: JobError) -> Self {
+impl From<BlockingError> for ReadStoreError {
+    fn from(e: BlockingError) -> Self {
         match e {
-            JobError::Sql(e) => unavailable(e),
-            JobError::Store(e) => e,
+            BlockingError::Sql(e) => unavailable(e),
+            BlockingError::Store(e) => e,
         }
     }
 }
@@ -186,10 +186,10 @@ impl SqliteReadStore {
 
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, JobError> + Send + 'static,
+        f: impl FnOnce(&Connection) -> Result<T, BlockingError> + Send + 'static,
     ) -> Result<T, ReadStoreError> {
         self.readers
-            .run(move |conn| Ok(f(conn)))
+            .read(move |conn| Ok(f(conn)))
             .await
             .map_err(|e| ReadStoreError::Other(Box::new(e)))?
             .map_err(unavailable)?
@@ -198,7 +198,7 @@ impl SqliteReadStore {
 
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, JobError> + Send + 'static,
+        f: impl FnOnce(&mut Connection) -> Result<T, BlockingError> + Send + 'static,
     ) -> Result<T, ReadStoreError> {
         let writer = Arc::clone(&self.writer);
         tokio::task::spawn_blocking(move || {
@@ -387,7 +387,7 @@ impl OrderReadStore for SqliteReadStore {
                 );
                 return Ok(());
             }
-            files::remove_durably(&marker).map_err(|e| JobError::Store(unavailable(e)))?;
+            files::remove_durably(&marker).map_err(|e| BlockingError::Store(unavailable(e)))?;
             Ok(())
         })
         .await

@@ -10,12 +10,13 @@ use ordo_domain::read_store::{ListQuery, ReadStoreError, Sort};
 use ordo_domain::{DailyFigures, Money, OrderPage, OrderView, StatusCounts, Summary, TopCustomer};
 
 use super::{
-    JobError, SqliteReadStore, corrupt, day_number, from_day_number, from_micros, micros, parse_doc,
+    BlockingError, SqliteReadStore, corrupt, day_number, from_day_number, from_micros, micros,
+    parse_doc,
 };
 
 pub(super) fn read_counters(
     conn: &Connection,
-) -> Result<(StatusCounts, Money, Option<i64>), JobError> {
+) -> Result<(StatusCounts, Money, Option<i64>), BlockingError> {
     let row: Option<(String, String, Option<i64>)> = conn
         .prepare_cached(
             "SELECT status_counts, revenue_cents, last_updated FROM summary WHERE id = 1",

@@ -15,7 +15,8 @@ use ordo_es::Checkpoint;
 use super::query::read_counters;
 use super::schema::SEARCH_INDEXES;
 use super::{
-    JobError, SqliteReadStore, cents_i64, corrupt, day_number, from_micros, lock, micros, parse_doc,
+    BlockingError, SqliteReadStore, cents_i64, corrupt, day_number, from_micros, lock, micros,
+    parse_doc,
 };
 
 impl SqliteReadStore {
@@ -27,7 +28,7 @@ impl SqliteReadStore {
         projection: &str,
         from: &Checkpoint,
         to: &Checkpoint,
-        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), JobError> + Send + 'static,
+        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), BlockingError> + Send + 'static,
     ) -> Result<(), ReadStoreError> {
         let projection = projection.to_string();
         let from = from.clone();
@@ -52,7 +53,7 @@ pub(super) fn apply_view(
     id: Uuid,
     state: &ViewState,
     search: Option<&mut Vec<i64>>,
-) -> Result<(), JobError> {
+) -> Result<(), BlockingError> {
     let key = id.to_string();
     let existing: Option<(i64, bool)> = if search.is_some() {
         tx.prepare_cached("SELECT rowid, deleted FROM orders WHERE order_id = ?1")?
@@ -124,7 +125,7 @@ pub(super) fn apply_view(
 /// transaction: indexing order by order between the orders' own statements wrote a segment
 /// per order, and the merges of those segments were most of the cost of a live commit.
 /// One statement at the end of the batch writes one segment for the whole batch.
-fn index_for_search(tx: &rusqlite::Transaction<'_>, rowids: &[i64]) -> Result<(), JobError> {
+fn index_for_search(tx: &rusqlite::Transaction<'_>, rowids: &[i64]) -> Result<(), BlockingError> {
     if rowids.is_empty() {
         return Ok(());
     }
@@ -144,7 +145,7 @@ pub(super) fn apply_customer(
     email: &str,
     delta: Option<&(i64, Money)>,
     refresh_name: bool,
-) -> Result<(), JobError> {
+) -> Result<(), BlockingError> {
     if let Some((count, spent)) = delta
         && (*count != 0 || *spent != Money::ZERO)
     {
@@ -171,7 +172,10 @@ pub(super) fn apply_customer(
     Ok(())
 }
 
-fn apply_summary(tx: &rusqlite::Transaction<'_>, batch: &ReadModelBatch) -> Result<(), JobError> {
+fn apply_summary(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &ReadModelBatch,
+) -> Result<(), BlockingError> {
     let (mut counts, revenue, last) = read_counters(tx)?;
     for (slot, delta) in counts.0.iter_mut().zip(batch.status_delta) {
         *slot += delta;
@@ -194,7 +198,10 @@ fn apply_summary(tx: &rusqlite::Transaction<'_>, batch: &ReadModelBatch) -> Resu
 }
 
 /// Adds the batch's per-day deltas to `daily_orders`; a day left with no order has no row.
-fn apply_daily(tx: &rusqlite::Transaction<'_>, batch: &ReadModelBatch) -> Result<(), JobError> {
+fn apply_daily(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &ReadModelBatch,
+) -> Result<(), BlockingError> {
     for (day, delta) in &batch.daily_deltas {
         let day = day_number(*day);
         tx.prepare_cached(
@@ -214,7 +221,7 @@ fn apply_daily(tx: &rusqlite::Transaction<'_>, batch: &ReadModelBatch) -> Result
 pub(super) fn stored_checkpoint(
     conn: &Connection,
     projection: &str,
-) -> Result<Option<Checkpoint>, JobError> {
+) -> Result<Option<Checkpoint>, BlockingError> {
     let text: Option<String> = conn
         .prepare_cached("SELECT checkpoint FROM checkpoints WHERE projection = ?1")?
         .query_row([projection], |r| r.get(0))
@@ -229,7 +236,7 @@ pub(super) fn stored_checkpoint(
 pub(super) fn parked_events(
     conn: &Connection,
     projection: &str,
-) -> Result<Vec<ParkedEvent>, JobError> {
+) -> Result<Vec<ParkedEvent>, BlockingError> {
     let mut stmt = conn.prepare_cached(
         "SELECT position, event_id, stream_id, version, event_type, error, parked_at
            FROM parked_events WHERE projection = ?1 ORDER BY parked_at, rowid",
@@ -267,7 +274,7 @@ fn check_checkpoint(
     tx: &rusqlite::Transaction<'_>,
     projection: &str,
     from: &Checkpoint,
-) -> Result<(), JobError> {
+) -> Result<(), BlockingError> {
     let matches = match stored_checkpoint(tx, projection)? {
         Some(s) => s == *from,
         None => *from == Checkpoint::origin(from.partitions()),
@@ -283,7 +290,7 @@ fn store_checkpoint(
     tx: &rusqlite::Transaction<'_>,
     projection: &str,
     to: &Checkpoint,
-) -> Result<(), JobError> {
+) -> Result<(), BlockingError> {
     tx.prepare_cached(
         "INSERT INTO checkpoints (projection, checkpoint) VALUES (?1, ?2)
          ON CONFLICT (projection) DO UPDATE SET checkpoint = excluded.checkpoint",
