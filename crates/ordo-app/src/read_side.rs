@@ -623,7 +623,7 @@ impl ReadSide {
     }
 
     /// Stops the projection between two batches: a batch being written is finished
-    /// first, for at most [`SHUTDOWN_GRACE`] (a read store that stopped answering must not
+    /// first, for at most 20 s (a read store that stopped answering must not
     /// keep the process from exiting; what it has not committed is projected again at
     /// the next start).
     pub async fn shutdown(&self) {

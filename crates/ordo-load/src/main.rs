@@ -6,7 +6,7 @@
 //!
 //! ## Layout
 //!
-//! - [`env`]: per-store environments (data dir, PostgreSQL schema, Redis prefix, the
+//! - [`env`](mod@env): per-store environments (data dir, PostgreSQL schema, Redis prefix, the
 //!   private durable Redis, the Redis Cluster) and the `ordo serve` flags for them.
 //! - [`server`]: the server under test as a child process (ready check, VmHWM, SIGTERM).
 //! - [`driver`]: the HTTP load: N keep-alive clients, the operation mix, the pacing, and

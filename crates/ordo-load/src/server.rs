@@ -129,7 +129,7 @@ pub fn peak_rss_of(pid: u32) -> Option<u64> {
     parse_kb_field(&status, "VmHWM:").map(|kb| kb * 1024)
 }
 
-/// A `Name:   123 kB` line of /proc/<pid>/status.
+/// A `Name:   123 kB` line of `/proc/<pid>/status`.
 pub fn parse_kb_field(status: &str, name: &str) -> Option<u64> {
     status
         .lines()
