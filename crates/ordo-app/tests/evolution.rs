@@ -3,49 +3,14 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-
 use ordo_app::{AsOf, CommandContext, OrderService};
-use ordo_es::{
-    EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, Position, RecordedEvent,
-    StreamId,
-};
-
-fn fixture(name: &str) -> Vec<Value> {
-    let path = format!(
-        "{}/../ordo-domain/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("fixture file");
-    serde_json::from_str(&text).expect("fixture json")
-}
-
-fn recorded(events: &[Value]) -> Vec<RecordedEvent> {
-    events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| RecordedEvent {
-            event_id: uuid::Uuid::now_v7(),
-            stream_id: StreamId::new(e["streamId"].as_str().expect("streamId")),
-            aggregate_type: "Order".into(),
-            version: e["version"].as_u64().expect("version"),
-            position: Position::new(0, i as u64 + 1, 0),
-            event_type: e["eventType"].as_str().expect("type").into(),
-            schema_version: e["schemaVersion"].as_u64().expect("schema") as u32,
-            occurred_at: OffsetDateTime::parse(e["occurredAt"].as_str().expect("time"), &Rfc3339)
-                .expect("rfc3339"),
-            data: e["data"].clone().into(),
-            metadata: Metadata::default(),
-        })
-        .collect()
-}
+use ordo_es::{EventStore, ExpectedVersion, InMemoryStore, NewEvent};
+use ordo_testkit::recorded_fixture;
 
 #[tokio::test]
 async fn old_events_in_a_store_load_for_commands_and_history() {
     let store: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    for event in recorded(&fixture("orders-v1.json")) {
+    for event in recorded_fixture("orders-v1.json") {
         store
             .append(
                 &event.stream_id,

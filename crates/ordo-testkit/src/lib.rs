@@ -7,13 +7,16 @@
 //! - [`free_port`] and [`wait_for_port`]: loopback ports for servers a test starts itself.
 //! - [`PrivatePostgres`] and [`start_redis`] (`servers.rs`): private PostgreSQL and Redis
 //!   servers a test may crash and restart, killed when their handle drops.
+//! - [`recorded_fixture`]: events in their old stored shapes, from the evolution fixtures.
 //! - [`error_chain`]: an error with its sources, for assertions on what a message says.
 //!
 //! Not to be confused with `ordo_es::testkit`, the given/when/then kit for aggregates.
 
+mod fixtures;
 mod servers;
 mod wait;
 
+pub use fixtures::recorded_fixture;
 pub use servers::{KillOnDrop, PrivatePostgres, free_port, start_redis, wait_for_port};
 pub use wait::eventually;
 
