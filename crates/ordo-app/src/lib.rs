@@ -15,8 +15,10 @@
 //!   and its projection runner, with a blue-green switch to a rebuilt generation.
 //! - [`replay`]: the replay jobs operators start ([`ReplayJobs`]: full rebuild, from a
 //!   timestamp, one order), each followed as a [`JobStatus`].
-//! - [`gated`]: [`GatedReadStores`] puts the queries of every generation behind one
+//! - [`gated`]: [`gate_queries`] puts the queries of every generation behind one
 //!   bounded queue.
+//! - [`hooks`]: [`Hooked`] read stores, with hooks before their calls (the gate, the
+//!   tests' fault injections).
 //! - [`memory`]: [`InMemoryReadStores`], read stores kept in memory, for tests of the
 //!   read side that are not about a database.
 //!
@@ -26,17 +28,19 @@
 //! JSON ─parse─▶ CreateOrder ─▶ OrderService ─▶ CommandExecutor<Order>
 //!                                  Order::handle ─▶ [OrderEvent] ─▶ EventStore::append
 //! EventStore log ─▶ ProjectionRunner ─▶ OrderProjection ─▶ ReadModelBatch::fold
-//!                                                        ─▶ OrderReadStore::commit
+//!                                                        ─▶ ReadModelWriter::commit
 //! ```
 
 pub mod gated;
+pub mod hooks;
 pub mod memory;
 pub mod projection;
 pub mod read_side;
 pub mod replay;
 pub mod service;
 
-pub use gated::GatedReadStores;
+pub use gated::gate_queries;
+pub use hooks::{Handed, Held, Hooked, HookedStores, Query, ReadStoreHooks};
 pub use memory::{InMemoryReadStore, InMemoryReadStores};
 pub use projection::OrderProjection;
 pub use read_side::{ReadSide, ReadSideOptions, RebuildError};

@@ -16,9 +16,10 @@ use uuid::Uuid;
 
 use ordo_domain::read_store::search_text;
 use ordo_domain::{
-    DailyFigures, ListQuery, Money, OrderPage, OrderReadStore, OrderView, ParkedEvent,
-    ReadGeneration, ReadModelBatch, ReadStoreError, ReadStoreProvider, RebuildLock, Sort,
-    StatusCounts, Summary, TopCustomer, ViewState,
+    DailyFigures, ListQuery, Money, OrderPage, OrderQueries, OrderReadStore, OrderView,
+    ParkedEvent, ReadGeneration, ReadModelBatch, ReadModelWriter, ReadStoreError,
+    ReadStoreLifecycle, ReadStoreProvider, RebuildLock, Sort, StatusCounts, Summary, TopCustomer,
+    ViewState,
 };
 use ordo_es::{Checkpoint, Cursor};
 
@@ -84,6 +85,10 @@ impl Models {
             let entry = self.daily.entry(*day).or_insert((0, Money::ZERO));
             entry.0 += delta.orders;
             entry.1 = entry.1 + delta.revenue;
+            if *entry == (0, Money::ZERO) {
+                // A day left with no order has no row, as in the SQL stores.
+                self.daily.remove(day);
+            }
         }
     }
 
@@ -128,7 +133,7 @@ impl InMemoryReadStore {
 }
 
 #[async_trait]
-impl OrderReadStore for InMemoryReadStore {
+impl ReadModelWriter for InMemoryReadStore {
     async fn load_checkpoint(
         &self,
         projection: &str,
@@ -157,6 +162,26 @@ impl OrderReadStore for InMemoryReadStore {
         Ok(())
     }
 
+    async fn park(
+        &self,
+        projection: &str,
+        parked: ParkedEvent,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ReadStoreError> {
+        let mut models = self.models();
+        models.move_checkpoint(projection, from, to)?;
+        let parked_here = models.parked.entry(projection.to_owned()).or_default();
+        // A redelivered event is kept once.
+        if !parked_here.iter().any(|p| p.event_id == parked.event_id) {
+            parked_here.push(parked);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl OrderQueries for InMemoryReadStore {
     async fn get(&self, id: Uuid) -> Result<Option<OrderView>, ReadStoreError> {
         Ok(self
             .models()
@@ -231,28 +256,6 @@ impl OrderReadStore for InMemoryReadStore {
             .collect())
     }
 
-    async fn reset(&self) -> Result<(), ReadStoreError> {
-        *self.models() = Models::default();
-        Ok(())
-    }
-
-    async fn park(
-        &self,
-        projection: &str,
-        parked: ParkedEvent,
-        from: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ReadStoreError> {
-        let mut models = self.models();
-        models.move_checkpoint(projection, from, to)?;
-        models
-            .parked
-            .entry(projection.to_owned())
-            .or_default()
-            .push(parked);
-        Ok(())
-    }
-
     async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, ReadStoreError> {
         Ok(self
             .models()
@@ -260,6 +263,14 @@ impl OrderReadStore for InMemoryReadStore {
             .get(projection)
             .cloned()
             .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl ReadStoreLifecycle for InMemoryReadStore {
+    async fn reset(&self) -> Result<(), ReadStoreError> {
+        *self.models() = Models::default();
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), ReadStoreError> {
@@ -375,4 +386,14 @@ impl ReadStoreProvider for InMemoryReadStores {
             .is_ok();
         Ok(taken.then(|| RebuildLock::new(Unlock(Arc::clone(&self.rebuilding)))))
     }
+}
+
+#[cfg(test)]
+mod conformance {
+    ordo_domain::read_store_conformance!(async { super::InMemoryReadStore::default() });
+}
+
+#[cfg(test)]
+mod provider_conformance {
+    ordo_domain::read_store_provider_conformance!(async { super::InMemoryReadStores::default() });
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use ordo_domain::read_store::order_id_of;
-use ordo_domain::{Order, OrderReadStore, ParkedEvent, ReadModelBatch, ReadStoreError, ViewState};
+use ordo_domain::{Order, ParkedEvent, ReadModelBatch, ReadModelWriter, ReadStoreError, ViewState};
 use ordo_es::{Checkpoint, Projection, ProjectionError, RecordedEvent};
 
 /// The projection that keeps every order read model current: order view, summary, top
@@ -23,7 +23,8 @@ use ordo_es::{Checkpoint, Projection, ProjectionError, RecordedEvent};
 /// from batch N itself, and `apply_batch` returns once its batch's commit has started.
 #[derive(Debug)]
 pub struct OrderProjection {
-    store: Arc<dyn OrderReadStore>,
+    /// The projection writes through the writer's side of the contract only.
+    store: Arc<dyn ReadModelWriter>,
     mode: tokio::sync::Mutex<Mode>,
 }
 
@@ -76,7 +77,7 @@ impl InFlight {
 impl OrderProjection {
     pub const NAME: &'static str = "orders";
 
-    pub fn new(store: Arc<dyn OrderReadStore>) -> Self {
+    pub fn new(store: Arc<dyn ReadModelWriter>) -> Self {
         Self {
             store,
             mode: tokio::sync::Mutex::new(Mode::Committed),
@@ -94,7 +95,7 @@ impl OrderProjection {
     }
 
     /// Puts the (empty, query-free) store in bulk mode and pipelines the commits: see
-    /// the type's docs and [`OrderReadStore::begin_bulk`].
+    /// the type's docs and [`ReadModelWriter::begin_bulk`](ordo_domain::ReadModelWriter::begin_bulk).
     pub async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
         let mut mode = self.mode.lock().await;
         self.store.begin_bulk().await?;

@@ -42,7 +42,7 @@ fn start_runner(
     generation: ReadGeneration,
     runners: &Runners,
 ) -> Running {
-    let projection = Arc::new(OrderProjection::new(Arc::clone(&generation.store)));
+    let projection = Arc::new(OrderProjection::new(generation.store.clone()));
     start_projection(events, generation, projection, runners)
 }
 
@@ -355,7 +355,7 @@ impl ReadSide {
         }
         let generation = provider.create_generation().await?;
         generation.store.reset().await?;
-        let projection = Arc::new(OrderProjection::new(Arc::clone(&generation.store)));
+        let projection = Arc::new(OrderProjection::new(generation.store.clone()));
         projection.begin_bulk().await?;
         tracing::info!(generation = %generation.id, events = stored, "the read models are empty: loading them in bulk");
         Ok(Some(start_projection(
@@ -727,7 +727,7 @@ impl ReadSide {
         let generation = self.provider.create_generation().await?;
         generation.store.reset().await?;
         // Nothing queries the new generation until the switch: let it load in bulk.
-        let projection = Arc::new(OrderProjection::new(Arc::clone(&generation.store)));
+        let projection = Arc::new(OrderProjection::new(generation.store.clone()));
         projection.begin_bulk().await?;
         tracing::info!(generation = %generation.id, "rebuilding read models beside the live ones");
         let origin = Checkpoint::origin(self.events.partitions());

@@ -17,19 +17,25 @@
 //! - [`view`]: the read models' shapes ([`OrderView`], [`Summary`], [`TopCustomer`],
 //!   [`DailyFigures`]: orders and revenue per UTC day) and the fold of one order's events
 //!   into its [`ViewState`].
-//! - [`read_store`]: the read-store contract storage backends implement
-//!   ([`OrderReadStore`], [`ReadStoreProvider`] for blue-green generations,
-//!   [`ReadStoreInspector`] for `ordo status`), its query shapes ([`ListQuery`]), and
-//!   [`ReadModelBatch`]: one batch of events folded into read-model changes.
+//! - [`read_store`]: the read-store contract storage backends implement, split by who
+//!   uses it ([`ReadModelWriter`] for the projection, [`OrderQueries`] for the API,
+//!   [`ReadStoreLifecycle`] for the read side; [`OrderReadStore`] is the three together),
+//!   [`ReadStoreProvider`] for blue-green generations, [`ReadStoreInspector`] for
+//!   `ordo status`, its query shapes ([`ListQuery`]), and [`ReadModelBatch`]: one batch
+//!   of events folded into read-model changes.
+//! - `conformance` (feature `conformance`): the suite every read store and provider
+//!   passes, run by each backend's tests with one macro line.
 //!
 //! ## How events become read models
 //!
 //! ```text
 //! JSON ─parse─▶ CreateOrder ─▶ Order::handle ─▶ [OrderEvent]
-//! [RecordedEvent] + stored ViewStates ─▶ ReadModelBatch::fold ─▶ OrderReadStore::commit
+//! [RecordedEvent] + stored ViewStates ─▶ ReadModelBatch::fold ─▶ ReadModelWriter::commit
 //! ```
 
 pub mod command;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod event;
 pub mod money;
 #[cfg(feature = "openapi")]
@@ -45,8 +51,9 @@ pub use event::OrderEvent;
 pub use money::Money;
 pub use order::{Order, OrderCommand, OrderError};
 pub use read_store::{
-    ListQuery, OrderReadStore, ParkedEvent, ReadGeneration, ReadModelBatch, ReadStoreError,
-    ReadStoreInspector, ReadStoreProvider, RebuildLock, Sort,
+    ListQuery, OrderQueries, OrderReadStore, ParkedEvent, ReadGeneration, ReadModelBatch,
+    ReadModelWriter, ReadStoreError, ReadStoreInspector, ReadStoreLifecycle, ReadStoreProvider,
+    RebuildLock, Sort,
 };
 pub use values::{Currency, CustomerEmail, Status};
 pub use view::{

@@ -202,10 +202,12 @@ pub enum ReadStoreError {
     Other(#[source] BoxError),
 }
 
-/// Where the order read models live (SQLite, PostgreSQL). Storage only: what to store
-/// is decided by the fold ([`ReadModelBatch::fold`]).
+/// What a projection writes through: its checkpoint, the stored state of the orders it
+/// folds, its commits and parked events, and bulk mode. Every write moves the
+/// projection's checkpoint by compare-and-set, so that of two writers from one
+/// checkpoint exactly one wins.
 #[async_trait]
-pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
+pub trait ReadModelWriter: Send + Sync + fmt::Debug + 'static {
     async fn load_checkpoint(&self, projection: &str)
     -> Result<Option<Checkpoint>, ReadStoreError>;
 
@@ -223,6 +225,38 @@ pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
         to: &Checkpoint,
     ) -> Result<(), ReadStoreError>;
 
+    /// Records `parked` (an event the projection cannot apply) and moves the checkpoint
+    /// of `projection` from `from` to `to` past it, in one transaction, with the same
+    /// compare-and-set as [`commit`](ReadModelWriter::commit).
+    async fn park(
+        &self,
+        projection: &str,
+        parked: ParkedEvent,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ReadStoreError>;
+
+    /// Prepares an empty store that serves no queries (a generation being rebuilt) to be
+    /// filled by its projection in large batches: the store may defer what only queries
+    /// need (the search index) and per-commit durability until
+    /// [`finish_bulk`](ReadModelWriter::finish_bulk). Stores without such shortcuts do
+    /// nothing.
+    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
+        Ok(())
+    }
+
+    /// Builds what [`begin_bulk`](ReadModelWriter::begin_bulk) deferred and makes every
+    /// committed batch durable, in one step between two batches; afterwards the store
+    /// takes batches as usual and can serve queries. Does nothing when not in bulk mode.
+    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
+        Ok(())
+    }
+}
+
+/// What the API reads: orders, lists, the summary, top customers, the daily figures and
+/// the parked events. Nothing here writes.
+#[async_trait]
+pub trait OrderQueries: Send + Sync + fmt::Debug + 'static {
     async fn get(&self, id: Uuid) -> Result<Option<OrderView>, ReadStoreError>;
     async fn list(&self, query: &ListQuery) -> Result<OrderPage, ReadStoreError>;
     async fn summary(&self) -> Result<Summary, ReadStoreError>;
@@ -233,24 +267,16 @@ pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
     /// puts them in as zeros.
     async fn daily(&self, from: Date, to: Date) -> Result<Vec<DailyFigures>, ReadStoreError>;
 
-    /// Drops every read model and checkpoint (before a full rebuild).
+    /// The events parked by `projection`, oldest first.
+    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, ReadStoreError>;
+}
+
+/// What the read side does with a store as a whole: empty it before a rebuild, make it
+/// durable before a stop, and check that it answers.
+#[async_trait]
+pub trait ReadStoreLifecycle: Send + Sync + fmt::Debug + 'static {
+    /// Drops every read model, parked event and checkpoint (before a full rebuild).
     async fn reset(&self) -> Result<(), ReadStoreError>;
-
-    /// Prepares an empty store that serves no queries (a generation being rebuilt) to be
-    /// filled by its projection in large batches: the store may defer what only queries
-    /// need (the search index) and per-commit durability until
-    /// [`finish_bulk`](OrderReadStore::finish_bulk). Stores without such shortcuts do
-    /// nothing.
-    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
-        Ok(())
-    }
-
-    /// Builds what [`begin_bulk`](OrderReadStore::begin_bulk) deferred and makes every
-    /// committed batch durable, in one step between two batches; afterwards the store
-    /// takes batches as usual and can serve queries. Does nothing when not in bulk mode.
-    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
-        Ok(())
-    }
 
     /// Makes everything committed durable before the process stops (called once the
     /// projections writing to the store have stopped; the store stays usable). Stores
@@ -259,22 +285,17 @@ pub trait OrderReadStore: Send + Sync + fmt::Debug + 'static {
         Ok(())
     }
 
-    /// Records `parked` (an event the projection cannot apply) and moves the checkpoint
-    /// of `projection` from `from` to `to` past it, in one transaction, with the same
-    /// compare-and-set as [`commit`](OrderReadStore::commit).
-    async fn park(
-        &self,
-        projection: &str,
-        parked: ParkedEvent,
-        from: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ReadStoreError>;
-
-    /// The events parked by `projection`, oldest first.
-    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, ReadStoreError>;
-
     async fn ping(&self) -> Result<(), ReadStoreError>;
 }
+
+/// Where the order read models live (SQLite, PostgreSQL, memory): the three sides of the
+/// contract together, which is what a backend implements and a
+/// [`ReadGeneration`] holds. Storage only: what to store is decided by the fold
+/// ([`ReadModelBatch::fold`]). Code that needs one side takes that trait
+/// (`Arc<dyn OrderReadStore>` converts to each).
+pub trait OrderReadStore: ReadModelWriter + OrderQueries + ReadStoreLifecycle {}
+
+impl<T: ReadModelWriter + OrderQueries + ReadStoreLifecycle + ?Sized> OrderReadStore for T {}
 
 /// An event a projection could not apply, kept aside and reported instead of stalling
 /// every event behind it.

@@ -13,7 +13,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use uuid::Uuid;
 
 use ordo_domain::{
-    OrderReadStore, ParkedEvent, ReadGeneration, ReadStoreError, ReadStoreInspector,
+    OrderQueries, ParkedEvent, ReadGeneration, ReadModelWriter, ReadStoreError, ReadStoreInspector,
     ReadStoreProvider, RebuildLock,
 };
 use ordo_es::Checkpoint;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use uuid::Uuid;
 
-use ordo_domain::{OrderReadStore, OrderView, ReadModelBatch, ViewState};
+use ordo_domain::{OrderView, ReadModelBatch, ReadModelWriter, ViewState};
 use ordo_es::{Checkpoint, Position};
 use ordo_sqlite::SqliteReadStore;
 

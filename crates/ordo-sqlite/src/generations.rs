@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -26,6 +27,18 @@ use crate::files::{remove_database, write_durably};
 pub struct SqliteReadStores {
     base: PathBuf,
     lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// Set while this process holds the rebuild lock: the file lock keeps other
+    /// processes out, this keeps a second holder in this one out, as on PostgreSQL.
+    rebuilding: Arc<AtomicBool>,
+}
+
+/// Lets the rebuild lock go when dropped.
+struct Unlock(Arc<AtomicBool>);
+
+impl Drop for Unlock {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 fn io_error(e: std::io::Error) -> ReadStoreError {
@@ -38,6 +51,7 @@ impl SqliteReadStores {
         Self {
             base: base.into(),
             lock: std::sync::Mutex::new(None),
+            rebuilding: Arc::default(),
         }
     }
 
@@ -164,10 +178,15 @@ impl ReadStoreProvider for SqliteReadStores {
         self.active_name()
     }
 
-    /// The process lock taken at open already keeps every other process out.
+    /// The process lock taken at open already keeps every other process out; one holder
+    /// at a time in this one.
     async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError> {
         self.lock()?;
-        Ok(Some(RebuildLock::new(())))
+        let taken = self
+            .rebuilding
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        Ok(taken.then(|| RebuildLock::new(Unlock(Arc::clone(&self.rebuilding)))))
     }
 
     async fn drop_inactive(&self) -> Result<u32, ReadStoreError> {
@@ -282,6 +301,15 @@ impl ReadStoreInspector for SqliteReadStores {
             .await
             .map_err(|e| ReadStoreError::Other(Box::new(e)))?
     }
+}
+
+/// The provider contract's suite, each case on read models in a directory of their own.
+#[cfg(test)]
+mod conformance {
+    ordo_domain::read_store_provider_conformance!(guarded async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        (super::SqliteReadStores::new(dir.path().join("read.db")), dir)
+    });
 }
 
 #[cfg(test)]

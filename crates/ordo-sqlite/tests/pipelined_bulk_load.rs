@@ -5,7 +5,6 @@
 //! models started on a long log are loaded the same way, into a generation that then
 //! replaces the empty one, and fall back to catching up batch by batch when that fails.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -15,11 +14,12 @@ use serde_json::json;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use ordo_app::hooks::{Held, Hooked, ReadStoreHooks};
 use ordo_app::read_side::{ReadSide, ReadSideOptions, RebuildError};
 use ordo_app::{CommandContext, OrderProjection, OrderService};
 use ordo_domain::{
     CreateOrder, ListQuery, OrderReadStore, ParkedEvent, ReadGeneration, ReadModelBatch,
-    ReadStoreError, ReadStoreProvider, RebuildLock, Status, ViewState,
+    ReadStoreError, ReadStoreProvider, RebuildLock, Status,
 };
 use ordo_es::{
     Checkpoint, EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, Position,
@@ -29,12 +29,11 @@ use ordo_es::{
 use ordo_sqlite::{SqliteReadStore, SqliteReadStores};
 use ordo_testkit::eventually;
 
-/// A read store on a slow disk whose commits number `fail` (1-based) fail once, and
-/// whose commits of any batch that touches `always_fail` fail every time, before
-/// touching anything.
+/// Hooks for a read store on a slow disk whose commits number `fail` (1-based) fail
+/// once, and whose commits of any batch that touches `always_fail` fail every time,
+/// before touching anything.
 #[derive(Debug)]
 struct FailingCommits {
-    inner: Arc<dyn OrderReadStore>,
     commits: AtomicU32,
     fail: Vec<u32>,
     always_fail: Option<Uuid>,
@@ -44,25 +43,20 @@ struct FailingCommits {
     /// on the tables does.
     slow_indexes: Option<Arc<SlowIndexes>>,
     /// Commits read-lock it, a slow index build write-locks it.
-    gate: tokio::sync::RwLock<()>,
+    gate: Arc<tokio::sync::RwLock<()>>,
     /// Every commit panics (a bug in the store), before touching anything.
     panic: bool,
 }
 
 impl FailingCommits {
-    fn new(inner: SqliteReadStore, fail: Vec<u32>, always_fail: Option<Uuid>) -> Self {
-        Self::wrapping(Arc::new(inner), fail, always_fail)
-    }
-
-    fn wrapping(inner: Arc<dyn OrderReadStore>, fail: Vec<u32>, always_fail: Option<Uuid>) -> Self {
+    fn new(fail: Vec<u32>, always_fail: Option<Uuid>) -> Self {
         Self {
-            inner,
             commits: AtomicU32::new(0),
             fail,
             always_fail,
             refuse_bulk: false,
             slow_indexes: None,
-            gate: tokio::sync::RwLock::new(()),
+            gate: Arc::default(),
             panic: false,
         }
     }
@@ -139,22 +133,10 @@ impl Projection for CountingGaps {
 }
 
 #[async_trait]
-impl OrderReadStore for FailingCommits {
-    async fn load_checkpoint(&self, p: &str) -> Result<Option<Checkpoint>, ReadStoreError> {
-        self.inner.load_checkpoint(p).await
-    }
-    async fn load_views(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ViewState>, ReadStoreError> {
-        self.inner.load_views(ids).await
-    }
-    async fn commit(
-        &self,
-        projection: &str,
-        batch: Arc<ReadModelBatch>,
-        from: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ReadStoreError> {
+impl ReadStoreHooks for FailingCommits {
+    async fn before_commit(&self, batch: &ReadModelBatch) -> Result<Held, ReadStoreError> {
         assert!(!self.panic, "commit panicked (injected)");
-        let _gate = self.gate.read().await;
+        let gate = Arc::clone(&self.gate).read_owned().await;
         if let Some(slow) = &self.slow_indexes {
             slow.record_commit();
         }
@@ -173,67 +155,34 @@ impl OrderReadStore for FailingCommits {
         }
         // A slow disk: the next batch is loaded and folded meanwhile.
         tokio::time::sleep(Duration::from_millis(3)).await;
-        self.inner.commit(projection, batch, from, to).await
+        Ok(Held::new(gate))
     }
-    async fn get(&self, id: Uuid) -> Result<Option<ordo_domain::OrderView>, ReadStoreError> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, q: &ListQuery) -> Result<ordo_domain::OrderPage, ReadStoreError> {
-        self.inner.list(q).await
-    }
-    async fn summary(&self) -> Result<ordo_domain::Summary, ReadStoreError> {
-        self.inner.summary().await
-    }
-    async fn top_customers(
-        &self,
-        limit: u32,
-    ) -> Result<Vec<ordo_domain::TopCustomer>, ReadStoreError> {
-        self.inner.top_customers(limit).await
-    }
-    async fn daily(
-        &self,
-        from: time::Date,
-        to: time::Date,
-    ) -> Result<Vec<ordo_domain::DailyFigures>, ReadStoreError> {
-        self.inner.daily(from, to).await
-    }
-    async fn reset(&self) -> Result<(), ReadStoreError> {
-        self.inner.reset().await
-    }
-    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
+
+    async fn begin_bulk(&self, store: &dyn OrderReadStore) -> Result<(), ReadStoreError> {
         if self.refuse_bulk {
             return Err(ReadStoreError::Unavailable(
                 "cannot drop the indexes (injected)".into(),
             ));
         }
-        self.inner.begin_bulk().await
+        store.begin_bulk().await
     }
-    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
+
+    async fn finish_bulk(&self, store: &dyn OrderReadStore) -> Result<(), ReadStoreError> {
         let Some(slow) = &self.slow_indexes else {
-            return self.inner.finish_bulk().await;
+            return store.finish_bulk().await;
         };
         let _gate = self.gate.write().await;
         slow.building.notify_one();
         tokio::time::sleep(SlowIndexes::TAKES).await;
-        self.inner.finish_bulk().await?;
+        store.finish_bulk().await?;
         slow.finished.store(true, Ordering::SeqCst);
         Ok(())
     }
-    async fn park(
-        &self,
-        p: &str,
-        parked: ParkedEvent,
-        from: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ReadStoreError> {
-        self.inner.park(p, parked, from, to).await
-    }
-    async fn parked(&self, p: &str) -> Result<Vec<ParkedEvent>, ReadStoreError> {
-        self.inner.parked(p).await
-    }
-    async fn ping(&self) -> Result<(), ReadStoreError> {
-        self.inner.ping().await
-    }
+}
+
+/// `store` behind `hooks`.
+fn hooked(store: SqliteReadStore, hooks: &Arc<FailingCommits>) -> Arc<dyn OrderReadStore> {
+    Arc::new(Hooked::new(Arc::new(store), hooks.clone()))
 }
 
 fn create(i: u32) -> CreateOrder {
@@ -351,13 +300,12 @@ async fn pipelined_bulk_commits_give_the_read_models_of_one_by_one_commits() {
         Arc::new(SqliteReadStore::open(dir.path().join("usual.db")).expect("open"));
     let (usual_handle, stop_usual) = run(&events, Arc::new(OrderProjection::new(usual.clone())));
 
-    let failing = Arc::new(FailingCommits::new(
+    // Early commits, far from the last one, so the failures happen mid-load.
+    let failing = Arc::new(FailingCommits::new(vec![2, 5, 6], None));
+    let bulk = hooked(
         SqliteReadStore::open(dir.path().join("bulk.db")).expect("open"),
-        // Early commits, far from the last one, so the failures happen mid-load.
-        vec![2, 5, 6],
-        None,
-    ));
-    let bulk: Arc<dyn OrderReadStore> = failing.clone();
+        &failing,
+    );
     let projection = Arc::new(OrderProjection::new(bulk.clone()));
     projection.begin_bulk().await.expect("bulk mode");
     let counting = Arc::new(CountingGaps {
@@ -495,12 +443,11 @@ async fn a_batch_whose_commit_keeps_failing_is_parked_event_by_event_and_the_loa
         .expect("history")
         .len();
     let dir = tempfile::tempdir().expect("temp dir");
-    let failing = Arc::new(FailingCommits::new(
+    let failing = Arc::new(FailingCommits::new(Vec::new(), Some(doomed)));
+    let bulk = hooked(
         SqliteReadStore::open(dir.path().join("bulk.db")).expect("open"),
-        Vec::new(),
-        Some(doomed),
-    ));
-    let bulk: Arc<dyn OrderReadStore> = failing.clone();
+        &failing,
+    );
     let projection = Arc::new(OrderProjection::new(bulk.clone()));
     projection.begin_bulk().await.expect("bulk mode");
     let (handle, stop) = run(&events, projection.clone());
@@ -586,20 +533,17 @@ impl ReadStoreProvider for TestGenerations {
         if self.new == NewGenerations::Work {
             return Ok(generation);
         }
-        let mut store = FailingCommits::wrapping(generation.store, Vec::new(), None);
+        let mut hooks = FailingCommits::new(Vec::new(), None);
         match self.new {
             NewGenerations::Work => unreachable!("returned above"),
             NewGenerations::RefuseCommits | NewGenerations::RefuseBulk => {
-                store.fail = (1..=10_000).collect();
-                store.refuse_bulk = self.new == NewGenerations::RefuseBulk;
+                hooks.fail = (1..=10_000).collect();
+                hooks.refuse_bulk = self.new == NewGenerations::RefuseBulk;
             }
-            NewGenerations::SlowIndexes => store.slow_indexes = Some(self.slow_indexes.clone()),
-            NewGenerations::PanicAtCommits => store.panic = true,
+            NewGenerations::SlowIndexes => hooks.slow_indexes = Some(self.slow_indexes.clone()),
+            NewGenerations::PanicAtCommits => hooks.panic = true,
         }
-        Ok(ReadGeneration {
-            store: Arc::new(store),
-            ..generation
-        })
+        Ok(Hooked::generation(generation, Arc::new(hooks)))
     }
     async fn activate(&self, id: &str) -> Result<(), ReadStoreError> {
         self.inner.activate(id).await
@@ -723,7 +667,7 @@ async fn a_late_commit_of_a_replaced_writer_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn OrderReadStore> =
         Arc::new(SqliteReadStore::open(dir.path().join("read.db")).expect("open"));
-    let projection = OrderProjection::new(Arc::clone(&store));
+    let projection = OrderProjection::new(store.clone());
     let origin = Checkpoint::origin(events.partitions());
     let batch = events.read_all(&origin, 50).await.expect("read");
     let mut to = origin.clone();

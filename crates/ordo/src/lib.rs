@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
 use ordo_app::{
-    GatedReadStores, OrderProjection, OrderService, ReadSide, ReadSideOptions, ReplayJobs,
+    OrderProjection, OrderService, ReadSide, ReadSideOptions, ReplayJobs, gate_queries,
 };
 use ordo_domain::ReadStoreProvider;
 use ordo_es::{
@@ -191,7 +191,7 @@ pub async fn run(
     // the event stream's tail (a few fixed callers) use the stores directly.
     let queues = Queues::new(settings.limits.max_pending);
     let read_side = start_read_side(&Stores {
-        reads: Arc::new(GatedReadStores::new(
+        reads: Arc::new(gate_queries(
             Arc::clone(&stores.reads),
             Arc::clone(&queues.reads),
         )),

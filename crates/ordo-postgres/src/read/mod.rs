@@ -7,7 +7,7 @@
 //! - `query.rs`: the reads behind the API.
 //! - `bulk.rs`: bulk mode for a load from the whole log.
 //!
-//! [`OrderReadStore`] is implemented in this file, each method handing over to the file of
+//! The read-store contract ([`ReadModelWriter`], [`OrderQueries`], [`ReadStoreLifecycle`]) is implemented in this file, each method handing over to the file of
 //! its concern.
 
 mod bulk;
@@ -27,8 +27,9 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use ordo_domain::{
-    DailyFigures, ListQuery, Money, OrderPage, OrderReadStore, OrderView, ParkedEvent,
-    ReadModelBatch, ReadStoreError, Summary, TopCustomer, ViewState,
+    DailyFigures, ListQuery, Money, OrderPage, OrderQueries, OrderView, ParkedEvent,
+    ReadModelBatch, ReadModelWriter, ReadStoreError, ReadStoreLifecycle, Summary, TopCustomer,
+    ViewState,
 };
 use ordo_es::{Checkpoint, Cursor};
 
@@ -43,7 +44,7 @@ pub struct PgReadStore {
     pool: Pool,
     schema: String,
     sql: Statements,
-    /// `Some` in bulk mode (see [`OrderReadStore::begin_bulk`]): the definitions of the
+    /// `Some` in bulk mode (see [`ReadModelWriter::begin_bulk`]): the definitions of the
     /// secondary indexes dropped for the load. Commits then skip the top-customer names
     /// and do not wait for their WAL flush; `finish_bulk` recreates the indexes, names
     /// every customer and commits synchronously.
@@ -147,7 +148,7 @@ fn get_err(e: tokio_postgres::Error) -> ReadStoreError {
 }
 
 #[async_trait]
-impl OrderReadStore for PgReadStore {
+impl ReadModelWriter for PgReadStore {
     async fn load_checkpoint(
         &self,
         projection: &str,
@@ -169,6 +170,27 @@ impl OrderReadStore for PgReadStore {
         write::commit(self, projection, batch, from, to).await
     }
 
+    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
+        bulk::begin_bulk(self).await
+    }
+
+    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
+        bulk::finish_bulk(self).await
+    }
+
+    async fn park(
+        &self,
+        projection: &str,
+        parked: ParkedEvent,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ReadStoreError> {
+        write::park(self, projection, parked, from, to).await
+    }
+}
+
+#[async_trait]
+impl OrderQueries for PgReadStore {
     async fn get(&self, id: Uuid) -> Result<Option<OrderView>, ReadStoreError> {
         query::get(self, id).await
     }
@@ -189,30 +211,15 @@ impl OrderReadStore for PgReadStore {
         query::daily(self, from, to).await
     }
 
-    async fn reset(&self) -> Result<(), ReadStoreError> {
-        write::reset(self).await
-    }
-
-    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
-        bulk::begin_bulk(self).await
-    }
-
-    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
-        bulk::finish_bulk(self).await
-    }
-
-    async fn park(
-        &self,
-        projection: &str,
-        parked: ParkedEvent,
-        from: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ReadStoreError> {
-        write::park(self, projection, parked, from, to).await
-    }
-
     async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, ReadStoreError> {
         write::parked(self, projection).await
+    }
+}
+
+#[async_trait]
+impl ReadStoreLifecycle for PgReadStore {
+    async fn reset(&self) -> Result<(), ReadStoreError> {
+        write::reset(self).await
     }
 
     async fn ping(&self) -> Result<(), ReadStoreError> {

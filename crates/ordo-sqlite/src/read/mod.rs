@@ -6,7 +6,7 @@
 //! - `query.rs`: the reads behind the API.
 //! - `bulk.rs`: bulk mode for a load from the whole log.
 //!
-//! [`OrderReadStore`] is implemented in this file, each method handing over to the file of
+//! The read-store contract ([`ReadModelWriter`], [`OrderQueries`], [`ReadStoreLifecycle`]) is implemented in this file, each method handing over to the file of
 //! its concern.
 //!
 //! This file: opening (with the unsynced-writes guard), the blocking jobs on the writer
@@ -27,7 +27,8 @@ use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use ordo_domain::read_store::{
-    ListQuery, OrderReadStore, ParkedEvent, ReadModelBatch, ReadStoreError,
+    ListQuery, OrderQueries, ParkedEvent, ReadModelBatch, ReadModelWriter, ReadStoreError,
+    ReadStoreLifecycle,
 };
 use ordo_domain::{DailyFigures, Money, OrderPage, OrderView, Summary, TopCustomer, ViewState};
 use ordo_es::Checkpoint;
@@ -58,7 +59,7 @@ pub struct SqliteReadStore {
     writer: Arc<Mutex<Connection>>,
     readers: Arc<ReadPool>,
     /// `Some` in bulk mode (a generation being rebuilt, see
-    /// [`OrderReadStore::begin_bulk`]), holding the `CREATE INDEX` statements of the
+    /// [`ReadModelWriter::begin_bulk`]), holding the `CREATE INDEX` statements of the
     /// secondary indexes dropped for the load. Commits then leave the search index, the
     /// secondary indexes and top-customer names alone and do not sync; `finish_bulk`
     /// builds all of them at once and syncs. Used under the writer lock only.
@@ -145,7 +146,7 @@ impl SqliteReadStore {
     /// under which the database may hold writes not yet on disk. Opening it under
     /// another boot means the machine stopped in between: the database may be torn, and
     /// it is discarded (the projections then load the read models again). A clean
-    /// [`close`](OrderReadStore::close) syncs everything and removes the marker, so a
+    /// [`close`](ReadStoreLifecycle::close) syncs everything and removes the marker, so a
     /// reboot after a clean stop keeps the read models. Where there is no boot id the
     /// store syncs at its checkpoints (`synchronous = NORMAL`) and keeps no marker.
     /// Measured: the read database's syncs delayed the event log's on the same disk
@@ -311,7 +312,7 @@ pub(crate) fn read_only_parked(
 }
 
 #[async_trait]
-impl OrderReadStore for SqliteReadStore {
+impl ReadModelWriter for SqliteReadStore {
     async fn load_checkpoint(
         &self,
         projection: &str,
@@ -333,6 +334,27 @@ impl OrderReadStore for SqliteReadStore {
         write::commit(self, projection, batch, from, to).await
     }
 
+    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
+        bulk::begin_bulk(self).await
+    }
+
+    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
+        bulk::finish_bulk(self).await
+    }
+
+    async fn park(
+        &self,
+        projection: &str,
+        parked: ParkedEvent,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ReadStoreError> {
+        write::park(self, projection, parked, from, to).await
+    }
+}
+
+#[async_trait]
+impl OrderQueries for SqliteReadStore {
     async fn get(&self, id: Uuid) -> Result<Option<OrderView>, ReadStoreError> {
         query::get(self, id).await
     }
@@ -353,12 +375,15 @@ impl OrderReadStore for SqliteReadStore {
         query::daily(self, from, to).await
     }
 
+    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, ReadStoreError> {
+        write::parked(self, projection).await
+    }
+}
+
+#[async_trait]
+impl ReadStoreLifecycle for SqliteReadStore {
     async fn reset(&self) -> Result<(), ReadStoreError> {
         write::reset(self).await
-    }
-
-    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
-        bulk::begin_bulk(self).await
     }
 
     /// Stops the background checkpointer (its connection writes without syncing), then,
@@ -391,24 +416,6 @@ impl OrderReadStore for SqliteReadStore {
             Ok(())
         })
         .await
-    }
-
-    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
-        bulk::finish_bulk(self).await
-    }
-
-    async fn park(
-        &self,
-        projection: &str,
-        parked: ParkedEvent,
-        from: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ReadStoreError> {
-        write::park(self, projection, parked, from, to).await
-    }
-
-    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, ReadStoreError> {
-        write::parked(self, projection).await
     }
 
     async fn ping(&self) -> Result<(), ReadStoreError> {

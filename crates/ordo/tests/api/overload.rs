@@ -6,23 +6,18 @@
 //! callers until the test lets them go ([`Hold`]); the last drives the real stores of the
 //! combination under test with a flood far past a small limit.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::{Response, StatusCode};
-use time::Date;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use ordo::{Limits, Settings, Stores};
-use ordo_domain::{
-    DailyFigures, ListQuery, OrderPage, OrderReadStore, OrderView, ParkedEvent, ReadGeneration,
-    ReadModelBatch, ReadStoreError, ReadStoreProvider, RebuildLock, Summary, TopCustomer,
-    ViewState,
-};
+use ordo_app::hooks::{self, HookedStores, Query, ReadStoreHooks};
+use ordo_domain::{ReadModelBatch, ReadStoreError};
 use ordo_es::{
     Appended, Checkpoint, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
     StoreError, StreamId,
@@ -140,116 +135,21 @@ impl EventStore for HeldAppends {
 /// commits are held while `commits` is on.
 #[derive(Debug)]
 struct HeldReads {
-    inner: Arc<dyn ReadStoreProvider>,
     lists: Arc<Hold>,
     commits: Arc<Hold>,
 }
 
-impl HeldReads {
-    fn wrap(&self, generation: ReadGeneration) -> ReadGeneration {
-        ReadGeneration {
-            store: Arc::new(HeldReadStore {
-                inner: generation.store,
-                lists: Arc::clone(&self.lists),
-                commits: Arc::clone(&self.commits),
-            }),
-            ..generation
+#[async_trait]
+impl ReadStoreHooks for HeldReads {
+    async fn before_query(&self, query: Query) -> Result<hooks::Held, ReadStoreError> {
+        if query == Query::List {
+            self.lists.pass().await;
         }
+        Ok(hooks::Held::NOTHING)
     }
-}
-
-#[async_trait]
-impl ReadStoreProvider for HeldReads {
-    async fn open_active(&self) -> Result<ReadGeneration, ReadStoreError> {
-        Ok(self.wrap(self.inner.open_active().await?))
-    }
-    async fn create_generation(&self) -> Result<ReadGeneration, ReadStoreError> {
-        Ok(self.wrap(self.inner.create_generation().await?))
-    }
-    async fn activate(&self, id: &str) -> Result<(), ReadStoreError> {
-        self.inner.activate(id).await
-    }
-    async fn drop_inactive(&self) -> Result<u32, ReadStoreError> {
-        self.inner.drop_inactive().await
-    }
-    async fn active_id(&self) -> Result<String, ReadStoreError> {
-        self.inner.active_id().await
-    }
-    async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError> {
-        self.inner.try_lock_rebuild().await
-    }
-}
-
-#[derive(Debug)]
-struct HeldReadStore {
-    inner: Arc<dyn OrderReadStore>,
-    lists: Arc<Hold>,
-    commits: Arc<Hold>,
-}
-
-#[async_trait]
-impl OrderReadStore for HeldReadStore {
-    async fn load_checkpoint(
-        &self,
-        projection: &str,
-    ) -> Result<Option<Checkpoint>, ReadStoreError> {
-        self.inner.load_checkpoint(projection).await
-    }
-    async fn load_views(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ViewState>, ReadStoreError> {
-        self.inner.load_views(ids).await
-    }
-    async fn commit(
-        &self,
-        projection: &str,
-        batch: Arc<ReadModelBatch>,
-        from: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ReadStoreError> {
+    async fn before_commit(&self, _: &ReadModelBatch) -> Result<hooks::Held, ReadStoreError> {
         self.commits.pass().await;
-        self.inner.commit(projection, batch, from, to).await
-    }
-    async fn get(&self, id: Uuid) -> Result<Option<OrderView>, ReadStoreError> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, query: &ListQuery) -> Result<OrderPage, ReadStoreError> {
-        self.lists.pass().await;
-        self.inner.list(query).await
-    }
-    async fn summary(&self) -> Result<Summary, ReadStoreError> {
-        self.inner.summary().await
-    }
-    async fn top_customers(&self, limit: u32) -> Result<Vec<TopCustomer>, ReadStoreError> {
-        self.inner.top_customers(limit).await
-    }
-    async fn daily(&self, from: Date, to: Date) -> Result<Vec<DailyFigures>, ReadStoreError> {
-        self.inner.daily(from, to).await
-    }
-    async fn reset(&self) -> Result<(), ReadStoreError> {
-        self.inner.reset().await
-    }
-    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
-        self.inner.begin_bulk().await
-    }
-    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
-        self.inner.finish_bulk().await
-    }
-    async fn close(&self) -> Result<(), ReadStoreError> {
-        self.inner.close().await
-    }
-    async fn park(
-        &self,
-        projection: &str,
-        parked: ParkedEvent,
-        from: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ReadStoreError> {
-        self.inner.park(projection, parked, from, to).await
-    }
-    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, ReadStoreError> {
-        self.inner.parked(projection).await
-    }
-    async fn ping(&self) -> Result<(), ReadStoreError> {
-        self.inner.ping().await
+        Ok(hooks::Held::NOTHING)
     }
 }
 
@@ -281,11 +181,13 @@ async fn held_app(dir: &tempfile::TempDir) -> Held {
         inner: Arc::clone(&stores.events),
         appends: Arc::clone(&appends),
     });
-    stores.reads = Arc::new(HeldReads {
-        inner: Arc::clone(&stores.reads),
-        lists: Arc::clone(&lists),
-        commits: Arc::clone(&commits),
-    });
+    stores.reads = Arc::new(HookedStores::all(
+        Arc::clone(&stores.reads),
+        Arc::new(HeldReads {
+            lists: Arc::clone(&lists),
+            commits: Arc::clone(&commits),
+        }),
+    ));
     let app = TestApp::spawn_on(args, stores, settings(LIMIT)).await;
     // Ready before anything is held: the checks below tell the queues' effect on
     // readiness from a projection still starting.

@@ -2,30 +2,22 @@
 //! and in the projections endpoint, and the runner restarts and applies the batch once.
 //! [`PanickingCommits`] also serves other tests that need read models that cannot move.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use time::Date;
-use uuid::Uuid;
 
 use ordo::{Settings, Stores};
-use ordo_domain::{
-    DailyFigures, ListQuery, OrderPage, OrderReadStore, OrderView, ParkedEvent, ReadGeneration,
-    ReadModelBatch, ReadStoreError, ReadStoreProvider, RebuildLock, Summary, TopCustomer,
-    ViewState,
-};
-use ordo_es::Checkpoint;
+use ordo_app::hooks::{Held, HookedStores, ReadStoreHooks};
+use ordo_domain::{ReadModelBatch, ReadStoreError};
 
 use crate::helpers::{ADMIN_TOKEN, TestApp, ada, json_of, store_args, wait_for_ready};
 
 /// Read models whose commits panic, before they change anything, while `panicking` is set.
 #[derive(Debug)]
 pub struct PanickingCommits {
-    inner: Arc<dyn ReadStoreProvider>,
     panicking: Arc<AtomicBool>,
 }
 
@@ -33,113 +25,24 @@ impl PanickingCommits {
     /// Wraps the read models of `stores`; returns the switch (off to begin with).
     pub fn install(stores: &mut Stores) -> Arc<AtomicBool> {
         let panicking = Arc::new(AtomicBool::new(false));
-        stores.reads = Arc::new(PanickingCommits {
-            inner: Arc::clone(&stores.reads),
-            panicking: Arc::clone(&panicking),
-        });
+        stores.reads = Arc::new(HookedStores::all(
+            Arc::clone(&stores.reads),
+            Arc::new(PanickingCommits {
+                panicking: Arc::clone(&panicking),
+            }),
+        ));
         panicking
     }
-
-    fn wrap(&self, generation: ReadGeneration) -> ReadGeneration {
-        ReadGeneration {
-            store: Arc::new(PanickingStore {
-                inner: generation.store,
-                panicking: Arc::clone(&self.panicking),
-            }),
-            ..generation
-        }
-    }
 }
 
 #[async_trait]
-impl ReadStoreProvider for PanickingCommits {
-    async fn open_active(&self) -> Result<ReadGeneration, ReadStoreError> {
-        Ok(self.wrap(self.inner.open_active().await?))
-    }
-    async fn create_generation(&self) -> Result<ReadGeneration, ReadStoreError> {
-        Ok(self.wrap(self.inner.create_generation().await?))
-    }
-    async fn activate(&self, id: &str) -> Result<(), ReadStoreError> {
-        self.inner.activate(id).await
-    }
-    async fn drop_inactive(&self) -> Result<u32, ReadStoreError> {
-        self.inner.drop_inactive().await
-    }
-    async fn active_id(&self) -> Result<String, ReadStoreError> {
-        self.inner.active_id().await
-    }
-    async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError> {
-        self.inner.try_lock_rebuild().await
-    }
-}
-
-#[derive(Debug)]
-struct PanickingStore {
-    inner: Arc<dyn OrderReadStore>,
-    panicking: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl OrderReadStore for PanickingStore {
-    async fn load_checkpoint(&self, p: &str) -> Result<Option<Checkpoint>, ReadStoreError> {
-        self.inner.load_checkpoint(p).await
-    }
-    async fn load_views(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ViewState>, ReadStoreError> {
-        self.inner.load_views(ids).await
-    }
-    async fn commit(
-        &self,
-        projection: &str,
-        batch: Arc<ReadModelBatch>,
-        from: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ReadStoreError> {
-        if self.panicking.load(Ordering::SeqCst) {
-            panic!("read-store commit panicked (injected)");
-        }
-        self.inner.commit(projection, batch, from, to).await
-    }
-    async fn get(&self, id: Uuid) -> Result<Option<OrderView>, ReadStoreError> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, query: &ListQuery) -> Result<OrderPage, ReadStoreError> {
-        self.inner.list(query).await
-    }
-    async fn summary(&self) -> Result<Summary, ReadStoreError> {
-        self.inner.summary().await
-    }
-    async fn top_customers(&self, limit: u32) -> Result<Vec<TopCustomer>, ReadStoreError> {
-        self.inner.top_customers(limit).await
-    }
-    async fn daily(&self, from: Date, to: Date) -> Result<Vec<DailyFigures>, ReadStoreError> {
-        self.inner.daily(from, to).await
-    }
-    async fn reset(&self) -> Result<(), ReadStoreError> {
-        self.inner.reset().await
-    }
-    async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
-        self.inner.begin_bulk().await
-    }
-    async fn finish_bulk(&self) -> Result<(), ReadStoreError> {
-        self.inner.finish_bulk().await
-    }
-    async fn close(&self) -> Result<(), ReadStoreError> {
-        self.inner.close().await
-    }
-    async fn park(
-        &self,
-        projection: &str,
-        parked: ParkedEvent,
-        from: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ReadStoreError> {
-        self.inner.park(projection, parked, from, to).await
-    }
-    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, ReadStoreError> {
-        self.inner.parked(projection).await
-    }
-    async fn ping(&self) -> Result<(), ReadStoreError> {
-        self.inner.ping().await
+impl ReadStoreHooks for PanickingCommits {
+    async fn before_commit(&self, _: &ReadModelBatch) -> Result<Held, ReadStoreError> {
+        assert!(
+            !self.panicking.load(Ordering::SeqCst),
+            "read-store commit panicked (injected)"
+        );
+        Ok(Held::NOTHING)
     }
 }
 

@@ -1,8 +1,18 @@
 //! Migrations: stores written by earlier versions answer as new ones, and processes
 //! starting together migrate once.
 
-use super::daily::{daily_expected, daily_history, daily_of};
+use ordo_domain::conformance::{daily_expected, daily_history, deleted};
+use time::OffsetDateTime;
+use time::macros::date;
+
 use super::*;
+
+async fn daily_of(store: &PgReadStore) -> Vec<DailyFigures> {
+    store
+        .daily(date!(2026 - 11 - 01), date!(2026 - 12 - 31))
+        .await
+        .expect("daily")
+}
 
 #[tokio::test]
 async fn orders_stored_before_the_search_table_are_still_found() {
@@ -23,7 +33,7 @@ async fn orders_stored_before_the_search_table_are_still_found() {
             created("Bob", "bob@example.com", "Steam Engine", 200),
             at,
         ),
-        (gone, 2, OrderEvent::Deleted(OrderDeleted {}), at),
+        (gone, 2, deleted(), at),
     ])
     .await;
     // ... copied into a schema at migration 2, where the text was a column of orders.
