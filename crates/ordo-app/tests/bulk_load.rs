@@ -1,9 +1,11 @@
-//! A bulk load pipelines its commits (batch N+1 folded while batch N commits). It must end
-//! with exactly the read models that batches committed one at a time give, also when
-//! commits fail on the way and when a poison event sits in the middle of a batch. And a
-//! rebuild whose commits never succeed gives up instead of running for ever. Empty read
-//! models started on a long log are loaded the same way, into a generation that then
-//! replaces the empty one, and fall back to catching up batch by batch when that fails.
+//! The read side's bulk loads and rebuilds, on in-memory read stores (what is tested is
+//! the read side, not a database). A bulk load pipelines its commits (batch N+1 folded
+//! while batch N commits). It must end with exactly the read models that batches
+//! committed one at a time give, also when commits fail on the way and when a poison
+//! event sits in the middle of a batch. And a rebuild whose commits never succeed gives
+//! up instead of running for ever. Empty read models started on a long log are loaded
+//! the same way, into a generation that then replaces the empty one, and fall back to
+//! catching up batch by batch when that fails.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,7 +18,9 @@ use uuid::Uuid;
 
 use ordo_app::hooks::{Held, Hooked, ReadStoreHooks};
 use ordo_app::read_side::{ReadSide, ReadSideOptions, RebuildError};
-use ordo_app::{CommandContext, OrderProjection, OrderService};
+use ordo_app::{
+    CommandContext, InMemoryReadStore, InMemoryReadStores, OrderProjection, OrderService,
+};
 use ordo_domain::{
     CreateOrder, ListQuery, OrderReadStore, ParkedEvent, ReadGeneration, ReadModelBatch,
     ReadStoreError, ReadStoreProvider, RebuildLock, Status,
@@ -26,7 +30,6 @@ use ordo_es::{
     Projection, ProjectionError, ProjectionHandle, ProjectionRunner, ProjectionState,
     RecordedEvent, RunnerConfig, StreamId,
 };
-use ordo_sqlite::{SqliteReadStore, SqliteReadStores};
 use ordo_testkit::eventually;
 
 /// Hooks for a read store on a slow disk whose commits number `fail` (1-based) fail
@@ -181,7 +184,7 @@ impl ReadStoreHooks for FailingCommits {
 }
 
 /// `store` behind `hooks`.
-fn hooked(store: SqliteReadStore, hooks: &Arc<FailingCommits>) -> Arc<dyn OrderReadStore> {
+fn hooked(store: InMemoryReadStore, hooks: &Arc<FailingCommits>) -> Arc<dyn OrderReadStore> {
     Arc::new(Hooked::new(Arc::new(store), hooks.clone()))
 }
 
@@ -294,18 +297,13 @@ fn run(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_bulk_commits_give_the_read_models_of_one_by_one_commits() {
     let (events, ids, last) = seeded_log().await;
-    let dir = tempfile::tempdir().expect("temp dir");
 
-    let usual: Arc<dyn OrderReadStore> =
-        Arc::new(SqliteReadStore::open(dir.path().join("usual.db")).expect("open"));
+    let usual: Arc<dyn OrderReadStore> = Arc::new(InMemoryReadStore::default());
     let (usual_handle, stop_usual) = run(&events, Arc::new(OrderProjection::new(usual.clone())));
 
     // Early commits, far from the last one, so the failures happen mid-load.
     let failing = Arc::new(FailingCommits::new(vec![2, 5, 6], None));
-    let bulk = hooked(
-        SqliteReadStore::open(dir.path().join("bulk.db")).expect("open"),
-        &failing,
-    );
+    let bulk = hooked(InMemoryReadStore::default(), &failing);
     let projection = Arc::new(OrderProjection::new(bulk.clone()));
     projection.begin_bulk().await.expect("bulk mode");
     let counting = Arc::new(CountingGaps {
@@ -442,12 +440,8 @@ async fn a_batch_whose_commit_keeps_failing_is_parked_event_by_event_and_the_loa
         .await
         .expect("history")
         .len();
-    let dir = tempfile::tempdir().expect("temp dir");
     let failing = Arc::new(FailingCommits::new(Vec::new(), Some(doomed)));
-    let bulk = hooked(
-        SqliteReadStore::open(dir.path().join("bulk.db")).expect("open"),
-        &failing,
-    );
+    let bulk = hooked(InMemoryReadStore::default(), &failing);
     let projection = Arc::new(OrderProjection::new(bulk.clone()));
     projection.begin_bulk().await.expect("bulk mode");
     let (handle, stop) = run(&events, projection.clone());
@@ -497,28 +491,33 @@ enum NewGenerations {
 /// `new` says; the active generation works.
 #[derive(Debug)]
 struct TestGenerations {
-    inner: SqliteReadStores,
+    inner: Arc<InMemoryReadStores>,
     new: NewGenerations,
     created: AtomicU32,
     slow_indexes: Arc<SlowIndexes>,
 }
 
 impl TestGenerations {
-    fn new(path: impl Into<std::path::PathBuf>, new: NewGenerations) -> Self {
+    fn new(new: NewGenerations) -> Self {
+        Self::over(InMemoryReadStores::new(), new)
+    }
+
+    /// Over read models that outlive it (a restart).
+    fn over(inner: Arc<InMemoryReadStores>, new: NewGenerations) -> Self {
         Self {
-            inner: SqliteReadStores::new(path.into()),
+            inner,
             new,
             created: AtomicU32::new(0),
             slow_indexes: Arc::default(),
         }
     }
 
-    fn refusing(path: impl Into<std::path::PathBuf>) -> Self {
-        Self::new(path, NewGenerations::RefuseCommits)
+    fn refusing() -> Self {
+        Self::new(NewGenerations::RefuseCommits)
     }
 
-    fn counting(path: impl Into<std::path::PathBuf>) -> Self {
-        Self::new(path, NewGenerations::Work)
+    fn counting() -> Self {
+        Self::new(NewGenerations::Work)
     }
 }
 
@@ -562,8 +561,7 @@ impl ReadStoreProvider for TestGenerations {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_that_makes_no_progress_gives_up_and_leaves_the_live_read_models_alone() {
     let (events, ids, last) = seeded_log().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let provider = Arc::new(TestGenerations::refusing(dir.path().join("read.db")));
+    let provider = Arc::new(TestGenerations::refusing());
     let side = start(
         &events,
         provider.clone(),
@@ -619,11 +617,7 @@ async fn a_rebuild_that_makes_no_progress_gives_up_and_leaves_the_live_read_mode
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_whose_commits_panic_fails_saying_so_and_leaves_the_live_read_models_alone() {
     let (events, _ids, last) = seeded_log().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let provider = Arc::new(TestGenerations::new(
-        dir.path().join("read.db"),
-        NewGenerations::PanicAtCommits,
-    ));
+    let provider = Arc::new(TestGenerations::new(NewGenerations::PanicAtCommits));
     let side = start(
         &events,
         provider,
@@ -664,9 +658,7 @@ async fn a_late_commit_of_a_replaced_writer_is_refused_and_changes_nothing() {
     // runner that replaced it has committed the same events: the checkpoint's
     // compare-and-set must refuse it.
     let (events, _ids, _last) = seeded_log().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn OrderReadStore> =
-        Arc::new(SqliteReadStore::open(dir.path().join("read.db")).expect("open"));
+    let store: Arc<dyn OrderReadStore> = Arc::new(InMemoryReadStore::default());
     let projection = OrderProjection::new(store.clone());
     let origin = Checkpoint::origin(events.partitions());
     let batch = events.read_all(&origin, 50).await.expect("read");
@@ -743,14 +735,11 @@ async fn answers(side: &ReadSide, ids: &[Uuid]) -> serde_json::Value {
     })
 }
 
-/// Read models in `dir` that are caught up batch by batch, never loaded in bulk.
-async fn start_batch_by_batch(
-    events: &Arc<dyn EventStore>,
-    dir: &std::path::Path,
-) -> Arc<ReadSide> {
+/// Read models that are caught up batch by batch, never loaded in bulk.
+async fn start_batch_by_batch(events: &Arc<dyn EventStore>) -> Arc<ReadSide> {
     start(
         events,
-        Arc::new(SqliteReadStores::new(dir.join("read.db"))),
+        InMemoryReadStores::new(),
         ReadSideOptions {
             bulk_start_min_events: u64::MAX,
             ..ReadSideOptions::default()
@@ -765,8 +754,7 @@ async fn caught_up_batch_by_batch(
     ids: &[Uuid],
     last: &Position,
 ) -> serde_json::Value {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let plain = start_batch_by_batch(events, dir.path()).await;
+    let plain = start_batch_by_batch(events).await;
     assert!(plain.wait_for(last, Duration::from_secs(60)).await);
     let answers = answers(&plain, ids).await;
     plain.shutdown().await;
@@ -776,14 +764,10 @@ async fn caught_up_batch_by_batch(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_read_models_on_a_long_log_are_loaded_in_bulk_and_answer_what_a_catch_up_does() {
     let (events, ids, last) = seeded_log().await;
-    let (bulk_dir, plain_dir) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let plain = start_batch_by_batch(&events, plain_dir.path()).await;
+    let plain = start_batch_by_batch(&events).await;
     let bulk = start(
         &events,
-        Arc::new(SqliteReadStores::new(bulk_dir.path().join("read.db"))),
+        InMemoryReadStores::new(),
         bulk_start(Duration::from_secs(60)),
     )
     .await;
@@ -823,7 +807,7 @@ async fn empty_read_models_on_a_long_log_are_loaded_in_bulk_and_answer_what_a_ca
     drop(bulk);
     let again = start(
         &events,
-        Arc::new(SqliteReadStores::new(bulk_dir.path().join("read.db"))),
+        InMemoryReadStores::new(),
         bulk_start(Duration::from_secs(60)),
     )
     .await;
@@ -841,10 +825,9 @@ async fn empty_read_models_on_a_long_log_are_loaded_in_bulk_and_answer_what_a_ca
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_load_at_start_that_makes_no_progress_falls_back_to_catching_up() {
     let (events, ids, last) = seeded_log().await;
-    let dir = tempfile::tempdir().expect("temp dir");
     let side = start(
         &events,
-        Arc::new(TestGenerations::refusing(dir.path().join("read.db"))),
+        Arc::new(TestGenerations::refusing()),
         bulk_start(Duration::from_secs(2)),
     )
     .await;
@@ -888,13 +871,15 @@ async fn fell_back_to_catching_up(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_stopped_during_its_bulk_load_discards_it_and_loads_again_at_the_next_start() {
     let (events, ids, last) = seeded_log().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("read.db");
+    let stores = InMemoryReadStores::new();
     // A load that cannot finish (its generation refuses every commit) when the service
     // is stopped.
     let stuck = start(
         &events,
-        Arc::new(TestGenerations::refusing(&path)),
+        Arc::new(TestGenerations::over(
+            Arc::clone(&stores),
+            NewGenerations::RefuseCommits,
+        )),
         bulk_start(Duration::from_secs(600)),
     )
     .await;
@@ -910,7 +895,7 @@ async fn a_service_stopped_during_its_bulk_load_discards_it_and_loads_again_at_t
 
     let restarted = start(
         &events,
-        Arc::new(SqliteReadStores::new(&path)),
+        Arc::clone(&stores) as Arc<dyn ReadStoreProvider>,
         bulk_start(Duration::from_secs(60)),
     )
     .await;
@@ -923,27 +908,13 @@ async fn a_service_stopped_during_its_bulk_load_discards_it_and_loads_again_at_t
     restarted.shutdown().await;
     restarted.settled().await;
     // One generation in use, the one left by the stopped load removed.
-    assert_eq!(generation_files(dir.path()).len(), 1);
-}
-
-/// The read-model database files in `dir` (one per generation).
-fn generation_files(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .expect("read dir")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".db"))
-        .collect()
+    assert_eq!(stores.generation_ids(), [restarted.generation()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_load_that_cannot_begin_leaves_no_generation_behind_and_catches_up() {
     let (events, ids, last) = seeded_log().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let provider = Arc::new(TestGenerations::new(
-        dir.path().join("read.db"),
-        NewGenerations::RefuseBulk,
-    ));
+    let provider = Arc::new(TestGenerations::new(NewGenerations::RefuseBulk));
     let side = start(
         &events,
         provider.clone(),
@@ -955,7 +926,7 @@ async fn a_bulk_load_that_cannot_begin_leaves_no_generation_behind_and_catches_u
         1,
         "a load was tried"
     );
-    let files = generation_files(dir.path());
+    let files = provider.inner.generation_ids();
     assert_eq!(
         files.len(),
         1,
@@ -968,8 +939,7 @@ async fn a_bulk_load_that_cannot_begin_leaves_no_generation_behind_and_catches_u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_asked_for_during_the_bulk_start_waits_for_it_instead_of_loading_twice() {
     let (events, ids, last) = seeded_log().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let provider = Arc::new(TestGenerations::counting(dir.path().join("read.db")));
+    let provider = Arc::new(TestGenerations::counting());
     let side = start(
         &events,
         provider.clone(),
@@ -1015,10 +985,9 @@ async fn projections_run_on_the_runtime_the_read_side_is_given() {
         .build()
         .expect("projection runtime");
     let metrics = projections.handle().metrics();
-    let dir = tempfile::tempdir().expect("temp dir");
     let side = start(
         &events,
-        Arc::new(SqliteReadStores::new(dir.path().join("read.db"))),
+        InMemoryReadStores::new(),
         ReadSideOptions {
             projection_runtime: Some(projections.handle().clone()),
             ..bulk_start(Duration::from_secs(60))
@@ -1063,11 +1032,7 @@ async fn projections_run_on_the_runtime_the_read_side_is_given() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_applies_what_arrived_during_its_index_builds_before_it_switches() {
     let (events, mut ids, _) = seeded_log().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let provider = Arc::new(TestGenerations::new(
-        dir.path().join("read.db"),
-        NewGenerations::SlowIndexes,
-    ));
+    let provider = Arc::new(TestGenerations::new(NewGenerations::SlowIndexes));
     let slow = Arc::clone(&provider.slow_indexes);
     let side = start(
         &events,
