@@ -1,3 +1,4 @@
+use ordo_domain::EmailKey;
 use ordo_domain::read_store::Sort;
 use rusqlite::{params, params_from_iter};
 use time::OffsetDateTime;
@@ -434,6 +435,33 @@ async fn the_search_index_follows_orders_stored_deleted_and_stored_again() {
     store.reset().await.expect("reset");
     assert_eq!(indexed(&store, "eng"), 0);
     assert!(search(&store, "engine").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_stored_with_capitals_are_found_and_counted_under_the_lower_cased_e_mail() {
+    // Views stored before stored events decoded lower-cased may hold capitals.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteReadStore::open(dir.path().join("read.db")).expect("open");
+    let old = view(Uuid::now_v7(), "Ada@Example.COM", "Ada", "Loom", 100);
+    let new = view(Uuid::now_v7(), "ada@example.com", "Ada", "Loom", 200);
+    Projected::new()
+        .commit(&store, batch(&[old, new], &[]))
+        .await;
+    let page = store
+        .list(&ListQuery {
+            customer_email: Some(EmailKey::new("ADA@example.com")),
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.total, 2);
+    let top = store.top_customers(5).await.expect("top customers");
+    assert_eq!(top.len(), 1, "{top:?}");
+    assert_eq!(top[0].customer_email, "ada@example.com");
+    assert_eq!(
+        (top[0].customer_name.as_str(), top[0].order_count),
+        ("Ada", 2)
+    );
 }
 
 /// The segments a search index (`orders_search` or `orders_search_live`) is made of.

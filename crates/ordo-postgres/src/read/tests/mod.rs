@@ -3,7 +3,7 @@ use std::sync::Arc;
 use ordo_app::OrderProjection;
 use ordo_domain::event::{OrderCancelled, OrderCreated, OrderDeleted, OrderStatusChanged};
 use ordo_domain::values::LineItem;
-use ordo_domain::{Currency, CustomerEmail, OrderEvent, Sort, Status};
+use ordo_domain::{Currency, CustomerEmail, EmailKey, OrderEvent, Sort, Status};
 use ordo_es::{DomainEvent, Metadata, Position, Projection, RecordedEvent, StreamId};
 use time::OffsetDateTime;
 use time::macros::{date, datetime};

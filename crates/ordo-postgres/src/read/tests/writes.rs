@@ -299,3 +299,55 @@ async fn a_commit_from_a_checkpoint_that_moved_changes_nothing() {
     assert_eq!(f.store.load_checkpoint("other").await.expect("load"), None);
     f.done().await;
 }
+
+#[tokio::test]
+async fn views_stored_with_capitals_are_found_and_counted_under_the_lower_cased_e_mail() {
+    // Views stored before stored events decoded lower-cased may hold capitals.
+    let f = Fixture::new().await;
+    let live = |email: &str, cents: i128| {
+        ViewState::Live(Box::new(OrderView {
+            order_id: Uuid::now_v7(),
+            customer_name: "Ada".into(),
+            customer_email: email.into(),
+            items: Vec::new(),
+            total_amount: Money::from_cents(cents),
+            currency: "USD".into(),
+            status: Status::Pending,
+            cancellation_reason: None,
+            shipping_address: None,
+            created_at: datetime!(2026-01-01 00:00 UTC),
+            updated_at: datetime!(2026-01-01 00:00 UTC),
+            version: 1,
+        }))
+    };
+    let mut batch = ReadModelBatch::default();
+    for state in [live("Ada@Example.COM", 100), live("ada@example.com", 200)] {
+        batch.record_change(&ViewState::Absent, &state);
+        let id = state.live().expect("live").order_id;
+        batch.views.push((id, state));
+    }
+    let origin = Checkpoint::origin(1);
+    let mut to = origin.clone();
+    to.advance(&Position::new(0, 2, 0));
+    f.store
+        .commit("p", batch.into(), &origin, &to)
+        .await
+        .expect("commit");
+    let page = f
+        .store
+        .list(&ListQuery {
+            customer_email: Some(EmailKey::new("ADA@example.com")),
+            ..query()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.total, 2);
+    let top = f.store.top_customers(5).await.expect("top customers");
+    assert_eq!(top.len(), 1, "{top:?}");
+    assert_eq!(top[0].customer_email, "ada@example.com");
+    assert_eq!(
+        (top[0].customer_name.as_str(), top[0].order_count),
+        ("Ada", 2)
+    );
+    f.done().await;
+}
