@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use ordo_domain::read_store::search_text;
 use ordo_domain::{
-    DailyFigures, ListQuery, Money, OrderPage, OrderQueries, OrderReadStore, OrderView,
+    DailyFigures, EmailKey, ListQuery, Money, OrderPage, OrderQueries, OrderReadStore, OrderView,
     ParkedEvent, ReadGeneration, ReadModelBatch, ReadModelWriter, ReadStoreError,
     ReadStoreLifecycle, ReadStoreProvider, RebuildLock, Sort, StatusCounts, Summary, TopCustomer,
     ViewState,
@@ -36,8 +36,8 @@ struct Models {
     counts: [i64; 6],
     revenue: Money,
     last_event_at: Option<OffsetDateTime>,
-    /// Per lower-cased e-mail: counted orders and their spend.
-    customers: BTreeMap<String, (i64, Money)>,
+    /// Per customer: counted orders and their spend.
+    customers: BTreeMap<EmailKey, (i64, Money)>,
     daily: BTreeMap<Date, (i64, Money)>,
     parked: HashMap<String, Vec<ParkedEvent>>,
 }
@@ -97,9 +97,9 @@ impl Models {
     }
 
     /// The name of the customer's most recent counted order, as the SQL stores pick it.
-    fn customer_name(&self, email: &str) -> String {
+    fn customer_name(&self, email: &EmailKey) -> String {
         self.live()
-            .filter(|v| v.customer_email == email && v.counts_as_revenue())
+            .filter(|v| v.customer_key() == *email && v.counts_as_revenue())
             .max_by_key(|v| (v.created_at, v.order_id))
             .map(|v| v.customer_name.clone())
             .unwrap_or_default()
@@ -111,7 +111,7 @@ fn matches(query: &ListQuery, view: &OrderView) -> bool {
         && query
             .customer_email
             .as_ref()
-            .is_none_or(|e| view.customer_email == *e)
+            .is_none_or(|e| view.customer_key() == *e)
         && query.min_total.is_none_or(|m| view.total_amount >= m)
         && query.max_total.is_none_or(|m| view.total_amount <= m)
         && query.created_from.is_none_or(|t| view.created_at >= t)
@@ -227,7 +227,7 @@ impl OrderQueries for InMemoryReadStore {
 
     async fn top_customers(&self, limit: u32) -> Result<Vec<TopCustomer>, ReadStoreError> {
         let models = self.models();
-        let mut customers: Vec<(&String, &(i64, Money))> = models.customers.iter().collect();
+        let mut customers: Vec<(&EmailKey, &(i64, Money))> = models.customers.iter().collect();
         // Highest spend first; the e-mail breaks ties (the map iterates in e-mail order
         // and the sort is stable).
         customers.sort_by_key(|(_, (_, spent))| std::cmp::Reverse(*spent));
@@ -235,7 +235,7 @@ impl OrderQueries for InMemoryReadStore {
             .into_iter()
             .take(limit as usize)
             .map(|(email, (orders, spent))| TopCustomer {
-                customer_email: email.clone(),
+                customer_email: email.as_str().to_owned(),
                 customer_name: models.customer_name(email),
                 order_count: u64::try_from(*orders).unwrap_or(0),
                 total_spent: *spent,

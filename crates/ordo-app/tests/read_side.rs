@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use ordo_app::{
-    CommandContext, InMemoryReadStores, JobState, JobStatus, OrderService, ReadSide, ReplayJobs,
-    ReplayRequest,
+    CommandContext, InMemoryReadStores, JobState, JobStatus, OrderService, ReadSide, RebuildError,
+    ReplayJobs, ReplayRequest,
 };
+use ordo_domain::read_store::{ReadGeneration, ReadStoreError, RebuildLock};
 use ordo_domain::{CreateOrder, ListQuery, OrderReadStore, ReadStoreProvider, Status};
 use ordo_es::{EventStore, InMemoryStore, Position, RunnerConfig};
 
@@ -149,5 +150,66 @@ async fn a_full_replay_switches_queries_to_a_rebuilt_generation_with_the_same_re
         app.store().summary().await.expect("summary").total_orders,
         5
     );
+    app.read_side.shutdown().await;
+}
+
+/// In-memory read stores whose switch to another generation fails.
+#[derive(Debug)]
+struct RefusingSwitch(Arc<InMemoryReadStores>);
+
+#[async_trait::async_trait]
+impl ReadStoreProvider for RefusingSwitch {
+    async fn open_active(&self) -> Result<ReadGeneration, ReadStoreError> {
+        self.0.open_active().await
+    }
+    async fn create_generation(&self) -> Result<ReadGeneration, ReadStoreError> {
+        self.0.create_generation().await
+    }
+    async fn activate(&self, _id: &str) -> Result<(), ReadStoreError> {
+        Err(ReadStoreError::Unavailable("the switch is refused".into()))
+    }
+    async fn drop_inactive(&self) -> Result<u32, ReadStoreError> {
+        self.0.drop_inactive().await
+    }
+    async fn active_id(&self) -> Result<String, ReadStoreError> {
+        self.0.active_id().await
+    }
+    async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError> {
+        self.0.try_lock_rebuild().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_whose_switch_fails_keeps_projecting_into_the_live_generation() {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let stores = InMemoryReadStores::new();
+    let read_side = ReadSide::start(
+        Arc::clone(&events),
+        Arc::new(RefusingSwitch(Arc::clone(&stores))) as Arc<dyn ReadStoreProvider>,
+        RunnerConfig::default(),
+    )
+    .await
+    .expect("the read side starts");
+    let app = App {
+        service: OrderService::new(events),
+        provider: stores,
+        read_side,
+    };
+    let last = app.create_order("ada@example.com", 100).await;
+    app.wait_for(&last).await;
+    let before = app.read_side.generation();
+
+    let failed = app.read_side.rebuild(&|_, _| {}).await;
+    assert!(matches!(failed, Err(RebuildError::Store(_))), "{failed:?}");
+    assert_eq!(app.read_side.generation(), before);
+    assert_eq!(app.provider.active_id().await.expect("active id"), before);
+
+    // The live generation's runner was stopped for the switch and runs again.
+    app.create_order("bob@example.com", 200).await;
+    eventually("the live read models follow the log again", || async {
+        let total = app.store().summary().await.expect("summary").total_orders;
+        (total == 2).then_some(())
+    })
+    .await;
     app.read_side.shutdown().await;
 }

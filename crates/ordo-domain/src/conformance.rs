@@ -32,7 +32,7 @@ use crate::event::{OrderCancelled, OrderCreated, OrderDeleted, OrderStatusChange
 use crate::read_store::{
     ListQuery, OrderReadStore, ParkedEvent, ReadModelBatch, ReadStoreError, ReadStoreProvider, Sort,
 };
-use crate::values::{Currency, CustomerEmail, LineItem, Status};
+use crate::values::{Currency, CustomerEmail, EmailKey, LineItem, Status};
 use crate::view::{DailyFigures, OrderPage, OrderView, ViewState, fill_days};
 use crate::{Money, OrderEvent};
 
@@ -56,6 +56,7 @@ macro_rules! read_store_conformance {
             summary_and_top_customers_follow_creates_cancels_and_deletes,
             lists_filter_sort_page_and_search_case_insensitively,
             the_figures_of_each_day_follow_creates_status_changes_cancels_and_deletes,
+            views_stored_with_capitals_are_found_and_counted_under_the_lower_cased_e_mail,
         );
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn a_bulk_load_answers_every_query_like_batches_applied_one_by_one() {
@@ -731,6 +732,54 @@ pub async fn lists_filter_sort_page_and_search_case_insensitively(store: Arc<dyn
     p.project(vec![(ids[2], 2, deleted(), t(6))]).await;
     assert_eq!(ids_of(&list(searching("mug")).await), [ids[1]]);
     assert_eq!(list(query()).await.total, 3);
+}
+
+pub async fn views_stored_with_capitals_are_found_and_counted_under_the_lower_cased_e_mail(
+    store: Arc<dyn OrderReadStore>,
+) {
+    // Views stored before stored events decoded lower-cased may hold capitals.
+    let live = |email: &str, cents: i128| {
+        ViewState::Live(Box::new(OrderView {
+            order_id: Uuid::now_v7(),
+            customer_name: "Ada".into(),
+            customer_email: email.into(),
+            items: Vec::new(),
+            total_amount: Money::from_cents(cents),
+            currency: "USD".into(),
+            status: Status::Pending,
+            cancellation_reason: None,
+            shipping_address: None,
+            created_at: datetime!(2026-01-01 00:00 UTC),
+            updated_at: datetime!(2026-01-01 00:00 UTC),
+            version: 1,
+        }))
+    };
+    let mut batch = ReadModelBatch::default();
+    for state in [live("Ada@Example.COM", 100), live("ada@example.com", 200)] {
+        batch.record_change(&ViewState::Absent, &state);
+        let id = state.live().expect("live").order_id;
+        batch.views.push((id, state));
+    }
+    let origin = Checkpoint::origin(1);
+    store
+        .commit(PROJECTION, batch.into(), &origin, &past(&origin, 2))
+        .await
+        .expect("commit");
+    let page = store
+        .list(&ListQuery {
+            customer_email: Some(EmailKey::new("ADA@example.com")),
+            ..query()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.total, 2);
+    let top = store.top_customers(5).await.expect("top customers");
+    assert_eq!(top.len(), 1, "{top:?}");
+    assert_eq!(top[0].customer_email, "ada@example.com");
+    assert_eq!(
+        (top[0].customer_name.as_str(), top[0].order_count),
+        ("Ada", 2)
+    );
 }
 
 /// Orders created on four days, then changed, cancelled and deleted later; the figures

@@ -9,7 +9,8 @@
 //! - [`command`]: parsing untrusted JSON into commands ([`CreateOrder`]), with every
 //!   problem reported under its field path ([`FieldError`]).
 //! - [`values`] and [`money`]: types that cannot hold an invalid value ([`Status`],
-//!   [`CustomerEmail`] (lower-cased), [`Currency`], exact [`Money`]).
+//!   [`CustomerEmail`] (lower-cased; customers are looked up by its [`EmailKey`]),
+//!   [`Currency`], exact [`Money`]).
 //! - [`event`]: the facts ([`OrderEvent`]: OrderCreated, OrderStatusChanged,
 //!   OrderCancelled, OrderDeleted), each with a type name and schema version; [`upcast`]
 //!   reads old schema versions in the current shape.
@@ -55,7 +56,7 @@ pub use read_store::{
     ReadModelWriter, ReadStoreError, ReadStoreInspector, ReadStoreLifecycle, ReadStoreProvider,
     RebuildLock, Sort,
 };
-pub use values::{Currency, CustomerEmail, Status};
+pub use values::{Currency, CustomerEmail, EmailKey, Status};
 pub use view::{
     DailyFigures, DayDelta, OrderPage, OrderView, StatusCounts, Summary, TopCustomer, ViewState,
     fill_days,

@@ -15,7 +15,7 @@ use ordo_es::{BoxError, Checkpoint, DomainEvent, ProjectionError, RecordedEvent}
 use crate::event::OrderEvent;
 use crate::money::Money;
 use crate::order::Order;
-use crate::values::Status;
+use crate::values::{EmailKey, Status};
 use crate::view::{
     DailyFigures, DayDelta, OrderPage, OrderView, Summary, TopCustomer, ViewState, order_day,
     summary_contribution,
@@ -47,8 +47,8 @@ impl Sort {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListQuery {
     pub status: Option<Status>,
-    /// Lower-cased.
-    pub customer_email: Option<String>,
+    /// Orders of the customer with this key (e-mails compare case-insensitively).
+    pub customer_email: Option<EmailKey>,
     pub min_total: Option<Money>,
     pub max_total: Option<Money>,
     pub created_from: Option<OffsetDateTime>,
@@ -121,11 +121,11 @@ pub struct ReadModelBatch {
     pub status_delta: [i64; 6],
     /// Change in revenue (live, not cancelled).
     pub revenue_delta: Money,
-    /// Customers whose top-customer row changes (lower-cased e-mails).
-    pub customers: BTreeSet<String>,
+    /// Customers whose top-customer row changes.
+    pub customers: BTreeSet<EmailKey>,
     /// Per customer: the change in counted orders (neither cancelled nor deleted) and in
     /// their spend. The name (of the most recent counted order) is looked up by the store.
-    pub customer_deltas: std::collections::BTreeMap<String, (i64, Money)>,
+    pub customer_deltas: std::collections::BTreeMap<EmailKey, (i64, Money)>,
     /// The latest occurredAt among the batch's events (the summary keeps the maximum).
     pub last_event_at: Option<OffsetDateTime>,
     /// Per UTC day of createdAt: the change in the day's orders and revenue (see
@@ -162,7 +162,7 @@ impl ReadModelBatch {
                 };
             }
             if let Some(view) = state.live() {
-                let email = &view.customer_email;
+                let email = &view.customer_key();
                 if !self.customers.contains(email) {
                     self.customers.insert(email.clone());
                 }

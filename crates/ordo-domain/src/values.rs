@@ -108,8 +108,8 @@ pub fn bounded_text(raw: &str, max: usize, trim: bool) -> Result<String, TextErr
 }
 
 /// A customer e-mail address: `local@domain` with a dot in the domain, at most 254
-/// characters, stored lower-cased.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// characters, stored lower-cased (as its [`EmailKey`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct CustomerEmail(String);
 
@@ -117,7 +117,7 @@ impl CustomerEmail {
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
         // The limits hold for the stored, lower-cased text: lower-casing can lengthen it
         // (`İ` becomes two characters).
-        let lower = raw.trim().to_lowercase();
+        let EmailKey(lower) = EmailKey::new(raw);
         let s = lower.as_str();
         if s.is_empty() {
             return Err("must not be empty");
@@ -150,6 +150,58 @@ impl CustomerEmail {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The key the read models know this customer by.
+    pub fn key(&self) -> EmailKey {
+        // Already in the key's form: `parse` and `deserialize` made it so.
+        EmailKey(self.0.clone())
+    }
+}
+
+/// A stored address is brought to the form `parse` gives it but not validated again
+/// (the rules may have tightened since it was stored): one stored with capitals reads
+/// lower-cased, like the addresses `parse` stores, and the read models built from it
+/// agree with them.
+impl<'de> Deserialize<'de> for CustomerEmail {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Ok(CustomerEmail(EmailKey::new(&raw).0))
+    }
+}
+
+/// An e-mail address as customers are looked up by it: trimmed and lower-cased the way
+/// [`CustomerEmail::parse`] stores an address (Unicode lower case, as `str::to_lowercase`
+/// does it), but not validated, so that any text a query names is a key (one that
+/// matches no customer when it is no address). The read models key customers by it and
+/// queries filter on it: `Ada@Example.com` finds the orders of `ada@example.com`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EmailKey(String);
+
+impl EmailKey {
+    pub fn new(raw: &str) -> Self {
+        EmailKey(raw.trim().to_lowercase())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// [`EmailKey::new`].
+impl From<&str> for EmailKey {
+    fn from(raw: &str) -> Self {
+        EmailKey::new(raw)
+    }
+}
+
+impl fmt::Display for EmailKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -203,4 +255,68 @@ pub struct ShippingAddress {
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, upper-case.
     pub country: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(raw: &str) -> CustomerEmail {
+        serde_json::from_value(serde_json::Value::from(raw)).expect("any text decodes")
+    }
+
+    #[test]
+    fn parse_decode_and_key_give_one_form_of_an_address() {
+        for raw in [
+            "ada@example.com",
+            " Ada@Example.COM ",
+            "ÆBLE@Ørsted.DK",
+            "\u{130}stanbul@example.com",
+            "ΟΔΥΣΣΕΥΣ@example.gr",
+        ] {
+            let parsed = CustomerEmail::parse(raw).expect("valid");
+            assert_eq!(decoded(raw), parsed, "{raw}");
+            assert_eq!(parsed.key(), EmailKey::new(raw), "{raw}");
+            assert_eq!(decoded(raw).key(), parsed.key(), "{raw}");
+            assert_eq!(parsed.key().as_str(), parsed.as_str(), "{raw}");
+            // What is stored reads back as itself.
+            let stored = serde_json::to_value(&parsed).expect("serializes");
+            assert_eq!(stored, serde_json::Value::from(parsed.as_str()));
+            assert_eq!(decoded(parsed.as_str()), parsed, "{raw}");
+        }
+        assert_eq!(
+            CustomerEmail::parse(" Ada@Example.COM ")
+                .expect("valid")
+                .as_str(),
+            "ada@example.com"
+        );
+        // Unicode lower case, as parse has always applied it: `İ` is `i` and a combining
+        // dot, `Ø` is `ø`.
+        assert_eq!(
+            EmailKey::new("\u{130}stanbul@Ørsted.dk").as_str(),
+            "i\u{307}stanbul@ørsted.dk"
+        );
+    }
+
+    #[test]
+    fn a_stored_address_decodes_without_being_validated_again() {
+        assert!(CustomerEmail::parse("Not An Address").is_err());
+        assert_eq!(decoded("Not An Address").as_str(), "not an address");
+        let long = format!("{}@example.com", "A".repeat(300));
+        assert!(CustomerEmail::parse(&long).is_err());
+        assert_eq!(decoded(&long).as_str(), long.to_lowercase());
+    }
+
+    #[test]
+    fn a_key_is_any_text_lower_cased_and_the_same_when_made_again() {
+        assert_eq!(EmailKey::new(" Not An Address ").as_str(), "not an address");
+        assert_eq!(
+            EmailKey::from("Ada@Example.com"),
+            EmailKey::new("ada@example.com")
+        );
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            let key = EmailKey::new(&format!("a{c}b"));
+            assert_eq!(EmailKey::new(key.as_str()), key, "{c:?}");
+        }
+    }
 }

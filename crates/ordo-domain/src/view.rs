@@ -11,7 +11,7 @@ use ordo_es::RecordedEvent;
 
 use crate::event::OrderEvent;
 use crate::money::Money;
-use crate::values::{LineItem, ShippingAddress, Status};
+use crate::values::{EmailKey, LineItem, ShippingAddress, Status};
 
 /// What queries show of one order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +40,13 @@ impl OrderView {
     /// Counted in revenue and top customers: neither cancelled nor deleted.
     pub fn counts_as_revenue(&self) -> bool {
         self.status != Status::Cancelled
+    }
+
+    /// The key of the order's customer, which the read models index and count it
+    /// under. Made from the view's e-mail rather than trusted to be one: a view stored
+    /// before stored events decoded lower-cased may hold capitals.
+    pub fn customer_key(&self) -> EmailKey {
+        EmailKey::new(&self.customer_email)
     }
 }
 

@@ -45,3 +45,27 @@ fn old_and_new_events_project_into_the_same_read_models() {
         "London"
     );
 }
+
+#[test]
+fn an_e_mail_stored_with_capitals_reads_and_projects_lower_cased() {
+    for fixture in ["orders-v1.json", "orders-v2.json"] {
+        let stored = recorded_fixture(fixture);
+        let mut capitals = stored.clone();
+        for event in &mut capitals {
+            let mut data = event.data.to_value().expect("json");
+            if let Some(email) = data.get_mut("customerEmail") {
+                let upper = email.as_str().expect("text").to_uppercase();
+                *email = upper.into();
+            }
+            event.data = data.into();
+        }
+        assert_ne!(capitals[0].data, stored[0].data, "{fixture}");
+        let lower = ReadModelBatch::fold(&stored, HashMap::new()).expect("folds");
+        let upper = ReadModelBatch::fold(&capitals, HashMap::new()).expect("folds");
+        assert_eq!(upper.views, lower.views, "{fixture}");
+        assert_eq!(upper.customers, lower.customers, "{fixture}");
+        assert_eq!(upper.customer_deltas, lower.customer_deltas, "{fixture}");
+        let ada = upper.views[0].1.live().expect("live");
+        assert_eq!(ada.customer_email, "ada@example.com");
+    }
+}

@@ -12,7 +12,9 @@ use time::format_description::well_known::Rfc3339;
 use ordo_app::AsOf;
 use ordo_domain::read_store::ListQuery;
 use ordo_domain::view::{format_date, parse_date};
-use ordo_domain::{DailyFigures, Money, OrderPage, OrderView, Sort, Status, Summary, fill_days};
+use ordo_domain::{
+    DailyFigures, EmailKey, Money, OrderPage, OrderView, Sort, Status, Summary, fill_days,
+};
 use ordo_es::{Metadata, Payload, Position, RecordedEvent, StoreError};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -425,7 +427,7 @@ fn list_query(raw: Option<&str>, filters: &[&str]) -> Result<ListQuery, ApiError
                 })?;
             }
             "status" => query.status = Some(parse_status(&value)?),
-            "customerEmail" => query.customer_email = Some(value.trim().to_lowercase()),
+            "customerEmail" => query.customer_email = Some(EmailKey::new(&value)),
             "minTotal" => query.min_total = Some(parse_amount("minTotal", &value)?),
             "maxTotal" => query.max_total = Some(parse_amount("maxTotal", &value)?),
             "createdFrom" => query.created_from = Some(parse_time("createdFrom", &value)?),
@@ -540,7 +542,7 @@ async fn orders_by_customer(
         ));
     }
     crate::extract::no_control_characters("the e-mail", &email)?;
-    query.customer_email = Some(email.trim().to_lowercase());
+    query.customer_email = Some(EmailKey::new(&email));
     await_consistency(&state, &headers).await?;
     Ok(Json(state.reads().list(&query).await?).into_response())
 }

@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use ordo_domain::view::StatusCounts;
 use ordo_domain::{
-    DailyFigures, ListQuery, OrderPage, OrderView, ReadStoreError, Sort, Summary, TopCustomer,
+    DailyFigures, EmailKey, ListQuery, OrderPage, OrderView, ReadStoreError, Sort, Summary,
+    TopCustomer,
 };
 
 use super::{PgReadStore, corrupt, get_err, parse_cents, parse_view};
@@ -55,7 +56,7 @@ pub(super) async fn list(
     query: &ListQuery,
 ) -> Result<OrderPage, ReadStoreError> {
     let status = query.status.map(|s| s.as_str().to_string());
-    let email = query.customer_email.as_ref().map(|e| e.to_lowercase());
+    let email = query.customer_email.as_ref().map(EmailKey::as_str);
     let min_total = query.min_total.map(|m| m.cents().to_string());
     let max_total = query.max_total.map(|m| m.cents().to_string());
     let pattern = query.search.as_deref().map(like_pattern);

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use ordo_domain::read_store::search_text;
-use ordo_domain::{Money, ParkedEvent, ReadModelBatch, ReadStoreError, ViewState};
+use ordo_domain::{EmailKey, Money, ParkedEvent, ReadModelBatch, ReadStoreError, ViewState};
 use ordo_es::Checkpoint;
 
 use super::{PgReadStore, bulk::bulk_state, corrupt, get_err, is_origin, parse_view, query_cached};
@@ -78,7 +78,7 @@ impl OrderRows {
                 self.deleted.push(false);
                 self.docs.push(Some(doc));
                 self.statuses.push(Some(view.status.as_str().to_string()));
-                self.emails.push(Some(view.customer_email.to_lowercase()));
+                self.emails.push(Some(view.customer_key().into_string()));
                 self.names.push(Some(view.customer_name.clone()));
                 self.totals
                     .push(Some(view.total_amount.cents().to_string()));
@@ -160,7 +160,7 @@ pub(super) async fn commit(
             rows.push(*id, state)?;
         }
     }
-    let customers: Vec<&str> = batch.customers.iter().map(String::as_str).collect();
+    let customers: Vec<&str> = batch.customers.iter().map(EmailKey::as_str).collect();
     let (counts, spent): (Vec<i64>, Vec<String>) = batch
         .customers
         .iter()

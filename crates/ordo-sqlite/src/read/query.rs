@@ -76,7 +76,10 @@ fn list_filter(query: &ListQuery) -> (String, String, Vec<SqlValue>) {
         push("o.status = ?", SqlValue::Text(status.as_str().into()));
     }
     if let Some(email) = &query.customer_email {
-        push("o.customer_email = ?", SqlValue::Text(email.clone()));
+        push(
+            "o.customer_email = ?",
+            SqlValue::Text(email.as_str().to_owned()),
+        );
     }
     if let Some(min) = query.min_total {
         push(

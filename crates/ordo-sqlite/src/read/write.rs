@@ -83,7 +83,7 @@ pub(super) fn apply_view(
                         key,
                         view.version as i64,
                         view.status.as_str(),
-                        view.customer_email,
+                        view.customer_key().as_str(),
                         view.customer_name,
                         cents_i64(view.total_amount)?,
                         micros(view.created_at),
@@ -357,7 +357,12 @@ pub(super) async fn commit(
             }
             index_for_search(tx, &added)?;
             for email in &batch.customers {
-                apply_customer(tx, email, batch.customer_deltas.get(email), !in_bulk)?;
+                apply_customer(
+                    tx,
+                    email.as_str(),
+                    batch.customer_deltas.get(email),
+                    !in_bulk,
+                )?;
             }
             apply_daily(tx, &batch)?;
             apply_summary(tx, &batch)
