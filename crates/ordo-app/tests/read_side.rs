@@ -13,7 +13,7 @@ use ordo_app::{
 };
 use ordo_domain::read_store::{ReadGeneration, ReadStoreError, RebuildLock};
 use ordo_domain::{CreateOrder, ListQuery, OrderReadStore, ReadStoreProvider, Status};
-use ordo_es::{EventStore, InMemoryStore, Position, RunnerConfig};
+use ordo_es::{EventStore, InMemoryStore, Position, ProjectionState, RunnerConfig};
 
 /// How long any condition below may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -204,12 +204,14 @@ async fn a_rebuild_whose_switch_fails_keeps_projecting_into_the_live_generation(
     assert_eq!(app.read_side.generation(), before);
     assert_eq!(app.provider.active_id().await.expect("active id"), before);
 
-    // The live generation's runner was stopped for the switch and runs again.
-    app.create_order("bob@example.com", 200).await;
-    eventually("the live read models follow the log again", || async {
-        let total = app.store().summary().await.expect("summary").total_orders;
-        (total == 2).then_some(())
-    })
-    .await;
+    // The live generation's runner was stopped for the switch and runs again, and the
+    // read side follows the restarted runner: its status and consistency waits.
+    let next = app.create_order("bob@example.com", 200).await;
+    app.wait_for(&next).await;
+    assert_eq!(
+        app.store().summary().await.expect("summary").total_orders,
+        2
+    );
+    assert_eq!(app.read_side.status().state, ProjectionState::Running);
     app.read_side.shutdown().await;
 }

@@ -309,7 +309,13 @@ impl ReadSide {
                 stopped,
             } => {
                 if let Some(old_generation) = stopped {
-                    *running = Some(start_runner(&self.events, old_generation, &self.runners));
+                    let restarted =
+                        start_runner(&self.events, old_generation.clone(), &self.runners);
+                    // Status and consistency waits follow the restarted runner, not the
+                    // stopped one.
+                    *self.live.write().unwrap_or_else(|e| e.into_inner()) =
+                        (old_generation, restarted.handle.clone());
+                    *running = Some(restarted);
                 }
                 error
             }
