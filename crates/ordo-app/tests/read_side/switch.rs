@@ -1,5 +1,5 @@
-//! The read side on read stores kept in memory: the projection, the blue-green rebuild
-//! and the replay jobs, with no database to fail for other reasons.
+//! The live read side and the replay jobs: a rebuild switches queries to a new generation,
+//! a refused switch leaves the live one following the log.
 
 use std::future::Future;
 use std::sync::Arc;
