@@ -95,7 +95,7 @@ impl OrderProjection {
     }
 
     /// Puts the (empty, query-free) store in bulk mode and pipelines the commits: see
-    /// the type's docs and [`ReadModelWriter::begin_bulk`](ordo_domain::ReadModelWriter::begin_bulk).
+    /// the type's docs and [`ReadModelWriter::begin_bulk`].
     pub async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
         let mut mode = self.mode.lock().await;
         self.store.begin_bulk().await?;

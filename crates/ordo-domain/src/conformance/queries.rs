@@ -1,0 +1,319 @@
+//! The summary, top customers, lists with their filters, sorting, paging and search.
+
+use std::sync::Arc;
+
+use time::macros::datetime;
+use uuid::Uuid;
+
+use ordo_es::Checkpoint;
+
+use crate::Money;
+use crate::read_store::{ListQuery, OrderReadStore, ReadModelBatch, Sort};
+use crate::values::{EmailKey, Status};
+use crate::view::{OrderView, ViewState};
+
+use super::{
+    PROJECTION, Projector, cancelled, created, deleted, ids_of, past, query, searching, status,
+};
+
+pub async fn summary_and_top_customers_follow_creates_cancels_and_deletes(
+    store: Arc<dyn OrderReadStore>,
+) {
+    let mut p = Projector::new(Arc::clone(&store));
+    let [a1, a2, b1, c1] = [(); 4].map(|()| Uuid::now_v7());
+    let t = |h: u8| datetime!(2026-03-01 00:00 UTC) + time::Duration::hours(i64::from(h));
+    p.project(vec![
+        (
+            a1,
+            1,
+            created("Ann Old", "ann@example.com", "Lamp", 1000),
+            t(1),
+        ),
+        (b1, 1, created("Ben", "ben@example.com", "Desk", 2500), t(2)),
+        (
+            a2,
+            1,
+            created("Ann New", "ann@example.com", "Chair", 1500),
+            t(3),
+        ),
+        (c1, 1, created("Cat", "cat@example.com", "Rug", 2500), t(4)),
+    ])
+    .await;
+    let summary = store.summary().await.expect("summary");
+    assert_eq!(summary.total_orders, 4);
+    assert_eq!(summary.orders_by_status.get(Status::Pending), 4);
+    assert_eq!(summary.total_revenue, Money::from_cents(7500));
+    assert_eq!(summary.last_updated, Some(t(4)));
+    let rows = |top: &[crate::view::TopCustomer]| -> Vec<(String, String, u64, i128)> {
+        top.iter()
+            .map(|c| {
+                (
+                    c.customer_email.clone(),
+                    c.customer_name.clone(),
+                    c.order_count,
+                    c.total_spent.cents(),
+                )
+            })
+            .collect()
+    };
+    let row = |email: &str, name: &str, orders, cents| (email.into(), name.into(), orders, cents);
+    assert_eq!(
+        rows(&store.top_customers(10).await.expect("top")),
+        [
+            row("ann@example.com", "Ann New", 2, 2500),
+            row("ben@example.com", "Ben", 1, 2500),
+            row("cat@example.com", "Cat", 1, 2500),
+        ],
+        "highest spend first, ties by e-mail; the name of the most recent order"
+    );
+    assert_eq!(store.top_customers(1).await.expect("top 1").len(), 1);
+
+    // Cancelling Ann's newest order: out of revenue, and her name comes from the most
+    // recent order still counted.
+    p.project(vec![(a2, 2, cancelled(), t(5))]).await;
+    let summary = store.summary().await.expect("summary");
+    assert_eq!(summary.total_orders, 4);
+    assert_eq!(summary.orders_by_status.get(Status::Cancelled), 1);
+    assert_eq!(summary.total_revenue, Money::from_cents(6000));
+    assert_eq!(summary.average_order_value, Money::from_cents(2000));
+    assert_eq!(
+        rows(&store.top_customers(10).await.expect("top")),
+        [
+            row("ben@example.com", "Ben", 1, 2500),
+            row("cat@example.com", "Cat", 1, 2500),
+            row("ann@example.com", "Ann Old", 1, 1000),
+        ]
+    );
+
+    // Deleting Ben's only order removes him everywhere; the tombstone keeps the version.
+    p.project(vec![(b1, 2, deleted(), t(6))]).await;
+    let summary = store.summary().await.expect("summary");
+    assert_eq!(summary.total_orders, 3);
+    assert_eq!(summary.total_revenue, Money::from_cents(3500));
+    let emails: Vec<_> = store
+        .top_customers(10)
+        .await
+        .expect("top")
+        .into_iter()
+        .map(|c| c.customer_email)
+        .collect();
+    assert_eq!(emails, ["cat@example.com", "ann@example.com"]);
+    assert!(store.get(b1).await.expect("get").is_none());
+    assert_eq!(
+        store.load_views(&[b1]).await.expect("load")[&b1],
+        ViewState::Deleted { version: 2 }
+    );
+    assert_eq!(store.list(&query()).await.expect("list").total, 3);
+
+    // Redelivering an old event changes nothing.
+    let before = store.summary().await.expect("summary");
+    p.project(vec![(
+        b1,
+        1,
+        created("Ben", "ben@example.com", "Desk", 2500),
+        t(2),
+    )])
+    .await;
+    assert_eq!(store.summary().await.expect("summary"), before);
+
+    store.reset().await.expect("reset");
+    let summary = store.summary().await.expect("summary");
+    assert_eq!(
+        (
+            summary.total_orders,
+            summary.total_revenue,
+            summary.last_updated
+        ),
+        (0, Money::ZERO, None)
+    );
+    assert!(store.top_customers(10).await.expect("top").is_empty());
+    assert_eq!(store.list(&query()).await.expect("list").total, 0);
+    assert_eq!(store.load_checkpoint(PROJECTION).await.expect("load"), None);
+}
+
+pub async fn lists_filter_sort_page_and_search_case_insensitively(store: Arc<dyn OrderReadStore>) {
+    let mut p = Projector::new(Arc::clone(&store));
+    let t = |h: u8| datetime!(2026-04-01 00:00 UTC) + time::Duration::hours(i64::from(h));
+    let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    p.project(vec![
+        (
+            ids[0],
+            1,
+            created("Zoë Quinn", "zoe@example.com", "Blue 100% Wool Scarf", 500),
+            t(1),
+        ),
+        (
+            ids[1],
+            1,
+            created("Max", "max@shop.example", "Red Mug", 1500),
+            t(2),
+        ),
+        (
+            ids[2],
+            1,
+            created("Max", "max@shop.example", "Green Mug", 1000),
+            t(3),
+        ),
+        (
+            ids[3],
+            1,
+            created("Ivy", "ivy@example.com", "Tea", 2000),
+            t(4),
+        ),
+    ])
+    .await;
+    let list = async |q: ListQuery| store.list(&q).await.expect("list");
+
+    let all = list(query()).await;
+    assert_eq!(
+        (all.total, ids_of(&all)),
+        (4, vec![ids[3], ids[2], ids[1], ids[0]]),
+        "newest first by default"
+    );
+    let sorted = async |sort| ids_of(&list(ListQuery { sort, ..query() }).await);
+    assert_eq!(
+        sorted(Sort::CreatedAt).await,
+        [ids[0], ids[1], ids[2], ids[3]]
+    );
+    assert_eq!(
+        sorted(Sort::TotalAmount).await,
+        [ids[0], ids[2], ids[1], ids[3]]
+    );
+    assert_eq!(
+        sorted(Sort::TotalAmountDesc).await,
+        [ids[3], ids[1], ids[2], ids[0]]
+    );
+
+    assert_eq!(ids_of(&list(searching("mug")).await), [ids[2], ids[1]]);
+    assert_eq!(ids_of(&list(searching("100% wool")).await), [ids[0]]);
+    assert_eq!(
+        ids_of(&list(searching("0%")).await),
+        [ids[0]],
+        "% is literal in a search"
+    );
+    assert!(
+        list(searching("_ug")).await.orders.is_empty(),
+        "_ is literal"
+    );
+    assert_eq!(ids_of(&list(searching("zoë q")).await), [ids[0]], "by name");
+    assert_eq!(list(searching("shop.ex")).await.total, 2, "by e-mail");
+    let tail = ids[3].to_string()[24..].to_string();
+    assert_eq!(ids_of(&list(searching(&tail)).await), [ids[3]], "by id");
+    assert!(list(searching("jacquard")).await.orders.is_empty());
+
+    let filtered = ListQuery {
+        customer_email: Some("max@shop.example".into()),
+        min_total: Some(Money::from_cents(1000)),
+        max_total: Some(Money::from_cents(1500)),
+        created_from: Some(t(2)),
+        created_to: Some(t(3)),
+        status: Some(Status::Pending),
+        ..query()
+    };
+    let page = list(filtered.clone()).await;
+    assert_eq!(
+        (page.total, ids_of(&page)),
+        (2, vec![ids[2], ids[1]]),
+        "filters are inclusive"
+    );
+    let narrower = ListQuery {
+        min_total: Some(Money::from_cents(1001)),
+        ..filtered
+    };
+    assert_eq!(ids_of(&list(narrower).await), [ids[1]]);
+    let shipped = ListQuery {
+        status: Some(Status::Shipped),
+        ..query()
+    };
+    assert_eq!(list(shipped).await.total, 0);
+    let searched_and_filtered = ListQuery {
+        search: Some("mug".into()),
+        max_total: Some(Money::from_cents(1000)),
+        ..query()
+    };
+    assert_eq!(ids_of(&list(searched_and_filtered).await), [ids[2]]);
+
+    let page2 = list(ListQuery {
+        page: 2,
+        limit: 3,
+        ..query()
+    })
+    .await;
+    assert_eq!(
+        (page2.total, ids_of(&page2), page2.page, page2.limit),
+        (4, vec![ids[0]], 2, 3)
+    );
+    let beyond = list(ListQuery {
+        page: 9,
+        limit: 3,
+        ..query()
+    })
+    .await;
+    assert_eq!((beyond.total, beyond.orders.len()), (4, 0));
+
+    // A status change moves an order between status filters; a deletion takes it out of
+    // every list and search.
+    p.project(vec![(
+        ids[1],
+        2,
+        status(Status::Pending, Status::Confirmed),
+        t(5),
+    )])
+    .await;
+    let confirmed = ListQuery {
+        status: Some(Status::Confirmed),
+        ..query()
+    };
+    assert_eq!(ids_of(&list(confirmed).await), [ids[1]]);
+    p.project(vec![(ids[2], 2, deleted(), t(6))]).await;
+    assert_eq!(ids_of(&list(searching("mug")).await), [ids[1]]);
+    assert_eq!(list(query()).await.total, 3);
+}
+
+pub async fn views_stored_with_capitals_are_found_and_counted_under_the_lower_cased_e_mail(
+    store: Arc<dyn OrderReadStore>,
+) {
+    // Views stored before stored events decoded lower-cased may hold capitals.
+    let live = |email: &str, cents: i128| {
+        ViewState::Live(Box::new(OrderView {
+            order_id: Uuid::now_v7(),
+            customer_name: "Ada".into(),
+            customer_email: email.into(),
+            items: Vec::new(),
+            total_amount: Money::from_cents(cents),
+            currency: "USD".into(),
+            status: Status::Pending,
+            cancellation_reason: None,
+            shipping_address: None,
+            created_at: datetime!(2026-01-01 00:00 UTC),
+            updated_at: datetime!(2026-01-01 00:00 UTC),
+            version: 1,
+        }))
+    };
+    let mut batch = ReadModelBatch::default();
+    for state in [live("Ada@Example.COM", 100), live("ada@example.com", 200)] {
+        batch.record_change(&ViewState::Absent, &state);
+        let id = state.live().expect("live").order_id;
+        batch.views.push((id, state));
+    }
+    let origin = Checkpoint::origin(1);
+    store
+        .commit(PROJECTION, batch.into(), &origin, &past(&origin, 2))
+        .await
+        .expect("commit");
+    let page = store
+        .list(&ListQuery {
+            customer_email: Some(EmailKey::new("ADA@example.com")),
+            ..query()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.total, 2);
+    let top = store.top_customers(5).await.expect("top customers");
+    assert_eq!(top.len(), 1, "{top:?}");
+    assert_eq!(top[0].customer_email, "ada@example.com");
+    assert_eq!(
+        (top[0].customer_name.as_str(), top[0].order_count),
+        ("Ada", 2)
+    );
+}
