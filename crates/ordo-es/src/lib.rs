@@ -25,6 +25,8 @@
 //!   global log from the projection's own checkpoint and applies events in batches,
 //!   restarting its task from the stored checkpoint when it panics or gets stuck, and
 //!   halting when the log goes backwards under it (lost events, reissued positions).
+//! - [`lease`]: leases on projection shards with fencing tokens ([`LeaseStore`]), and
+//!   the plan that spreads the shards evenly over the live projectors ([`lease::assign`]).
 //! - [`admission`]: the bound in front of a queue ([`Admission`]): callers past it are
 //!   turned away at once with [`Overloaded`] instead of waiting without bound;
 //!   [`GatedEventStore`] puts one in front of a whole store.
@@ -48,6 +50,7 @@ pub mod aggregate;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod event;
+pub mod lease;
 mod memory;
 pub mod position;
 pub mod projection;
@@ -64,6 +67,7 @@ pub use aggregate::{
     now_micros,
 };
 pub use event::{DecodeError, DomainEvent, Metadata, NewEvent, Payload, RecordedEvent, StreamId};
+pub use lease::{InMemoryLeases, Lease, LeaseError, LeaseStore};
 pub use memory::InMemoryStore;
 pub use position::{Checkpoint, Cursor, Position, PositionParseError, partition_of};
 pub use projection::{

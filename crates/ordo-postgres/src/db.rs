@@ -289,6 +289,16 @@ impl From<DbError> for StoreError {
     }
 }
 
+impl From<DbError> for ordo_es::LeaseError {
+    fn from(e: DbError) -> Self {
+        if e.is_unavailable() {
+            ordo_es::LeaseError::Unavailable(e.boxed())
+        } else {
+            ordo_es::LeaseError::Other(e.boxed())
+        }
+    }
+}
+
 impl From<DbError> for ReadStoreError {
     fn from(e: DbError) -> Self {
         if e.is_unavailable() {

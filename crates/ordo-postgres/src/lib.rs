@@ -21,6 +21,8 @@
 //!   [`ReadStoreProvider`](ordo_domain::ReadStoreProvider): read-store generations in
 //!   schemas of their own, for blue-green rebuilds, with a durable pointer to the active
 //!   one.
+//! - [`PgLeases`] (`leases.rs`): the [`LeaseStore`](ordo_es::LeaseStore) of projection
+//!   shards, in the read store's configured schema, with the database's clock.
 //! - `db.rs`: what the stores share: the URL's ordo parameters, the pool, error classification
 //!   (connection failures are `Unavailable`), and the migration runner.
 
@@ -28,6 +30,7 @@ mod db;
 mod durability;
 mod events;
 mod generations;
+mod leases;
 mod read;
 #[cfg(test)]
 mod testdb;
@@ -35,4 +38,5 @@ mod testdb;
 pub use db::DEFAULT_SCHEMA;
 pub use events::{PgEventStore, append_sql};
 pub use generations::PgReadStores;
+pub use leases::PgLeases;
 pub use read::PgReadStore;

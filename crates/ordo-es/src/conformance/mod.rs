@@ -12,6 +12,9 @@
 //! with the others (a new file, key prefix or schema): cases read the global log.
 //! Each case is a public function here, so a store can also call one directly.
 
+mod lease;
+pub use lease::*;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
