@@ -261,30 +261,13 @@ impl LeaseStore for PgLeases {
 
 #[cfg(test)]
 mod conformance {
-    use crate::testdb;
-
-    /// Drops the test schema when dropped (off the test's runtime).
-    struct Schema(String);
-
-    impl Drop for Schema {
-        fn drop(&mut self) {
-            let schema = std::mem::take(&mut self.0);
-            let _ = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime")
-                    .block_on(testdb::drop_schema(&schema));
-            })
-            .join();
-        }
-    }
+    use crate::testdb::{self, SchemaGuard};
 
     ordo_es::lease_store_conformance!(guarded async {
         let (url, schema) = testdb::fresh_url().await;
         let leases = super::PgLeases::connect(&url)
             .await
             .expect("connect to the test server");
-        (leases, Schema(schema))
+        (leases, SchemaGuard(schema))
     });
 }

@@ -44,6 +44,28 @@ pub async fn drop_schema(schema: &str) {
         .expect("drop the test schema");
 }
 
+/// Drops the schema `base` and the generations made beside it when dropped: the guard of
+/// a test's store, for suites whose cases end synchronously.
+pub struct SchemaGuard(pub String);
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let base = std::mem::take(&mut self.0);
+        // Off the test's runtime: the guard is dropped inside an async function.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(drop_schema_family(&base));
+        })
+        .join();
+        if dropped.is_err() && !std::thread::panicking() {
+            panic!("could not drop the test schema");
+        }
+    }
+}
+
 /// Drops `base` and every read-store generation made beside it (`<base>_g...`).
 pub async fn drop_schema_family(base: &str) {
     let client = raw_client().await;
