@@ -335,15 +335,6 @@ impl InMemoryReadStores {
     }
 }
 
-/// Releases the rebuild lock when dropped.
-struct Unlock(Arc<AtomicBool>);
-
-impl Drop for Unlock {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
 #[async_trait]
 impl ReadStoreProvider for InMemoryReadStores {
     async fn open_active(&self) -> Result<ReadGeneration, ReadStoreError> {
@@ -380,11 +371,7 @@ impl ReadStoreProvider for InMemoryReadStores {
     }
 
     async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError> {
-        let taken = self
-            .rebuilding
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        Ok(taken.then(|| RebuildLock::new(Unlock(Arc::clone(&self.rebuilding)))))
+        Ok(RebuildLock::take_flag(&self.rebuilding))
     }
 }
 

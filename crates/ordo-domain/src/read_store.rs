@@ -379,6 +379,22 @@ impl RebuildLock {
     pub fn new(guard: impl std::any::Any + Send + Sync) -> Self {
         Self(Box::new(guard))
     }
+
+    /// The lock of one holder at a time in this process: takes `flag` when it is clear,
+    /// and clears it when the lock is dropped; `None` while another holds it.
+    pub fn take_flag(flag: &Arc<std::sync::atomic::AtomicBool>) -> Option<RebuildLock> {
+        use std::sync::atomic::Ordering;
+        /// Clears the flag when dropped.
+        struct Clear(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            .then(|| RebuildLock::new(Clear(Arc::clone(flag))))
+    }
 }
 
 impl fmt::Debug for RebuildLock {

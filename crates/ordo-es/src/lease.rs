@@ -5,9 +5,10 @@
 //! projected by the one process holding its [`Lease`]: taken when the shard is free or
 //! its last lease lapsed, renewed within its time to live, given up when the assignment
 //! moves the shard elsewhere. Each new lease of a shard carries a fencing token greater
-//! than every token before it, and a read store that fences its commits refuses any
-//! commit whose token is not the shard's current one, so a process that was paused or
-//! cut off past its lease can never write over its successor, whatever its clock says.
+//! than every token before it, so that a read store fencing its commits (the next step,
+//! not built yet) can refuse any commit whose token is not the shard's current one: a
+//! process paused or cut off past its lease then never writes over its successor,
+//! whatever its clock says.
 //!
 //! Time is the store's (the database's clock), never the processes': a lease lapses when
 //! the store says so, so clock skew between projectors cannot make two of them owners.
@@ -62,7 +63,9 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
 
     /// Takes `shard` for `owner` for `ttl` when it has no lease, its lease lapsed or was
     /// released; the new lease's token is greater than every earlier one. `None` when
-    /// another process holds it. (A holder asking again gets its lease renewed.)
+    /// another process holds it. A holder asking again while its lease is live gets it
+    /// renewed (same token), so `owner` must name one process start: an id reused by a
+    /// restarted process would inherit the token of the one before it.
     async fn acquire(
         &self,
         projection: &str,
@@ -86,43 +89,80 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// `owner`.
     async fn leases(&self, projection: &str) -> Result<Vec<Lease>, LeaseError>;
 
-    /// Whether `lease` is still its shard's current lease (same token), lapsed or not:
-    /// what a fenced commit checks, in the read store's transaction.
+    /// Whether `lease` is still its shard's current lease (same token, not released),
+    /// lapsed or not: what a fenced commit checks, which a read store must do inside its
+    /// commit's transaction (asking this first and committing after is check-then-act).
     async fn is_current(&self, lease: &Lease) -> Result<bool, LeaseError>;
 }
 
 /// The shards `0..shards` spread over `members`: for each member, the shards it should
-/// hold. Every member gets `shards / n` or one more; each shard goes to the member that
-/// ranks highest for it (a hash of both) among those with room, so a member joining or
-/// leaving moves few shards. Every process computes the same plan from the same inputs.
-pub fn assign(shards: u32, members: &[String]) -> Vec<(String, Vec<u32>)> {
+/// hold. Every member gets `shards / n` or one more. A shard stays with its current
+/// holder (`held`: shard and holder, from [`LeaseStore::leases`]) while that holder is a
+/// member with room, the extra shards going to the members holding most; the other
+/// shards go each to the member that ranks highest for it (a hash of both) among those
+/// with room. So a member joining takes its share and moves nothing else, a member
+/// leaving frees only its own, and every process computes the same plan from the same
+/// inputs.
+pub fn assign(shards: u32, members: &[String], held: &[(u32, String)]) -> Vec<(String, Vec<u32>)> {
     let mut members: Vec<&String> = members.iter().collect();
     members.sort();
     members.dedup();
     if members.is_empty() {
         return Vec::new();
     }
-    let n = members.len() as u32;
-    // The first `shards % n` members by rank of their own id take one more.
-    let base = shards / n;
-    let extra = shards % n;
-    let mut capacity: Vec<u32> = (0..n).map(|i| base + u32::from(i < extra)).collect();
+    let index_of = |name: &str| members.iter().position(|m| m.as_str() == name);
+    let holder_of = |shard: u32| {
+        held.iter()
+            .find(|(s, _)| *s == shard)
+            .and_then(|(_, owner)| index_of(owner))
+    };
+    let n = members.len();
+    let base = shards as usize / n;
+    let extra = shards as usize % n;
+    // The extra shards go to the members that hold most now (then by name), so that
+    // nobody gives up a shard only to make an even count come out another way.
+    let holding = |i: usize| (0..shards).filter(|&s| holder_of(s) == Some(i)).count();
+    let mut by_holding: Vec<usize> = (0..n).collect();
+    by_holding.sort_by_key(|&i| (std::cmp::Reverse(holding(i)), i));
+    let mut capacity = vec![base; n];
+    for &i in by_holding.iter().take(extra) {
+        capacity[i] += 1;
+    }
     let mut plan: Vec<(String, Vec<u32>)> =
         members.iter().map(|m| ((*m).clone(), Vec::new())).collect();
+    let mut unplaced = Vec::new();
     for shard in 0..shards {
-        let mut ranked: Vec<usize> = (0..members.len()).collect();
-        ranked.sort_by_key(|&i| std::cmp::Reverse((rank(members[i], shard), i)));
-        if let Some(&chosen) = ranked.iter().find(|&&i| capacity[i] > 0) {
-            capacity[chosen] -= 1;
-            plan[chosen].1.push(shard);
+        match holder_of(shard) {
+            Some(i) if capacity[i] > 0 => {
+                capacity[i] -= 1;
+                plan[i].1.push(shard);
+            }
+            _ => unplaced.push(shard),
         }
+    }
+    for shard in unplaced {
+        let chosen = (0..n)
+            .filter(|&i| capacity[i] > 0)
+            .max_by_key(|&i| (rank(members[i], shard), std::cmp::Reverse(i)));
+        if let Some(i) = chosen {
+            capacity[i] -= 1;
+            plan[i].1.push(shard);
+        }
+    }
+    for (_, shards) in &mut plan {
+        shards.sort_unstable();
     }
     plan
 }
 
 /// The shards `member` should hold under [`assign`].
-pub fn assigned_to(shards: u32, members: &[String], member: &str) -> Vec<u32> {
-    assign(shards, members)
+pub fn assigned_to(
+    shards: u32,
+    members: &[String],
+    held: &[(u32, String)],
+    member: &str,
+) -> Vec<u32> {
+    assign(shards, members, held)
         .into_iter()
         .find(|(m, _)| m == member)
         .map(|(_, s)| s)
@@ -222,7 +262,11 @@ impl LeaseStore for InMemoryLeases {
         let mut state = self.state();
         let key = (lease.projection.clone(), lease.shard);
         match state.leases.get_mut(&key) {
-            Some(current) if current.token == lease.token && current.owner == lease.owner => {
+            Some(current)
+                if current.token == lease.token
+                    && current.owner == lease.owner
+                    && !current.owner.is_empty() =>
+            {
                 current.expires_at = after(ttl);
                 Ok(Some(current.clone()))
             }
@@ -260,7 +304,7 @@ impl LeaseStore for InMemoryLeases {
             .state()
             .leases
             .get(&key)
-            .is_some_and(|current| current.token == lease.token))
+            .is_some_and(|current| current.token == lease.token && !current.owner.is_empty()))
     }
 }
 
@@ -286,58 +330,90 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// The holders a plan leaves behind, as [`LeaseStore::leases`] would list them.
+    fn holders(plan: &[(String, Vec<u32>)]) -> Vec<(u32, String)> {
+        plan.iter()
+            .flat_map(|(m, shards)| shards.iter().map(|s| (*s, m.clone())))
+            .collect()
+    }
+
+    fn moved(before: &[(String, Vec<u32>)], after: &[(String, Vec<u32>)]) -> usize {
+        before
+            .iter()
+            .map(|(m, _)| held(before, m).difference(&held(after, m)).count())
+            .sum()
+    }
+
     #[test]
     fn every_shard_goes_to_exactly_one_member_and_the_spread_is_even() {
         for shards in [1, 2, 7, 16, 64] {
             for n in 1..=5 {
-                let plan = assign(shards, &members(n));
-                let mut all: Vec<u32> = plan.iter().flat_map(|(_, s)| s.clone()).collect();
-                all.sort_unstable();
-                assert_eq!(all, (0..shards).collect::<Vec<_>>(), "{shards} over {n}");
-                let sizes: Vec<usize> = plan.iter().map(|(_, s)| s.len()).collect();
-                let (min, max) = (sizes.iter().min(), sizes.iter().max());
-                assert!(
-                    max.zip(min).is_some_and(|(max, min)| max - min <= 1),
-                    "{shards} over {n}: {sizes:?}"
-                );
+                for previous in [Vec::new(), holders(&assign(shards, &members(n + 1), &[]))] {
+                    let plan = assign(shards, &members(n), &previous);
+                    let mut all: Vec<u32> = plan.iter().flat_map(|(_, s)| s.clone()).collect();
+                    all.sort_unstable();
+                    assert_eq!(all, (0..shards).collect::<Vec<_>>(), "{shards} over {n}");
+                    let sizes: Vec<usize> = plan.iter().map(|(_, s)| s.len()).collect();
+                    let (min, max) = (sizes.iter().min(), sizes.iter().max());
+                    assert!(
+                        max.zip(min).is_some_and(|(max, min)| max - min <= 1),
+                        "{shards} over {n}: {sizes:?}"
+                    );
+                }
             }
         }
-        assert!(assign(16, &[]).is_empty());
+        assert!(assign(16, &[], &[]).is_empty());
     }
 
     #[test]
     fn the_plan_is_the_same_whatever_order_the_members_are_listed_in() {
         let mut listed = members(4);
-        let plan = assign(16, &listed);
+        let plan = assign(16, &listed, &[]);
         listed.reverse();
         listed.push("projector-2".into());
-        assert_eq!(assign(16, &listed), plan);
+        assert_eq!(assign(16, &listed, &[]), plan);
         assert_eq!(
-            assigned_to(16, &listed, "projector-1"),
+            assigned_to(16, &listed, &[], "projector-1"),
             held(&plan, "projector-1").into_iter().collect::<Vec<_>>()
         );
-        assert!(assigned_to(16, &listed, "stranger").is_empty());
+        assert!(assigned_to(16, &listed, &[], "stranger").is_empty());
     }
 
     #[test]
-    fn a_member_joining_or_leaving_moves_few_shards() {
-        let before = assign(16, &members(3));
-        let after = assign(16, &members(4));
-        let moved: usize = members(3)
-            .iter()
-            .map(|m| held(&before, m).difference(&held(&after, m)).count())
-            .sum();
-        // The newcomer takes its four; a perfectly sticky plan would move exactly four.
-        assert!(moved <= 8, "{moved} shards moved: {before:?} -> {after:?}");
-        // Leaving: the survivors keep what they held, up to their new share.
-        let gone = assign(16, &members(4)[1..]);
-        for m in &members(4)[1..] {
-            let kept = held(&after, m).intersection(&held(&gone, m)).count();
-            assert!(
-                kept + 2 >= held(&after, m).len(),
-                "{m}: {after:?} -> {gone:?}"
+    fn a_member_joining_takes_its_share_and_moves_nothing_else() {
+        for (shards, n) in [(16, 3), (64, 3), (64, 8), (7, 2)] {
+            let before = assign(shards, &members(n), &[]);
+            let after = assign(shards, &members(n + 1), &holders(&before));
+            let newcomer = held(&after, &format!("projector-{n}")).len();
+            assert_eq!(
+                moved(&before, &after),
+                newcomer,
+                "{shards} over {n} + 1: only the newcomer's share moves"
             );
+            assert_eq!(newcomer, shards as usize / (n + 1));
         }
+    }
+
+    #[test]
+    fn a_member_leaving_frees_only_its_own_shards() {
+        for (shards, n) in [(16, 4), (64, 8), (64, 3), (7, 3)] {
+            let before = assign(shards, &members(n), &[]);
+            let gone = "projector-0";
+            let survivors: Vec<String> = members(n).into_iter().filter(|m| m != gone).collect();
+            let after = assign(shards, &survivors, &holders(&before));
+            for m in &survivors {
+                assert!(
+                    held(&before, m).is_subset(&held(&after, m)),
+                    "{shards} over {n} - 1: {m} lost a shard: {before:?} -> {after:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn holders_that_are_not_members_count_for_nothing() {
+        let stale = vec![(0, "gone".to_string()), (1, "gone".to_string())];
+        assert_eq!(assign(4, &members(2), &stale), assign(4, &members(2), &[]));
     }
 
     #[test]

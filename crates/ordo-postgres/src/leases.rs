@@ -2,14 +2,19 @@
 //! store's configured schema (the one that holds the pointer to the active generation),
 //! so that they live beside the read models they guard and outlast every generation.
 //!
-//! Each operation is one statement (the heartbeat one transaction), and every time is
-//! the server's `now()`: a lease lapses by the database's clock, never a projector's. A
-//! takeover is an `INSERT ... ON CONFLICT DO UPDATE ... WHERE` on the shard's row, which
-//! PostgreSQL runs atomically against concurrent takers, so a shard never has two
-//! holders; each new holder's token is the row's token plus one. A read-model commit
-//! fenced by a lease reads the shard's row `FOR SHARE` in its own transaction and
-//! compares the token, so a takeover waits for a commit in flight and every commit after
-//! it with the old token fails.
+//! Each operation is one statement (the heartbeat three), and every time is the server's:
+//! a lease lapses by the database's clock, never a projector's. Whether a lease lapsed
+//! is judged at the statement's start (`now()`, the conservative side); a new expiry
+//! counts from when the statement got the row (`clock_timestamp()`), so a taker that
+//! waited on a lock does not get a lease already half gone. A takeover is an
+//! `INSERT ... ON CONFLICT DO UPDATE ... WHERE` on the shard's row, which PostgreSQL runs
+//! atomically against concurrent takers, so a shard never has two holders; each new
+//! holder's token is the row's token plus one.
+//!
+//! Not built yet: the fenced read-model commit. It must be a predicate in the commit's
+//! own transaction (the shard's row read `FOR SHARE` and its token compared, so that a
+//! takeover waits for a commit in flight and every later commit with the old token
+//! fails); calling [`LeaseStore::is_current`] before a commit would be check-then-act.
 
 use std::time::Duration;
 
@@ -131,28 +136,28 @@ impl LeaseStore for PgLeases {
         ttl: Duration,
     ) -> Result<Vec<String>, LeaseError> {
         let m = &self.members;
-        let mut client = self.pool.get().await.map_err(|e| lease_error(e.into()))?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| lease_error(e.into()))?;
+        // Three statements, each its own transaction: members beating at once never wait
+        // on each other's rows (one transaction deadlocked two lapsed members sweeping
+        // each other), and the sweep skips rows another statement holds.
         let beat = format!(
             "INSERT INTO {m} (projection, owner, expires_at)
-                 VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond')
+                 VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond')
              ON CONFLICT (projection, owner) DO UPDATE SET expires_at = EXCLUDED.expires_at"
         );
-        let sweep = format!("DELETE FROM {m} WHERE projection = $1 AND expires_at <= now()");
+        self.query(&beat, &[&projection, &owner, &millis(ttl)])
+            .await?;
+        let sweep = format!(
+            "DELETE FROM {m} WHERE ctid = ANY (ARRAY (
+                 SELECT ctid FROM {m} WHERE projection = $1 AND expires_at <= now()
+                 FOR UPDATE SKIP LOCKED))"
+        );
+        self.query(&sweep, &[&projection]).await?;
         let live = format!(
             "SELECT owner FROM {m} WHERE projection = $1 AND expires_at > now() ORDER BY owner"
         );
-        let step = |e: tokio_postgres::Error| lease_error(e.into());
-        tx.execute(&beat, &[&projection, &owner, &millis(ttl)])
-            .await
-            .map_err(step)?;
-        tx.execute(&sweep, &[&projection]).await.map_err(step)?;
-        let rows = tx.query(&live, &[&projection]).await.map_err(step)?;
-        tx.commit().await.map_err(step)?;
-        rows.iter()
+        self.query(&live, &[&projection])
+            .await?
+            .iter()
             .map(|r| r.try_get(0).map_err(|e| LeaseError::Other(Box::new(e))))
             .collect()
     }
@@ -169,7 +174,7 @@ impl LeaseStore for PgLeases {
         // and live: renewed with its token. Held by another and live: nothing.
         let sql = format!(
             "INSERT INTO {l} AS l ({COLUMNS})
-                 VALUES ($1, $2, $3, 1, now() + $4::bigint * interval '1 millisecond')
+                 VALUES ($1, $2, $3, 1, clock_timestamp() + $4::bigint * interval '1 millisecond')
              ON CONFLICT (projection, shard) DO UPDATE SET
                  token = CASE WHEN l.owner = EXCLUDED.owner AND l.expires_at > now()
                               THEN l.token ELSE l.token + 1 END,
@@ -190,8 +195,8 @@ impl LeaseStore for PgLeases {
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LeaseError> {
         let l = &self.leases;
         let sql = format!(
-            "UPDATE {l} SET expires_at = now() + $5::bigint * interval '1 millisecond'
-             WHERE projection = $1 AND shard = $2 AND token = $3 AND owner = $4
+            "UPDATE {l} SET expires_at = clock_timestamp() + $5::bigint * interval '1 millisecond'
+             WHERE projection = $1 AND shard = $2 AND token = $3 AND owner = $4 AND owner <> ''
              RETURNING {COLUMNS}"
         );
         let rows = self
@@ -240,7 +245,8 @@ impl LeaseStore for PgLeases {
     async fn is_current(&self, lease: &Lease) -> Result<bool, LeaseError> {
         let l = &self.leases;
         let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM {l} WHERE projection = $1 AND shard = $2 AND token = $3)"
+            "SELECT EXISTS (SELECT 1 FROM {l}
+                 WHERE projection = $1 AND shard = $2 AND token = $3 AND owner <> '')"
         );
         let rows = self
             .query(

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -30,15 +30,6 @@ pub struct SqliteReadStores {
     /// Set while this process holds the rebuild lock: the file lock keeps other
     /// processes out, this keeps a second holder in this one out, as on PostgreSQL.
     rebuilding: Arc<AtomicBool>,
-}
-
-/// Lets the rebuild lock go when dropped.
-struct Unlock(Arc<AtomicBool>);
-
-impl Drop for Unlock {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
 }
 
 fn io_error(e: std::io::Error) -> ReadStoreError {
@@ -182,11 +173,7 @@ impl ReadStoreProvider for SqliteReadStores {
     /// at a time in this one.
     async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError> {
         self.lock()?;
-        let taken = self
-            .rebuilding
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        Ok(taken.then(|| RebuildLock::new(Unlock(Arc::clone(&self.rebuilding)))))
+        Ok(RebuildLock::take_flag(&self.rebuilding))
     }
 
     async fn drop_inactive(&self) -> Result<u32, ReadStoreError> {

@@ -70,7 +70,7 @@ async fn a_bulk_load_at_start_that_makes_no_progress_falls_back_to_catching_up()
     let (events, ids, last) = seeded_log().await;
     let side = start(
         &events,
-        Arc::new(TestGenerations::refusing()),
+        TestGenerations::refusing().provider(),
         bulk_start(Duration::from_secs(2)),
     )
     .await;
@@ -100,10 +100,7 @@ async fn a_service_stopped_during_its_bulk_load_discards_it_and_loads_again_at_t
     // is stopped.
     let stuck = start(
         &events,
-        Arc::new(TestGenerations::over(
-            Arc::clone(&stores),
-            NewGenerations::RefuseCommits,
-        )),
+        TestGenerations::over(Arc::clone(&stores), NewGenerations::RefuseCommits).provider(),
         bulk_start(Duration::from_secs(600)),
     )
     .await;
@@ -141,7 +138,7 @@ async fn a_bulk_load_that_cannot_begin_leaves_no_generation_behind_and_catches_u
     let provider = Arc::new(TestGenerations::new(NewGenerations::RefuseBulk));
     let side = start(
         &events,
-        provider.clone(),
+        provider.provider(),
         bulk_start(Duration::from_secs(60)),
     )
     .await;
@@ -166,7 +163,7 @@ async fn a_rebuild_asked_for_during_the_bulk_start_waits_for_it_instead_of_loadi
     let provider = Arc::new(TestGenerations::counting());
     let side = start(
         &events,
-        provider.clone(),
+        provider.provider(),
         bulk_start(Duration::from_secs(60)),
     )
     .await;

@@ -7,7 +7,7 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_that_makes_no_progress_gives_up_and_leaves_the_live_read_models_alone() {
     let (events, ids, last) = seeded_log().await;
-    let provider = Arc::new(TestGenerations::refusing());
+    let provider = TestGenerations::refusing().provider();
     let side = start(
         &events,
         provider.clone(),
@@ -66,7 +66,7 @@ async fn a_rebuild_whose_commits_panic_fails_saying_so_and_leaves_the_live_read_
     let provider = Arc::new(TestGenerations::new(NewGenerations::PanicAtCommits));
     let side = start(
         &events,
-        provider,
+        provider.provider(),
         ReadSideOptions {
             stall_limit: Duration::from_secs(5),
             ..ReadSideOptions::default()
@@ -162,7 +162,7 @@ async fn a_rebuild_applies_what_arrived_during_its_index_builds_before_it_switch
     let slow = Arc::clone(&provider.slow_indexes);
     let side = start(
         &events,
-        provider.clone(),
+        provider.provider(),
         ReadSideOptions {
             bulk_start_min_events: u64::MAX,
             ..ReadSideOptions::default()

@@ -14,7 +14,7 @@ pub(crate) use serde_json::json;
 pub(crate) use tokio::sync::watch;
 pub(crate) use uuid::Uuid;
 
-pub(crate) use ordo_app::hooks::{Held, Hooked, ReadStoreHooks};
+pub(crate) use ordo_app::hooks::{Handed, Held, Hooked, HookedStores, ReadStoreHooks};
 pub(crate) use ordo_app::read_side::{ReadSide, ReadSideOptions, RebuildError};
 pub(crate) use ordo_app::{
     CommandContext, InMemoryReadStore, InMemoryReadStores, OrderProjection, OrderService,
@@ -289,9 +289,9 @@ pub(crate) enum NewGenerations {
 #[derive(Debug)]
 pub(crate) struct TestGenerations {
     pub(crate) inner: Arc<InMemoryReadStores>,
-    pub(crate) new: NewGenerations,
-    pub(crate) created: AtomicU32,
+    pub(crate) created: Arc<AtomicU32>,
     pub(crate) slow_indexes: Arc<SlowIndexes>,
+    hooked: Arc<HookedStores>,
 }
 
 impl TestGenerations {
@@ -301,11 +301,34 @@ impl TestGenerations {
 
     /// Over read models that outlive it (a restart).
     pub(crate) fn over(inner: Arc<InMemoryReadStores>, new: NewGenerations) -> Self {
+        let created = Arc::new(AtomicU32::new(0));
+        let slow_indexes = Arc::<SlowIndexes>::default();
+        let (counted, slow) = (Arc::clone(&created), Arc::clone(&slow_indexes));
+        let pick = move |handed: Handed| -> Option<Arc<dyn ReadStoreHooks>> {
+            if handed != Handed::Created {
+                return None;
+            }
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut hooks = FailingCommits::new(Vec::new(), None);
+            match new {
+                NewGenerations::Work => return None,
+                NewGenerations::RefuseCommits | NewGenerations::RefuseBulk => {
+                    hooks.fail = (1..=10_000).collect();
+                    hooks.refuse_bulk = new == NewGenerations::RefuseBulk;
+                }
+                NewGenerations::SlowIndexes => hooks.slow_indexes = Some(Arc::clone(&slow)),
+                NewGenerations::PanicAtCommits => hooks.panic = true,
+            }
+            Some(Arc::new(hooks))
+        };
         Self {
+            hooked: Arc::new(HookedStores::new(
+                Arc::clone(&inner) as Arc<dyn ReadStoreProvider>,
+                pick,
+            )),
             inner,
-            new,
-            created: AtomicU32::new(0),
-            slow_indexes: Arc::default(),
+            created,
+            slow_indexes,
         }
     }
 
@@ -316,42 +339,10 @@ impl TestGenerations {
     pub(crate) fn counting() -> Self {
         Self::new(NewGenerations::Work)
     }
-}
 
-#[async_trait]
-impl ReadStoreProvider for TestGenerations {
-    async fn open_active(&self) -> Result<ReadGeneration, ReadStoreError> {
-        self.inner.open_active().await
-    }
-    async fn create_generation(&self) -> Result<ReadGeneration, ReadStoreError> {
-        let generation = self.inner.create_generation().await?;
-        self.created.fetch_add(1, Ordering::SeqCst);
-        if self.new == NewGenerations::Work {
-            return Ok(generation);
-        }
-        let mut hooks = FailingCommits::new(Vec::new(), None);
-        match self.new {
-            NewGenerations::Work => unreachable!("returned above"),
-            NewGenerations::RefuseCommits | NewGenerations::RefuseBulk => {
-                hooks.fail = (1..=10_000).collect();
-                hooks.refuse_bulk = self.new == NewGenerations::RefuseBulk;
-            }
-            NewGenerations::SlowIndexes => hooks.slow_indexes = Some(self.slow_indexes.clone()),
-            NewGenerations::PanicAtCommits => hooks.panic = true,
-        }
-        Ok(Hooked::generation(generation, Arc::new(hooks)))
-    }
-    async fn activate(&self, id: &str) -> Result<(), ReadStoreError> {
-        self.inner.activate(id).await
-    }
-    async fn drop_inactive(&self) -> Result<u32, ReadStoreError> {
-        self.inner.drop_inactive().await
-    }
-    async fn active_id(&self) -> Result<String, ReadStoreError> {
-        self.inner.active_id().await
-    }
-    async fn try_lock_rebuild(&self) -> Result<Option<RebuildLock>, ReadStoreError> {
-        self.inner.try_lock_rebuild().await
+    /// The read models to start a read side on.
+    pub(crate) fn provider(&self) -> Arc<dyn ReadStoreProvider> {
+        self.hooked.clone()
     }
 }
 

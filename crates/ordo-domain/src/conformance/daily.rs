@@ -77,7 +77,10 @@ pub async fn the_figures_of_each_day_follow_creates_status_changes_cancels_and_d
 ) {
     let mut p = Projector::new(Arc::clone(&store));
     let steps = daily_history();
-    p.project(steps[..5].to_vec()).await;
+    // The order of 11-29 created in one batch and deleted in the next: its day's row
+    // goes to zero across batches and must go.
+    p.project(steps[..4].to_vec()).await;
+    p.project(steps[4..5].to_vec()).await;
     let day = |date, orders, cents| DailyFigures {
         date,
         orders,
@@ -238,19 +241,14 @@ pub async fn a_bulk_load_answers_every_query_like_batches_applied_one_by_one(
     for chunk in steps.chunks(4) {
         loading.project(chunk.to_vec()).await;
     }
-    // The positions differ (one batch per step against one per four): compare from the
-    // same checkpoint.
     bulk.finish_bulk().await.expect("finish");
     bulk.finish_bulk()
         .await
         .expect("finishing twice is harmless");
-    let expected = answers(usual.as_ref(), &ids).await;
-    let loaded = answers(bulk.as_ref(), &ids).await;
-    let strip = |s: &str| s.rsplit_once('\n').map(|(rest, _)| rest.to_owned());
     assert_eq!(
-        strip(&loaded),
-        strip(&expected),
-        "every answer but the checkpoint"
+        answers(bulk.as_ref(), &ids).await,
+        answers(usual.as_ref(), &ids).await,
+        "every answer and the checkpoint"
     );
     assert_eq!(
         bulk.list(&searching("engine")).await.expect("search").total,

@@ -26,6 +26,7 @@ macro_rules! lease_store_conformance {
         $crate::event_store_conformance!(@cases $kind $make;
             a_free_shard_is_taken_and_a_held_one_is_not,
             of_concurrent_takers_of_a_free_shard_exactly_one_wins,
+            of_concurrent_takers_of_a_released_shard_exactly_one_wins,
             a_lapsed_lease_is_taken_over_with_a_greater_token_and_its_holder_is_fenced_off,
             a_lapsed_lease_nobody_took_is_renewed_by_its_holder,
             a_released_shard_is_taken_at_once_and_the_releaser_is_fenced_off,
@@ -133,6 +134,27 @@ pub async fn of_concurrent_takers_of_a_free_shard_exactly_one_wins(store: Arc<dy
     assert_eq!(leases, won);
 }
 
+pub async fn of_concurrent_takers_of_a_released_shard_exactly_one_wins(store: Arc<dyn LeaseStore>) {
+    let p = projection();
+    let first = take(store.as_ref(), &p, 0, "first").await;
+    store.release(&first).await.expect("release");
+    let takers: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, p) = (Arc::clone(&store), p.clone());
+            tokio::spawn(async move { store.acquire(&p, 0, &format!("taker-{i}"), LONG).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for taker in takers {
+        if let Some(lease) = taker.await.expect("task").expect("acquire") {
+            won.push(lease);
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    assert!(won[0].token > first.token);
+    assert_eq!(store.leases(&p).await.expect("leases"), won);
+}
+
 pub async fn a_lapsed_lease_is_taken_over_with_a_greater_token_and_its_holder_is_fenced_off(
     store: Arc<dyn LeaseStore>,
 ) {
@@ -198,6 +220,14 @@ pub async fn a_released_shard_is_taken_at_once_and_the_releaser_is_fenced_off(
     store.release(&leaving).await.expect("release");
     assert!(!store.is_current(&leaving).await.expect("current"));
     assert_eq!(store.renew(&leaving, LONG).await.expect("renew"), None);
+    let listed = store.leases(&p).await.expect("leases");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].owner.is_empty(), "released: no owner, {listed:?}");
+    assert!(
+        !store.is_current(&listed[0]).await.expect("current"),
+        "a released lease is nobody's"
+    );
+    assert_eq!(store.renew(&listed[0], LONG).await.expect("renew"), None);
     let joining = take(store.as_ref(), &p, 5, "joining").await;
     assert!(joining.token > leaving.token);
     // The releaser may take it back once it is free again, with a newer token still.

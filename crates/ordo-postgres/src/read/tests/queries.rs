@@ -1,4 +1,5 @@
-//! The query plans PostgreSQL picks; what the queries answer is the conformance suite's.
+//! What only PostgreSQL shows: the query plans it picks, and text it cannot store. What
+//! the queries answer is the conformance suite's.
 
 use super::*;
 
@@ -44,5 +45,28 @@ async fn a_search_in_a_table_of_realistic_size_is_served_from_the_trigram_index(
         plan.contains("order_search_text"),
         "search does not use the trigram index:\n{plan}"
     );
+    f.done().await;
+}
+
+/// PostgreSQL's text cannot hold NUL: a parked event's error keeps the rest of its text
+/// with U+FFFD in its place (the conformance suite accepts either form).
+#[tokio::test]
+async fn a_nul_in_a_parked_events_error_is_stored_as_the_replacement_character() {
+    let f = Fixture::new().await;
+    let origin = Checkpoint::origin(1);
+    let mut to = origin.clone();
+    to.advance(&ordo_es::Position::new(0, 1, 1));
+    let parked = ParkedEvent {
+        position: "0.1.1".into(),
+        event_id: Uuid::now_v7(),
+        stream_id: "stream-1".into(),
+        version: 1,
+        event_type: "OrderCreated".into(),
+        error: "nul \0 inside".into(),
+        parked_at: ordo_es::now_micros(),
+    };
+    f.store.park("p", parked, &origin, &to).await.expect("park");
+    let stored = f.store.parked("p").await.expect("parked");
+    assert_eq!(stored[0].error, "nul \u{FFFD} inside");
     f.done().await;
 }
