@@ -1,7 +1,10 @@
 //! The live read side: the active read-store generation and the projection runner that
-//! feeds it, with a blue-green switch to a rebuilt generation.
+//! feeds it, with a blue-green switch to a rebuilt generation. A process that runs no
+//! projection follows the generation and checkpoint other processes store (`following`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod following;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -35,6 +38,8 @@ struct Runners {
     config: RunnerConfig,
     /// The runtime they run on; `None`: the caller's.
     runtime: Option<Handle>,
+    /// The events every projection they run has committed.
+    committed: Arc<AtomicU64>,
 }
 
 fn start_runner(
@@ -52,6 +57,7 @@ fn start_projection(
     projection: Arc<OrderProjection>,
     runners: &Runners,
 ) -> Running {
+    projection.count_commits_into(Arc::clone(&runners.committed));
     let runner = ProjectionRunner::new(
         Arc::clone(events),
         Arc::clone(&projection) as Arc<dyn ordo_es::Projection>,
@@ -226,6 +232,8 @@ pub struct ReadSide {
     bulk_generation: Option<String>,
     /// Stops the task that follows switches made by other processes.
     stop_following: watch::Sender<bool>,
+    /// In a process that runs no projection: what publishes the stored checkpoint.
+    follower: Option<Arc<following::Follower>>,
 }
 
 impl ReadSide {
@@ -254,6 +262,7 @@ impl ReadSide {
         let runners = Runners {
             config,
             runtime: options.projection_runtime.clone(),
+            committed: Arc::default(),
         };
         let lock = provider.try_lock_rebuild().await?;
         match &lock {
@@ -316,6 +325,7 @@ impl ReadSide {
             loading: AtomicBool::new(loading),
             bulk_generation,
             stop_following,
+            follower: None,
         });
         if let Some((new, lock, one_at_a_time)) = load {
             tokio::spawn(Arc::clone(&side).finish_bulk_start(new, lock, one_at_a_time));
@@ -557,8 +567,16 @@ impl ReadSide {
         &self.events
     }
 
+    /// The events whose read-model change this process's projections have committed
+    /// since it started, into any generation (a rebuild's included); parked events are
+    /// not counted.
+    pub fn events_committed(&self) -> u64 {
+        self.runners.committed.load(Ordering::Relaxed)
+    }
+
     /// Waits until the live read models cover `position`, across a generation switch.
     pub async fn wait_for(&self, position: &Position, timeout: Duration) -> bool {
+        let _waiting = self.follower.as_ref().map(|f| f.waiting(position));
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // `loading` first: it is cleared after `live` is set, so a reader that sees it
