@@ -12,7 +12,8 @@
 //! - [`projection`]: [`OrderProjection`], the projection that folds each batch of events
 //!   and commits it with its checkpoint, pipelining the commits during a bulk load.
 //! - [`read_side`]: the live read side ([`ReadSide`]): the active read-store generation
-//!   and its projection runner, with a blue-green switch to a rebuilt generation.
+//!   and its projection runner, with a blue-green switch to a rebuilt generation; in a
+//!   process that runs no projection, the checkpoint other processes store there.
 //! - [`replay`]: the replay jobs operators start ([`ReplayJobs`]: full rebuild, from a
 //!   timestamp, one order), each followed as a [`JobStatus`].
 //! - [`gated`]: [`gate_queries`] puts the queries of every generation behind one

@@ -3,7 +3,8 @@
 //! commits while a generation is bulk-loaded.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -26,6 +27,8 @@ pub struct OrderProjection {
     /// The projection writes through the writer's side of the contract only.
     store: Arc<dyn ReadModelWriter>,
     mode: tokio::sync::Mutex<Mode>,
+    /// Where the events of every committed batch are counted, if anywhere.
+    committed: OnceLock<Arc<AtomicU64>>,
 }
 
 #[derive(Debug)]
@@ -81,6 +84,21 @@ impl OrderProjection {
         Self {
             store,
             mode: tokio::sync::Mutex::new(Mode::Committed),
+            committed: OnceLock::new(),
+        }
+    }
+
+    /// Counts into `counter` the events of every batch this projection commits from now
+    /// on (a pipelined batch once its commit has succeeded; parked events are not
+    /// counted): the process's `ordo_projection_events_applied_total`. The first counter
+    /// given stays.
+    pub fn count_commits_into(&self, counter: Arc<AtomicU64>) {
+        let _ = self.committed.set(counter);
+    }
+
+    fn counted(counter: Option<&Arc<AtomicU64>>, events: usize) {
+        if let Some(counter) = counter {
+            counter.fetch_add(events as u64, Ordering::Relaxed);
         }
     }
 
@@ -161,6 +179,7 @@ impl Projection for OrderProjection {
             self.store
                 .commit(Self::NAME, batch.into(), from, to)
                 .await?;
+            Self::counted(self.committed.get(), events.len());
             return Ok(());
         };
         // The orders the previous batch touched are taken from it (its commit may not
@@ -192,8 +211,12 @@ impl Projection for OrderProjection {
             .collect();
         let store = Arc::clone(&self.store);
         let (committing, from, to) = (Arc::clone(&batch), from.clone(), to.clone());
-        let commit =
-            tokio::spawn(async move { store.commit(Self::NAME, committing, &from, &to).await });
+        let (counter, count) = (self.committed.get().cloned(), events.len());
+        let commit = tokio::spawn(async move {
+            store.commit(Self::NAME, committing, &from, &to).await?;
+            Self::counted(counter.as_ref(), count);
+            Ok(())
+        });
         *mode = Mode::Pipelined(Some(InFlight {
             batch,
             index,

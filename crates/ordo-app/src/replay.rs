@@ -90,6 +90,12 @@ impl Job {
 pub enum StartError {
     #[error("a full rebuild is already running (job {0})")]
     AlreadyRunning(Uuid),
+    /// A full rebuild runs where a projection runs: it ends by stopping the live runner
+    /// and starting the rebuilt generation's, and this process has neither.
+    #[error(
+        "this process runs no projection (ordo serve --role api), so it does not rebuild the read models: run `ordo replay` on the same stores (running services follow its switch), or ask an ordo serve of role all; repairs (fromTimestamp, aggregateId) run here"
+    )]
+    NoProjection,
 }
 
 /// The replay jobs of one process.
@@ -131,6 +137,9 @@ impl ReplayJobs {
     pub fn start(self: &Arc<Self>, request: ReplayRequest) -> Result<Uuid, StartError> {
         let id = Uuid::now_v7();
         if request == ReplayRequest::Full {
+            if !self.read_side.runs_projection() {
+                return Err(StartError::NoProjection);
+            }
             let mut running = self.full_rebuild.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(other) = *running {
                 return Err(StartError::AlreadyRunning(other));

@@ -77,9 +77,11 @@ struct Projections {
 #[serde(rename_all = "camelCase")]
 struct ProjectionReport {
     name: String,
-    /// starting, catching-up, running, failing, halted or stopped. `halted`: the event
+    /// starting, catching-up, running, failing, halted, stopped or following. `halted`: the event
     /// log went backwards under the projection (see `lastError` and `repair`); nothing
-    /// more is applied until the read models are rebuilt.
+    /// more is applied until the read models are rebuilt. `following`: this process
+    /// runs no projection (`--role api`); the report is of the checkpoint other
+    /// processes stored, and `lastError` of reading it.
     #[schema(example = "running")]
     state: &'static str,
     /// What repairs the state, when only an operator can: for `halted`, rebuilding the
@@ -234,7 +236,9 @@ async fn start_replay(
     let body = json_body(&headers, body, true).await?;
     let request = parse_replay_request(body.as_ref())?;
     let job = state.jobs.start(request).map_err(|e| match e {
-        StartError::AlreadyRunning(_) => ApiError::Conflict(e.to_string()),
+        StartError::AlreadyRunning(_) | StartError::NoProjection => {
+            ApiError::Conflict(e.to_string())
+        }
     })?;
     let mut response = (StatusCode::ACCEPTED, Json(ReplayStarted { job_id: job })).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/admin/replay/{job}")) {
@@ -305,6 +309,9 @@ const HALTED_REPAIR: &str = "rebuild the read models from the event log: run `or
      or POST /api/v1/admin/replay with an empty body; the rebuilt projection starts over \
      from the log as it is now";
 
+/// The state a process that runs no projection (`--role api`) reports.
+const FOLLOWING: &str = "following";
+
 /// The state of each projection.
 #[utoipa::path(
     get,
@@ -323,10 +330,15 @@ async fn projections(State(state): State<AppState>) -> Result<Response, ApiError
     let (position, lag) = crate::ops::projection_gauges(&state, &status).await;
     let parked = state.reads().parked(OrderProjection::NAME).await?;
     let checkpoint = status.checkpoint.as_ref().map(|c| c.encode());
+    let state_name = if state.read_side.runs_projection() {
+        status.state.as_str()
+    } else {
+        FOLLOWING
+    };
     Ok(Json(Projections {
         projections: vec![ProjectionReport {
             name: status.name,
-            state: status.state.as_str(),
+            state: state_name,
             repair: (status.state == ProjectionState::Halted).then_some(HALTED_REPAIR),
             log_checked: status.log_checked.as_ref().map(|c| c.encode()),
             position,

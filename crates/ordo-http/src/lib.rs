@@ -27,9 +27,10 @@
 //! - `limits.rs`: the request deadline (every route but the event stream).
 //! - `error.rs`, `extract.rs`: problem documents, and reading bodies, headers and query
 //!   strings without trusting them.
-//! - This file: [`AppState`], [`router`] (one `router()` per module, merged here) and the
-//!   middleware: request ids, metrics, and a last pass that turns any non-problem error
-//!   response (404 of an unknown route, 405) into a problem document.
+//! - This file: [`AppState`], [`router`] (one `router()` per module, merged here),
+//!   [`operations_router`] (a projector process's: the operations endpoints alone) and
+//!   the middleware: request ids, metrics, and a last pass that turns any non-problem
+//!   error response (404 of an unknown route, 405) into a problem document.
 
 mod admin;
 mod auth;
@@ -162,13 +163,30 @@ pub fn router(state: AppState) -> Router {
     )
     .split_for_parts();
     openapi::Finish.modify(&mut doc);
+    with_middleware(routes, &state)
+        .layer(Extension(openapi::Document::new(&doc)))
+        .with_state(state)
+}
+
+/// What a process that only runs projections serves (`ordo serve --role projector`):
+/// `/health`, `/ready` and `/metrics`, with the same middleware as [`router`]; every
+/// other path is the problem document of an unknown route (404).
+pub fn operations_router(state: AppState) -> Router {
+    let (routes, _) = OpenApiRouter::new()
+        .merge(ops::router())
+        .layer(limits::deadline_layer(state.request_deadline))
+        .split_for_parts();
+    with_middleware(routes, &state).with_state(state)
+}
+
+/// Route tags for the metrics, the unknown-route fallback, request ids, metrics and
+/// problem documents, and the body limit.
+fn with_middleware(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
     routes
         .route_layer(middleware::from_fn(tag_route))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY))
-        .layer(Extension(openapi::Document::new(&doc)))
-        .with_state(state)
 }
 
 async fn unknown_route() -> ApiError {

@@ -46,6 +46,16 @@ pub struct ProjectionGauges {
     pub name: String,
     pub position: u64,
     pub lag_seconds: f64,
+    /// What this process's runner reports; `None` where no runner of the projection
+    /// runs (`--role api`): the position and lag are then the stored checkpoint's.
+    pub runner: Option<RunnerGauges>,
+}
+
+/// What `/metrics` shows of a projection's runner in this process.
+#[derive(Debug, Clone)]
+pub struct RunnerGauges {
+    /// Events whose read-model change this process committed (parked ones not counted).
+    pub applied: u64,
     pub parked: u64,
     /// Times the projection's runner was restarted after it panicked or got stuck.
     pub restarts: u64,
@@ -146,12 +156,25 @@ impl Metrics {
                 .iter()
                 .map(move |p| (format!("projection=\"{}\"", p.name), value(p)))
         };
+        let per_runner = |value: fn(&RunnerGauges) -> String| {
+            projections.iter().filter_map(move |p| {
+                let runner = p.runner.as_ref()?;
+                Some((format!("projection=\"{}\"", p.name), value(runner)))
+            })
+        };
         family(
             &mut out,
             "ordo_projection_position",
             "gauge",
             "Events the projection has applied, per projection (sum of partition cursors).",
             per_projection(|p| p.position.to_string()),
+        );
+        family(
+            &mut out,
+            "ordo_projection_events_applied_total",
+            "counter",
+            "Events whose read-model change this process's projection committed (parked events not counted), per projection.",
+            per_runner(|r| r.applied.to_string()),
         );
         family(
             &mut out,
@@ -165,21 +188,21 @@ impl Metrics {
             "ordo_projection_parked_events",
             "gauge",
             "Poison events parked by this process, per projection.",
-            per_projection(|p| p.parked.to_string()),
+            per_runner(|r| r.parked.to_string()),
         );
         family(
             &mut out,
             "ordo_projection_restarts_total",
             "counter",
             "Times the projection runner was restarted after it panicked or got stuck, per projection.",
-            per_projection(|p| p.restarts.to_string()),
+            per_runner(|r| r.restarts.to_string()),
         );
         family(
             &mut out,
             "ordo_projection_halted",
             "gauge",
             "1 while the projection has halted because the event log went backwards under it (it lost events the read models hold); a rebuild (ordo replay) clears it.",
-            per_projection(|p| u8::from(p.halted).to_string()),
+            per_runner(|r| u8::from(r.halted).to_string()),
         );
         family(
             &mut out,
@@ -353,6 +376,50 @@ mod tests {
             "ordo_queue_rejected_total{queue=\"events\"} 1",
         ] {
             assert!(out.lines().any(|l| l == line), "{line} in {out}");
+        }
+    }
+
+    #[test]
+    fn a_process_that_runs_no_projection_shows_its_position_and_lag_and_no_runner() {
+        let metrics = Metrics::default();
+        let gauges = |runner| ProjectionGauges {
+            name: "orders".into(),
+            position: 7,
+            lag_seconds: 0.5,
+            runner,
+        };
+        let projecting = metrics.render(
+            &[gauges(Some(RunnerGauges {
+                applied: 3,
+                parked: 1,
+                restarts: 0,
+                halted: false,
+            }))],
+            0,
+        );
+        for line in [
+            "ordo_projection_position{projection=\"orders\"} 7",
+            "ordo_projection_events_applied_total{projection=\"orders\"} 3",
+            "ordo_projection_parked_events{projection=\"orders\"} 1",
+            "ordo_projection_halted{projection=\"orders\"} 0",
+        ] {
+            assert!(
+                projecting.lines().any(|l| l == line),
+                "{line} in {projecting}"
+            );
+        }
+        let following = metrics.render(&[gauges(None)], 0);
+        assert!(following.contains("ordo_projection_lag_seconds{projection=\"orders\"} 0.5"));
+        for runner_only in [
+            "ordo_projection_events_applied_total{",
+            "ordo_projection_parked_events{",
+            "ordo_projection_restarts_total{",
+            "ordo_projection_halted{",
+        ] {
+            assert!(
+                !following.contains(runner_only),
+                "{runner_only} in {following}"
+            );
         }
     }
 

@@ -50,7 +50,8 @@ async fn health() -> Response {
 /// that stops answering is named, instead of the answer being the deadline's.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Readiness: the stores answer and the projections run.
+/// Readiness: the stores answer and the projections run (in a process that runs them:
+/// with `--role api`, the stores only).
 #[utoipa::path(
     get,
     path = "/ready",
@@ -90,7 +91,9 @@ async fn ready(
         Err(_) => problems.push("the read store did not answer in time".to_string()),
     }
     let projection = state.read_side.status();
-    problems.extend(projection_problem(&projection));
+    if state.read_side.runs_projection() {
+        problems.extend(projection_problem(&projection));
+    }
     if problems.is_empty() {
         return axum::Json(serde_json::json!({ "status": "ready" })).into_response();
     }
@@ -134,7 +137,8 @@ fn projection_problem(status: &ProjectionStatus) -> Option<String> {
 }
 
 /// Lag: how old the oldest unprojected event is, approximated by the time since the last
-/// projected event when events are waiting, else 0.
+/// projected event when events are waiting, else 0. A process that runs no projection
+/// knows no last projected event: it reads the first event after the stored checkpoint.
 pub(crate) async fn projection_gauges(state: &AppState, status: &ProjectionStatus) -> (u64, f64) {
     let Some(checkpoint) = &status.checkpoint else {
         return (0, 0.0);
@@ -148,12 +152,32 @@ pub(crate) async fn projection_gauges(state: &AppState, status: &ProjectionStatu
         .count_after(checkpoint)
         .await
         .unwrap_or(0);
-    let lag = match (waiting, status.last_event_at) {
+    let last_event_at = match status.last_event_at {
+        None if waiting > 0 && !state.read_side.runs_projection() => {
+            first_event_after(state, checkpoint).await
+        }
+        at => at,
+    };
+    let lag = match (waiting, last_event_at) {
         (0, _) => 0.0,
         (_, Some(at)) => (OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0),
         (_, None) => 0.0,
     };
     (position, lag)
+}
+
+/// When the first event after `checkpoint` occurred (`None` when it cannot be read).
+async fn first_event_after(
+    state: &AppState,
+    checkpoint: &ordo_es::Checkpoint,
+) -> Option<OffsetDateTime> {
+    let events = state
+        .read_side
+        .events()
+        .read_all(checkpoint, 1)
+        .await
+        .ok()?;
+    events.first().map(|e| e.occurred_at)
 }
 
 /// Prometheus metrics: commands by type and outcome, append latency, projection position
@@ -168,13 +192,20 @@ pub(crate) async fn projection_gauges(state: &AppState, status: &ProjectionStatu
 async fn metrics(State(state): State<AppState>) -> Response {
     let status = state.read_side.status();
     let (position, lag) = projection_gauges(&state, &status).await;
+    let runner = state
+        .read_side
+        .runs_projection()
+        .then(|| crate::metrics::RunnerGauges {
+            applied: state.read_side.events_committed(),
+            parked: status.events_parked,
+            restarts: status.restarts,
+            halted: status.state == ProjectionState::Halted,
+        });
     let gauges = crate::metrics::ProjectionGauges {
         name: status.name.clone(),
         position,
         lag_seconds: lag,
-        parked: status.events_parked,
-        restarts: status.restarts,
-        halted: status.state == ProjectionState::Halted,
+        runner,
     };
     let mut body = state.metrics.render(&[gauges], state.jobs.events_applied());
     let queues: Vec<_> = state.queues.iter().map(|q| q.stats()).collect();

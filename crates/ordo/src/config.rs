@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::role::Role;
+
 /// ordo: an event-sourced order service.
 #[derive(Debug, Parser)]
 #[command(name = "ordo", version, about, long_about = None)]
@@ -153,6 +155,13 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "ORDO_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: String,
+    /// What this process does: the API, the projections, or both.
+    ///
+    /// Roles other than all need stores several processes share (PostgreSQL, or Redis
+    /// for the events with PostgreSQL for the read models); on the embedded SQLite
+    /// stores they are refused at start.
+    #[arg(long, env = "ORDO_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
     /// Token for the admin endpoints (Authorization: Bearer TOKEN).
     #[arg(long, env = "ORDO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
@@ -302,6 +311,24 @@ mod tests {
         assert_eq!(limits.idle_timeout, defaults.idle_timeout);
         assert_eq!(limits.max_connections, defaults.max_connections);
         assert_eq!(cli.serve.stores.data_dir, PathBuf::from("./data"));
+        assert_eq!(cli.serve.role, Role::All);
+    }
+
+    #[test]
+    fn the_role_is_all_api_or_projector() {
+        for (raw, role) in [
+            ("all", Role::All),
+            ("api", Role::Api),
+            ("projector", Role::Projector),
+        ] {
+            let cli = Cli::try_parse_from(["ordo", "serve", "--role", raw]).expect("parse");
+            let Some(Command::Serve(args)) = cli.command else {
+                panic!("serve")
+            };
+            assert_eq!(args.role, role);
+            assert_eq!(role.to_string(), raw);
+        }
+        assert!(Cli::try_parse_from(["ordo", "--role", "reader"]).is_err());
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! # ordo: wiring and the command line
 //!
 //! The thin top of ordo: it opens the stores named by the configuration, starts the
-//! projection runner, and serves the HTTP API until told to stop. `main.rs` only parses
-//! the command line and calls into here, so tests start the service exactly as `main`
-//! does: [`Stores::open`], then [`run`] with their own listener and shutdown signal.
+//! projection runner, and serves the HTTP API until told to stop; a process's [`Role`]
+//! says which of the two it does. `main.rs` only parses the command line and calls into
+//! here, so tests start the service exactly as `main` does: [`Stores::open`], then
+//! [`run`] with their own listener and shutdown signal.
 
 pub mod access;
 pub mod config;
 pub mod events;
+mod role;
 mod runtime;
 mod server;
 pub mod status;
@@ -30,6 +32,7 @@ use ordo_es::{
 use ordo_http::{ApiTokens, AppState, EventFeed, Metrics, SecretToken, StreamLimits};
 
 pub use config::StoreArgs;
+pub use role::Role;
 pub use runtime::ProjectionRuntime;
 pub use server::Limits;
 
@@ -160,6 +163,8 @@ pub struct Settings {
     pub event_stream: StreamLimits,
     /// Timeouts and the connection cap.
     pub limits: Limits,
+    /// What this process does: the API, the projections, or both.
+    pub role: Role,
 }
 
 /// Starts the read side (the active read models and their projection).
@@ -178,9 +183,22 @@ pub async fn start_read_side(stores: &Stores) -> anyhow::Result<Arc<ReadSide>> {
     .context("cannot open the read models")
 }
 
+/// The read side of a process that runs no projection (`--role api`): the active read
+/// models, their stored checkpoint and the switches other processes make.
+pub async fn follow_read_side(stores: &Stores) -> anyhow::Result<Arc<ReadSide>> {
+    ReadSide::start_following(
+        Arc::clone(&stores.events),
+        Arc::clone(&stores.reads),
+        ReadSideOptions::default(),
+    )
+    .await
+    .context("cannot open the read models")
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting, ends the
 /// event streams, lets requests in flight finish, and stops the projection runner between
-/// two batches (each batch is committed with its checkpoint, so nothing is lost).
+/// two batches (each batch is committed with its checkpoint, so nothing is lost). What
+/// is served and run follows `settings.role`.
 pub async fn run(
     listener: TcpListener,
     stores: Stores,
@@ -190,14 +208,19 @@ pub async fn run(
     // The requests' way to the stores goes through bounded queues; the projection and
     // the event stream's tail (a few fixed callers) use the stores directly.
     let queues = Queues::new(settings.limits.max_pending);
-    let read_side = start_read_side(&Stores {
+    let gated = Stores {
         reads: Arc::new(gate_queries(
             Arc::clone(&stores.reads),
             Arc::clone(&queues.reads),
         )),
         ..stores.clone()
-    })
-    .await?;
+    };
+    let role = settings.role;
+    let read_side = if role.runs_projections() {
+        start_read_side(&gated).await?
+    } else {
+        follow_read_side(&gated).await?
+    };
     let service = OrderService::new(Arc::new(GatedEventStore::new(
         Arc::clone(&stores.events),
         Arc::clone(&queues.events),
@@ -216,7 +239,10 @@ pub async fn run(
         Arc::clone(&metrics),
         tail_start(&read_side).await,
     );
-    let tail = tokio::spawn(Arc::clone(&event_feed).follow_log());
+    // Only where the event stream is served.
+    let tail = role
+        .serves_api()
+        .then(|| tokio::spawn(Arc::clone(&event_feed).follow_log()));
     let state = AppState {
         jobs: ReplayJobs::new(Arc::clone(&read_side), service.clone()),
         service,
@@ -230,10 +256,14 @@ pub async fn run(
         consistency_waits: Arc::clone(&queues.consistency_waits),
         queues: queues.all(),
     };
-    let app = ordo_http::router(state);
     let address = listener.local_addr()?;
-    access::warn_if_open(address, settings.api_tokens.as_deref());
-    tracing::info!(%address, "ordo is listening");
+    let app = if role.serves_api() {
+        access::warn_if_open(address, settings.api_tokens.as_deref());
+        ordo_http::router(state)
+    } else {
+        ordo_http::operations_router(state)
+    };
+    tracing::info!(%address, %role, "ordo is listening");
     let feed = Arc::clone(&event_feed);
     let stopping = async move {
         shutdown.await;
@@ -242,7 +272,9 @@ pub async fn run(
     };
     server::serve(listener, app, &settings.limits, stopping).await;
     event_feed.shut_down();
-    if let Err(e) = tail.await {
+    if let Some(tail) = tail
+        && let Err(e) = tail.await
+    {
         tracing::warn!(error = %e, "the event stream's tail ended abnormally");
     }
     read_side.shutdown().await;

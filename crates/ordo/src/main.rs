@@ -46,7 +46,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve_with(args: ordo::config::ServeArgs) -> anyhow::Result<()> {
-    // The token files first: a refused one stops the start before any store is opened.
+    // The role and the token files first: a refusal stops the start before any store is
+    // opened (or created).
+    args.role.check_stores(&args.stores)?;
     let settings = ordo::Settings {
         admin_token: ordo::access::admin_token(&args)?,
         api_tokens: ordo::access::api_tokens(args.api_token_file.as_deref())?,
@@ -55,6 +57,7 @@ async fn serve_with(args: ordo::config::ServeArgs) -> anyhow::Result<()> {
             ..ordo_http::StreamLimits::default()
         },
         limits: args.limits(),
+        role: args.role,
     };
     let stores = Stores::open(&args.stores).await?;
     serve(&args.listen, stores, settings).await

@@ -117,7 +117,8 @@ pub struct ProjectionReport {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveState {
-    /// `starting`, `catching-up`, `running`, `failing`, `halted` or `stopped`.
+    /// `starting`, `catching-up`, `running`, `failing`, `halted` or `stopped`;
+    /// `following` from a server of role `api`, which runs no projection.
     pub state: String,
     pub last_error: Option<String>,
     pub events_applied: Option<u64>,
@@ -624,6 +625,12 @@ async fn ask_server(
         403 => {
             report.error =
                 Some("the server has no admin token configured (ORDO_ADMIN_TOKEN)".into());
+            (report, None)
+        }
+        404 => {
+            report.error = Some(
+                "the server serves no admin endpoints (a projector: ordo serve --role projector); its /ready and /metrics report its projection".into(),
+            );
             (report, None)
         }
         other => {

@@ -1,11 +1,13 @@
 //! The live read side: the active read-store generation and the projection runner that
-//! feeds it, with a blue-green switch to a rebuilt generation.
+//! feeds it, with a blue-green switch to a rebuilt generation. A process that runs no
+//! projection follows the generation and checkpoint other processes store (`following`).
 //!
 //! This file holds the read side and what queries use; `rebuild.rs` the rebuild and its
 //! switch, `bulk_start.rs` the bulk load of read models that were never projected into,
 //! `runner.rs` the projection runners and what the two loads share.
 
 mod bulk_start;
+mod following;
 mod rebuild;
 mod runner;
 
@@ -87,6 +89,8 @@ pub struct ReadSide {
     bulk_generation: Option<String>,
     /// Stops the task that follows switches made by other processes.
     stop_following: watch::Sender<bool>,
+    /// In a process that runs no projection: what publishes the stored checkpoint.
+    follower: Option<Arc<following::Follower>>,
 }
 
 impl ReadSide {
@@ -115,6 +119,7 @@ impl ReadSide {
         let runners = Runners {
             config,
             runtime: options.projection_runtime.clone(),
+            committed: Arc::default(),
         };
         let lock = provider.try_lock_rebuild().await?;
         match &lock {
@@ -177,6 +182,7 @@ impl ReadSide {
             loading: AtomicBool::new(loading),
             bulk_generation,
             stop_following,
+            follower: None,
         });
         if let Some((new, lock, one_at_a_time)) = load {
             tokio::spawn(Arc::clone(&side).finish_bulk_start(new, lock, one_at_a_time));
@@ -245,12 +251,20 @@ impl ReadSide {
         status
     }
 
+    /// The events whose read-model change this process's projections have committed
+    /// since it started, into any generation (a rebuild's included); parked events are
+    /// not counted.
+    pub fn events_committed(&self) -> u64 {
+        self.runners.committed.load(Ordering::Relaxed)
+    }
+
     pub fn events(&self) -> &Arc<dyn EventStore> {
         &self.events
     }
 
     /// Waits until the live read models cover `position`, across a generation switch.
     pub async fn wait_for(&self, position: &Position, timeout: Duration) -> bool {
+        let _waiting = self.follower.as_ref().map(|f| f.waiting(position));
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // `loading` first: it is cleared after `live` is set, so a reader that sees it

@@ -3,6 +3,7 @@
 //! load that stalled.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -33,6 +34,8 @@ pub(super) struct Runners {
     pub(super) config: RunnerConfig,
     /// The runtime they run on; `None`: the caller's.
     pub(super) runtime: Option<Handle>,
+    /// The events every projection they run has committed.
+    pub(super) committed: Arc<AtomicU64>,
 }
 
 pub(super) fn start_runner(
@@ -50,6 +53,7 @@ pub(super) fn start_projection(
     projection: Arc<OrderProjection>,
     runners: &Runners,
 ) -> Running {
+    projection.count_commits_into(Arc::clone(&runners.committed));
     let runner = ProjectionRunner::new(
         Arc::clone(events),
         Arc::clone(&projection) as Arc<dyn ordo_es::Projection>,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use ordo_app::{
-    CommandContext, InMemoryReadStores, JobState, JobStatus, OrderService, ReadSide, RebuildError,
-    ReplayJobs, ReplayRequest,
+    CommandContext, InMemoryReadStores, JobState, JobStatus, OrderService, ReadSide,
+    ReadSideOptions, RebuildError, ReplayJobs, ReplayRequest, StartError,
 };
 use ordo_domain::read_store::{ReadGeneration, ReadStoreError, RebuildLock};
 use ordo_domain::{CreateOrder, ListQuery, OrderReadStore, ReadStoreProvider, Status};
@@ -214,4 +214,86 @@ async fn a_rebuild_whose_switch_fails_keeps_projecting_into_the_live_generation(
     );
     assert_eq!(app.read_side.status().state, ProjectionState::Running);
     app.read_side.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_side_that_runs_no_projection_follows_what_another_commits_and_its_switches() {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    let stores = InMemoryReadStores::new();
+    let provider: Arc<dyn ReadStoreProvider> = Arc::clone(&stores) as _;
+    let service = OrderService::new(Arc::clone(&events));
+    let api = ReadSide::start_following(
+        Arc::clone(&events),
+        Arc::clone(&provider),
+        ReadSideOptions::default(),
+    )
+    .await
+    .expect("the following read side starts");
+    assert!(!api.runs_projection());
+    // The commands, and what the following side answers.
+    let app = App {
+        service: service.clone(),
+        provider: stores,
+        read_side: Arc::clone(&api),
+    };
+    let first = app.create_order("ada@example.com", 100).await;
+    assert!(
+        !api.wait_for(&first, Duration::from_millis(100)).await,
+        "nothing projects yet"
+    );
+    let api_jobs = ReplayJobs::new(Arc::clone(&api), service.clone());
+    assert!(matches!(
+        api_jobs.start(ReplayRequest::Full),
+        Err(StartError::NoProjection)
+    ));
+
+    // Another read side (another process's) projects; this one answers from what it
+    // committed.
+    let projector = ReadSide::start(
+        Arc::clone(&events),
+        Arc::clone(&provider),
+        RunnerConfig::default(),
+    )
+    .await
+    .expect("the projecting read side starts");
+    assert!(projector.runs_projection());
+    app.wait_for(&first).await;
+    assert_eq!(
+        api.store().summary().await.expect("summary").total_orders,
+        1
+    );
+    assert_eq!(api.status().events_applied, 0);
+    assert_eq!(api.events_committed(), 0);
+    eventually("the projector counts its commit", || async {
+        (projector.events_committed() == 1).then_some(())
+    })
+    .await;
+
+    // It rebuilds and switches; the following side follows, and answers tokens from the
+    // rebuilt generation.
+    let jobs = ReplayJobs::new(Arc::clone(&projector), service);
+    let id = jobs.start(ReplayRequest::Full).expect("the replay starts");
+    let status = eventually("the replay finishes", || async {
+        jobs.status(id).filter(|s| s.state != JobState::Running)
+    })
+    .await;
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    eventually("the switch is followed", || async {
+        (api.generation() == projector.generation()).then_some(())
+    })
+    .await;
+    let second = app.create_order("bob@example.com", 200).await;
+    app.wait_for(&second).await;
+    assert_eq!(
+        api.store().summary().await.expect("summary").total_orders,
+        2
+    );
+    // The live runner's event, the rebuild's, and the rebuilt generation's runner's.
+    eventually("the projector counts every commit", || async {
+        (projector.events_committed() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(api.events_committed(), 0);
+    api.shutdown().await;
+    projector.shutdown().await;
 }

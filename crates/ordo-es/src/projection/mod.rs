@@ -222,6 +222,13 @@ pub struct ProjectionHandle {
 }
 
 impl ProjectionHandle {
+    /// A handle on statuses published by something other than a runner: a process that
+    /// runs no projection itself publishes the checkpoint other processes' runners
+    /// stored, so that its readers wait on it as they would on a runner.
+    pub fn from_status(status: watch::Receiver<ProjectionStatus>) -> Self {
+        Self { status }
+    }
+
     pub fn status(&self) -> ProjectionStatus {
         self.status.borrow().clone()
     }

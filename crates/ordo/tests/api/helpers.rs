@@ -33,7 +33,13 @@ fn isolation_name() -> String {
 
 pub fn backend_url(var: &str, isolation: &str) -> Option<String> {
     let kind = std::env::var(var).unwrap_or_else(|_| "sqlite".into());
-    match kind.as_str() {
+    backend_url_of(&kind, isolation)
+}
+
+/// The URL of a store of `kind` (`sqlite`, `postgres`, `redis`, `redis-cluster`) in the
+/// namespace `isolation`; `None` for the embedded store.
+pub fn backend_url_of(kind: &str, isolation: &str) -> Option<String> {
+    match kind {
         "" | "sqlite" => None,
         "postgres" => {
             let base = std::env::var("ORDO_TEST_POSTGRES_URL")
@@ -52,8 +58,20 @@ pub fn backend_url(var: &str, isolation: &str) -> Option<String> {
             );
             Some(format!("{base}?prefix={isolation}"))
         }
-        other => panic!("{var}={other}: expected sqlite, postgres, redis or redis-cluster"),
+        other => panic!(
+            "store kind {other:?} (ORDO_TEST_EVENT_STORE, ORDO_TEST_READ_STORE): expected sqlite, postgres, redis or redis-cluster"
+        ),
     }
+}
+
+/// Stores of the given kinds (see [`backend_url_of`]) in a namespace of their own, whatever
+/// the test run's combination is: for tests that need stores several processes share.
+pub fn store_args_of(dir: &std::path::Path, events: &str, reads: &str) -> StoreArgs {
+    let mut args = StoreArgs::embedded(dir);
+    let isolation = isolation_name();
+    args.event_store = backend_url_of(events, &isolation);
+    args.read_store = backend_url_of(reads, &isolation);
+    args
 }
 
 /// The same event store as `args`, with a new, empty read store.

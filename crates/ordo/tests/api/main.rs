@@ -15,6 +15,7 @@ mod openapi;
 mod outage;
 mod overload;
 mod queries;
+mod roles;
 mod rollback;
 mod stream;
 mod supervision;
