@@ -115,9 +115,25 @@ ordo_redis_cluster() {
     # ephemeral range (32768-60999 on Linux), where an outgoing connection may already
     # hold the port: data ports 20001-20003, bus ports 30001-30003.
     local base=20000
+    # A cluster already answering there (a run before this one left it, or another
+    # checkout's run uses it) is used as it is and left running; one started here is
+    # stopped by ordo_stop_started_servers.
+    if timeout 3 redis-cli -h 127.0.0.1 -p $((base + 1)) ping 2>/dev/null | grep -q PONG; then
+        _ordo_started_cluster=""
+    else
+        _ordo_started_cluster="$_ordo_servers/redis-cluster"
+    fi
     "$_ordo_root/scripts/redis-cluster.sh" start "$_ordo_servers/redis-cluster" "$base" >&2 \
         || _die "could not start the test Redis Cluster (scripts/redis-cluster.sh)" || return 1
     export ORDO_TEST_REDIS_CLUSTER_URL="redis+cluster://127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
+}
+
+# Stops the servers this shell started for the tests (today: the Redis Cluster), so that
+# a finished run leaves no private server behind.
+ordo_stop_started_servers() {
+    if [ -n "${_ordo_started_cluster:-}" ]; then
+        "$_ordo_root/scripts/redis-cluster.sh" stop "$_ordo_started_cluster" >/dev/null 2>&1 || true
+    fi
 }
 
 ordo_chromium() {

@@ -19,6 +19,7 @@ export RUST_BACKTRACE=1
 ORDO_TEST_RUN="r$(od -An -N4 -tx1 /dev/urandom | tr -d " \n")"
 export ORDO_TEST_RUN
 cleanup() {
+    ordo_stop_started_servers
     local schemas
     schemas=$(psql "$ORDO_TEST_POSTGRES_URL" -qAtc \
         "select nspname from pg_namespace where nspname like 't\\_${ORDO_TEST_RUN}\\_%'" 2>/dev/null || true)
