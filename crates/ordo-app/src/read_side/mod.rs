@@ -4,7 +4,9 @@
 //!
 //! This file holds the read side and what queries use; `rebuild.rs` the rebuild and its
 //! switch, `bulk_start.rs` the bulk load of read models that were never projected into,
-//! `runner.rs` the projection runners and what the two loads share.
+//! `runner.rs` the projection runners and what the two loads share, `following.rs` what a
+//! process that runs no projection (role `api`) publishes instead of a runner: the
+//! checkpoint stored in the active generation.
 
 mod bulk_start;
 mod following;
