@@ -45,19 +45,8 @@ impl Drop for Waiting<'_> {
 
 impl Follower {
     fn new() -> Self {
-        let status = ProjectionStatus {
-            name: OrderProjection::NAME.to_string(),
-            state: ProjectionState::Starting,
-            checkpoint: None,
-            last_event_at: None,
-            last_error: None,
-            events_applied: 0,
-            events_parked: 0,
-            restarts: 0,
-            log_checked: None,
-        };
         Self {
-            status: watch::channel(status).0,
+            status: watch::channel(ProjectionStatus::starting(OrderProjection::NAME)).0,
             waiting: AtomicUsize::new(0),
             wake: Notify::new(),
         }

@@ -33,6 +33,7 @@ pub use writes::*;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
+use time::macros::datetime;
 use uuid::Uuid;
 
 use ordo_es::{Checkpoint, DomainEvent, Metadata, Position, RecordedEvent, StreamId};
@@ -40,7 +41,7 @@ use ordo_es::{Checkpoint, DomainEvent, Metadata, Position, RecordedEvent, Stream
 use crate::event::{OrderCancelled, OrderCreated, OrderDeleted, OrderStatusChanged};
 use crate::read_store::{ListQuery, OrderReadStore, ParkedEvent, ReadModelBatch};
 use crate::values::{Currency, CustomerEmail, LineItem, Status};
-use crate::view::OrderPage;
+use crate::view::{OrderPage, OrderView, ViewState};
 use crate::{Money, OrderEvent};
 
 /// Expands to one `#[tokio::test]` per read-store case. The caller needs tokio with the
@@ -168,6 +169,35 @@ impl Projector {
     pub fn restart(&mut self) {
         self.checkpoint = Checkpoint::origin(1);
     }
+}
+
+/// A live pending view of `email`'s order of `cents`, stored as given (no fold).
+pub(crate) fn live_view(email: &str, cents: i128) -> ViewState {
+    ViewState::Live(Box::new(OrderView {
+        order_id: Uuid::now_v7(),
+        customer_name: "Ada".into(),
+        customer_email: email.into(),
+        items: Vec::new(),
+        total_amount: Money::from_cents(cents),
+        currency: "USD".into(),
+        status: Status::Pending,
+        cancellation_reason: None,
+        shipping_address: None,
+        created_at: datetime!(2026-01-01 00:00 UTC),
+        updated_at: datetime!(2026-01-01 00:00 UTC),
+        version: 1,
+    }))
+}
+
+/// The batch that stores `states` as new orders.
+pub(crate) fn storing(states: Vec<ViewState>) -> ReadModelBatch {
+    let mut batch = ReadModelBatch::default();
+    for state in states {
+        batch.record_change(&ViewState::Absent, &state);
+        let id = state.live().expect("live").order_id;
+        batch.views.push((id, state));
+    }
+    batch
 }
 
 pub fn created(name: &str, email: &str, product: &str, cents: i128) -> OrderEvent {

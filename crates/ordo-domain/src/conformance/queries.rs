@@ -8,12 +8,13 @@ use uuid::Uuid;
 use ordo_es::Checkpoint;
 
 use crate::Money;
-use crate::read_store::{ListQuery, OrderReadStore, ReadModelBatch, Sort};
+use crate::read_store::{ListQuery, OrderReadStore, Sort};
 use crate::values::{EmailKey, Status};
-use crate::view::{OrderView, ViewState};
+use crate::view::ViewState;
 
 use super::{
-    PROJECTION, Projector, cancelled, created, deleted, ids_of, past, query, searching, status,
+    PROJECTION, Projector, cancelled, created, deleted, ids_of, live_view, past, query, searching,
+    status, storing,
 };
 
 pub async fn summary_and_top_customers_follow_creates_cancels_and_deletes(
@@ -291,28 +292,10 @@ pub async fn views_stored_with_capitals_are_found_and_counted_under_the_lower_ca
     store: Arc<dyn OrderReadStore>,
 ) {
     // Views stored before stored events decoded lower-cased may hold capitals.
-    let live = |email: &str, cents: i128| {
-        ViewState::Live(Box::new(OrderView {
-            order_id: Uuid::now_v7(),
-            customer_name: "Ada".into(),
-            customer_email: email.into(),
-            items: Vec::new(),
-            total_amount: Money::from_cents(cents),
-            currency: "USD".into(),
-            status: Status::Pending,
-            cancellation_reason: None,
-            shipping_address: None,
-            created_at: datetime!(2026-01-01 00:00 UTC),
-            updated_at: datetime!(2026-01-01 00:00 UTC),
-            version: 1,
-        }))
-    };
-    let mut batch = ReadModelBatch::default();
-    for state in [live("Ada@Example.COM", 100), live("ada@example.com", 200)] {
-        batch.record_change(&ViewState::Absent, &state);
-        let id = state.live().expect("live").order_id;
-        batch.views.push((id, state));
-    }
+    let batch = storing(vec![
+        live_view("Ada@Example.COM", 100),
+        live_view("ada@example.com", 200),
+    ]);
     let origin = Checkpoint::origin(1);
     store
         .commit(PROJECTION, batch.into(), &origin, &past(&origin, 2))

@@ -10,9 +10,8 @@ use ordo_es::Checkpoint;
 use crate::Money;
 use crate::read_store::{OrderReadStore, ParkedEvent, ReadModelBatch, ReadStoreError};
 use crate::values::Status;
-use crate::view::{OrderView, ViewState};
 
-use super::{PROJECTION, Projector, created, parked_event, past, status};
+use super::{PROJECTION, Projector, created, live_view, parked_event, past, status, storing};
 
 pub async fn a_committed_order_reads_back_with_its_checkpoint(store: Arc<dyn OrderReadStore>) {
     let mut p = Projector::new(Arc::clone(&store));
@@ -112,24 +111,8 @@ pub async fn a_commit_from_a_checkpoint_that_moved_changes_nothing(store: Arc<dy
         .commit("p", ReadModelBatch::default().into(), &origin, &one)
         .await
         .expect("first commit from the origin");
-    let id = Uuid::now_v7();
-    let state = ViewState::Live(Box::new(OrderView {
-        order_id: id,
-        customer_name: "Bo".into(),
-        customer_email: "bo@example.com".into(),
-        items: Vec::new(),
-        total_amount: Money::from_cents(100),
-        currency: "USD".into(),
-        status: Status::Pending,
-        cancellation_reason: None,
-        shipping_address: None,
-        created_at: datetime!(2026-01-01 00:00 UTC),
-        updated_at: datetime!(2026-01-01 00:00 UTC),
-        version: 1,
-    }));
-    let mut batch = ReadModelBatch::default();
-    batch.record_change(&ViewState::Absent, &state);
-    batch.views.push((id, state));
+    let batch = storing(vec![live_view("bo@example.com", 100)]);
+    let id = batch.views[0].0;
     for stale in [&origin, &two] {
         let err = store
             .commit("p", batch.clone().into(), stale, &two)

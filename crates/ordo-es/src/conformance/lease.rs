@@ -76,6 +76,23 @@ async fn take_once_lapsed(
     }
 }
 
+/// Eight takers asking for `shard` at once: the leases they got.
+async fn race_for(store: &Arc<dyn LeaseStore>, projection: &str, shard: u32) -> Vec<Lease> {
+    let takers: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, p) = (Arc::clone(store), projection.to_owned());
+            tokio::spawn(async move { store.acquire(&p, shard, &format!("taker-{i}"), LONG).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for taker in takers {
+        if let Some(lease) = taker.await.expect("task").expect("acquire") {
+            won.push(lease);
+        }
+    }
+    won
+}
+
 pub async fn a_free_shard_is_taken_and_a_held_one_is_not(store: Arc<dyn LeaseStore>) {
     let p = projection();
     let a = take(store.as_ref(), &p, 3, "a").await;
@@ -117,18 +134,7 @@ pub async fn a_free_shard_is_taken_and_a_held_one_is_not(store: Arc<dyn LeaseSto
 
 pub async fn of_concurrent_takers_of_a_free_shard_exactly_one_wins(store: Arc<dyn LeaseStore>) {
     let p = projection();
-    let takers: Vec<_> = (0..8)
-        .map(|i| {
-            let (store, p) = (Arc::clone(&store), p.clone());
-            tokio::spawn(async move { store.acquire(&p, 0, &format!("taker-{i}"), LONG).await })
-        })
-        .collect();
-    let mut won = Vec::new();
-    for taker in takers {
-        if let Some(lease) = taker.await.expect("task").expect("acquire") {
-            won.push(lease);
-        }
-    }
+    let won = race_for(&store, &p, 0).await;
     assert_eq!(won.len(), 1, "{won:?}");
     let leases = store.leases(&p).await.expect("leases");
     assert_eq!(leases, won);
@@ -138,18 +144,7 @@ pub async fn of_concurrent_takers_of_a_released_shard_exactly_one_wins(store: Ar
     let p = projection();
     let first = take(store.as_ref(), &p, 0, "first").await;
     store.release(&first).await.expect("release");
-    let takers: Vec<_> = (0..8)
-        .map(|i| {
-            let (store, p) = (Arc::clone(&store), p.clone());
-            tokio::spawn(async move { store.acquire(&p, 0, &format!("taker-{i}"), LONG).await })
-        })
-        .collect();
-    let mut won = Vec::new();
-    for taker in takers {
-        if let Some(lease) = taker.await.expect("task").expect("acquire") {
-            won.push(lease);
-        }
-    }
+    let won = race_for(&store, &p, 0).await;
     assert_eq!(won.len(), 1, "{won:?}");
     assert!(won[0].token > first.token);
     assert_eq!(store.leases(&p).await.expect("leases"), won);

@@ -146,6 +146,23 @@ pub struct ProjectionStatus {
     pub log_checked: Option<Checkpoint>,
 }
 
+impl ProjectionStatus {
+    /// The status of projection `name` before anything was loaded or applied.
+    pub fn starting(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            state: ProjectionState::Starting,
+            checkpoint: None,
+            last_event_at: None,
+            last_error: None,
+            events_applied: 0,
+            events_parked: 0,
+            restarts: 0,
+            log_checked: None,
+        }
+    }
+}
+
 /// Tuning knobs of the runner.
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {

@@ -59,17 +59,7 @@ impl ProjectionRunner {
         projection: Arc<dyn Projection>,
         config: RunnerConfig,
     ) -> Self {
-        let status = ProjectionStatus {
-            name: projection.name().to_string(),
-            state: ProjectionState::Starting,
-            checkpoint: None,
-            last_event_at: None,
-            last_error: None,
-            events_applied: 0,
-            events_parked: 0,
-            restarts: 0,
-            log_checked: None,
-        };
+        let status = ProjectionStatus::starting(projection.name());
         Self {
             worker: Worker {
                 store,
