@@ -20,7 +20,7 @@ use ordo_domain::read_store::{
     ReadModelWriter, ReadStoreError, ReadStoreLifecycle, ReadStoreProvider, RebuildLock,
 };
 use ordo_domain::view::{DailyFigures, OrderPage, OrderView, Summary, TopCustomer, ViewState};
-use ordo_es::Checkpoint;
+use ordo_es::{Checkpoint, Lease};
 
 /// The query a hook is asked about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,25 +118,31 @@ impl ReadModelWriter for Hooked {
         self.inner.load_views(ids).await
     }
 
-    async fn commit(
+    async fn commit_fenced(
         &self,
         projection: &str,
         batch: Arc<ReadModelBatch>,
         from: &Checkpoint,
         to: &Checkpoint,
+        fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError> {
         let _held = self.hooks.before_commit(&batch).await?;
-        self.inner.commit(projection, batch, from, to).await
+        self.inner
+            .commit_fenced(projection, batch, from, to, fence)
+            .await
     }
 
-    async fn park(
+    async fn park_fenced(
         &self,
         projection: &str,
         parked: ParkedEvent,
         from: &Checkpoint,
         to: &Checkpoint,
+        fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError> {
-        self.inner.park(projection, parked, from, to).await
+        self.inner
+            .park_fenced(projection, parked, from, to, fence)
+            .await
     }
 
     async fn begin_bulk(&self) -> Result<(), ReadStoreError> {

@@ -14,19 +14,21 @@ use async_trait::async_trait;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use ordo_domain::read_store::search_text;
+use ordo_domain::read_store::{fencing_unsupported, search_text};
 use ordo_domain::{
     DailyFigures, EmailKey, ListQuery, Money, OrderPage, OrderQueries, OrderReadStore, OrderView,
     ParkedEvent, ReadGeneration, ReadModelBatch, ReadModelWriter, ReadStoreError,
     ReadStoreLifecycle, ReadStoreProvider, RebuildLock, Sort, StatusCounts, Summary, TopCustomer,
     ViewState,
 };
-use ordo_es::{Checkpoint, Cursor};
+use ordo_es::{Checkpoint, Cursor, InMemoryLeases, Lease};
 
 /// One read-store generation in memory.
 #[derive(Debug, Default)]
 pub struct InMemoryReadStore {
     models: Mutex<Models>,
+    /// The leases fenced writes are checked against; `None`: fences are refused.
+    leases: Option<Arc<InMemoryLeases>>,
 }
 
 #[derive(Debug, Default)]
@@ -127,8 +129,41 @@ impl InMemoryReadStore {
         Arc::new(Self::default())
     }
 
+    /// A store whose fenced writes are checked against `leases`.
+    pub fn fenced_by(leases: Arc<InMemoryLeases>) -> Self {
+        Self {
+            leases: Some(leases),
+            ..Self::default()
+        }
+    }
+
     fn models(&self) -> MutexGuard<'_, Models> {
         self.models.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `write` on the models, while `fence` (when given) is its shard's current
+    /// lease, with the leases held so that no takeover happens meanwhile.
+    fn fenced(
+        &self,
+        projection: &str,
+        fence: Option<&Lease>,
+        write: impl FnOnce(&mut Models) -> Result<(), ReadStoreError>,
+    ) -> Result<(), ReadStoreError> {
+        let Some(lease) = fence else {
+            return write(&mut self.models());
+        };
+        let Some(leases) = &self.leases else {
+            return Err(fencing_unsupported("in-memory"));
+        };
+        leases
+            .while_current(lease, || write(&mut self.models()))
+            .unwrap_or_else(|| {
+                Err(ReadStoreError::LeaseLost {
+                    projection: lease.projection.clone(),
+                    shard: lease.shard,
+                })
+            })
+            .inspect_err(|e| tracing::debug!(projection, error = %e, "fenced write refused"))
     }
 }
 
@@ -149,34 +184,38 @@ impl ReadModelWriter for InMemoryReadStore {
             .collect())
     }
 
-    async fn commit(
+    async fn commit_fenced(
         &self,
         projection: &str,
         batch: Arc<ReadModelBatch>,
         from: &Checkpoint,
         to: &Checkpoint,
+        fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError> {
-        let mut models = self.models();
-        models.move_checkpoint(projection, from, to)?;
-        models.apply(&batch);
-        Ok(())
+        self.fenced(projection, fence, |models| {
+            models.move_checkpoint(projection, from, to)?;
+            models.apply(&batch);
+            Ok(())
+        })
     }
 
-    async fn park(
+    async fn park_fenced(
         &self,
         projection: &str,
         parked: ParkedEvent,
         from: &Checkpoint,
         to: &Checkpoint,
+        fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError> {
-        let mut models = self.models();
-        models.move_checkpoint(projection, from, to)?;
-        let parked_here = models.parked.entry(projection.to_owned()).or_default();
-        // A redelivered event is kept once.
-        if !parked_here.iter().any(|p| p.event_id == parked.event_id) {
-            parked_here.push(parked);
-        }
-        Ok(())
+        self.fenced(projection, fence, |models| {
+            models.move_checkpoint(projection, from, to)?;
+            let parked_here = models.parked.entry(projection.to_owned()).or_default();
+            // A redelivered event is kept once.
+            if !parked_here.iter().any(|p| p.event_id == parked.event_id) {
+                parked_here.push(parked);
+            }
+            Ok(())
+        })
     }
 }
 
@@ -383,4 +422,17 @@ mod conformance {
 #[cfg(test)]
 mod provider_conformance {
     ordo_domain::read_store_provider_conformance!(async { super::InMemoryReadStores::default() });
+}
+
+#[cfg(test)]
+mod fencing_conformance {
+    use std::sync::Arc;
+
+    use ordo_es::{InMemoryLeases, LeaseStore};
+
+    ordo_domain::read_store_fencing_conformance!(async {
+        let leases = Arc::new(InMemoryLeases::new());
+        let store = super::InMemoryReadStore::fenced_by(Arc::clone(&leases));
+        (store, leases as Arc<dyn LeaseStore>, ())
+    });
 }

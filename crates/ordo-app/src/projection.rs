@@ -140,7 +140,9 @@ impl OrderProjection {
 /// park the current batch's events.
 fn earlier_commit_failed(e: ReadStoreError) -> ProjectionError {
     match e {
-        ReadStoreError::CheckpointMoved => ProjectionError::CheckpointMoved,
+        ReadStoreError::CheckpointMoved | ReadStoreError::LeaseLost { .. } => {
+            ProjectionError::CheckpointMoved
+        }
         other => ProjectionError::Unavailable(Box::new(other)),
     }
 }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use ordo_es::{BoxError, Checkpoint, DomainEvent, ProjectionError, RecordedEvent};
+use ordo_es::{BoxError, Checkpoint, DomainEvent, Lease, ProjectionError, RecordedEvent};
 
 use crate::event::OrderEvent;
 use crate::money::Money;
@@ -196,6 +196,10 @@ pub enum ReadStoreError {
     Overloaded(ordo_es::Overloaded),
     #[error("the projection checkpoint was moved by another writer")]
     CheckpointMoved,
+    /// A fenced write's lease is not its shard's current lease any more (taken over or
+    /// released): the writer lost the shard and must stop writing it.
+    #[error("the lease of shard {shard} of {projection} was taken over or released")]
+    LeaseLost { projection: String, shard: u32 },
     #[error("corrupt read model: {0}")]
     Corrupt(String),
     #[error("read store failure")]
@@ -223,6 +227,23 @@ pub trait ReadModelWriter: Send + Sync + fmt::Debug + 'static {
         batch: Arc<ReadModelBatch>,
         from: &Checkpoint,
         to: &Checkpoint,
+    ) -> Result<(), ReadStoreError> {
+        self.commit_fenced(projection, batch, from, to, None).await
+    }
+
+    /// [`commit`](ReadModelWriter::commit), fenced by `fence` when given: in the same
+    /// transaction, and before anything is written, the store checks that the lease is
+    /// still its shard's current one ([`ordo_es::LeaseStore::is_current`]), holding the
+    /// shard's lease row so that a takeover waits for the commit; otherwise
+    /// [`ReadStoreError::LeaseLost`] and no change. A store that keeps no leases refuses
+    /// every fence.
+    async fn commit_fenced(
+        &self,
+        projection: &str,
+        batch: Arc<ReadModelBatch>,
+        from: &Checkpoint,
+        to: &Checkpoint,
+        fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError>;
 
     /// Records `parked` (an event the projection cannot apply) and moves the checkpoint
@@ -234,6 +255,19 @@ pub trait ReadModelWriter: Send + Sync + fmt::Debug + 'static {
         parked: ParkedEvent,
         from: &Checkpoint,
         to: &Checkpoint,
+    ) -> Result<(), ReadStoreError> {
+        self.park_fenced(projection, parked, from, to, None).await
+    }
+
+    /// [`park`](ReadModelWriter::park), fenced as
+    /// [`commit_fenced`](ReadModelWriter::commit_fenced) is.
+    async fn park_fenced(
+        &self,
+        projection: &str,
+        parked: ParkedEvent,
+        from: &Checkpoint,
+        to: &Checkpoint,
+        fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError>;
 
     /// Prepares an empty store that serves no queries (a generation being rebuilt) to be
@@ -296,6 +330,13 @@ pub trait ReadStoreLifecycle: Send + Sync + fmt::Debug + 'static {
 pub trait OrderReadStore: ReadModelWriter + OrderQueries + ReadStoreLifecycle {}
 
 impl<T: ReadModelWriter + OrderQueries + ReadStoreLifecycle + ?Sized> OrderReadStore for T {}
+
+/// The error of a store that keeps no leases, asked for a fenced write.
+pub fn fencing_unsupported(store: &str) -> ReadStoreError {
+    ReadStoreError::Other(
+        format!("the {store} read store keeps no leases and cannot fence a write").into(),
+    )
+}
 
 /// An event a projection could not apply, kept aside and reported instead of stalling
 /// every event behind it.
@@ -494,7 +535,10 @@ pub fn order_id_of(envelope: &RecordedEvent) -> Result<Uuid, ProjectionError> {
 impl From<ReadStoreError> for ProjectionError {
     fn from(e: ReadStoreError) -> Self {
         match e {
-            ReadStoreError::CheckpointMoved => ProjectionError::CheckpointMoved,
+            // Another writer holds the shard now: reload, as after a lost compare-and-set.
+            ReadStoreError::CheckpointMoved | ReadStoreError::LeaseLost { .. } => {
+                ProjectionError::CheckpointMoved
+            }
             ReadStoreError::Unavailable(source) => ProjectionError::Unavailable(source),
             ReadStoreError::Overloaded(full) => ProjectionError::Unavailable(Box::new(full)),
             other => ProjectionError::Failed(Box::new(other)),

@@ -5,10 +5,10 @@
 //! projected by the one process holding its [`Lease`]: taken when the shard is free or
 //! its last lease lapsed, renewed within its time to live, given up when the assignment
 //! moves the shard elsewhere. Each new lease of a shard carries a fencing token greater
-//! than every token before it, so that a read store fencing its commits (the next step,
-//! not built yet) can refuse any commit whose token is not the shard's current one: a
-//! process paused or cut off past its lease then never writes over its successor,
-//! whatever its clock says.
+//! than every token before it, and a read store fencing its writes
+//! (`ReadModelWriter::commit_fenced` in ordo-domain) refuses any write whose token is not
+//! the shard's current one: a process paused or cut off past its lease never writes over
+//! its successor, whatever its clock says.
 //!
 //! Time is the store's (the database's clock), never the processes': a lease lapses when
 //! the store says so, so clock skew between projectors cannot make two of them owners.
@@ -201,6 +201,19 @@ impl InMemoryLeases {
 
     fn state(&self) -> std::sync::MutexGuard<'_, Leases> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `write` while `lease` is its shard's current lease, holding the leases so
+    /// that no takeover happens meanwhile: a fenced write of a store in this process.
+    /// `None` (and `write` not run) when the lease is not current.
+    pub fn while_current<R>(&self, lease: &Lease, write: impl FnOnce() -> R) -> Option<R> {
+        let state = self.state();
+        let key = (lease.projection.clone(), lease.shard);
+        let current = state
+            .leases
+            .get(&key)
+            .is_some_and(|c| c.token == lease.token && !c.owner.is_empty());
+        current.then(write)
     }
 }
 

@@ -174,7 +174,9 @@ impl PgReadStores {
     async fn open(&self, id: &str) -> Result<ReadGeneration, ReadStoreError> {
         let mut options = self.options.clone();
         options.schema = id.to_string();
-        let store = PgReadStore::open(options).await?;
+        // Every generation's writes are fenced by the leases of the configured schema,
+        // which outlive the generations.
+        let store = PgReadStore::open_fenced_by(options, &self.options.qualified()).await?;
         Ok(ReadGeneration {
             id: id.to_string(),
             store: Arc::new(store),

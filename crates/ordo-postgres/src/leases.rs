@@ -11,10 +11,10 @@
 //! atomically against concurrent takers, so a shard never has two holders; each new
 //! holder's token is the row's token plus one.
 //!
-//! Not built yet: the fenced read-model commit. It must be a predicate in the commit's
-//! own transaction (the shard's row read `FOR SHARE` and its token compared, so that a
-//! takeover waits for a commit in flight and every later commit with the old token
-//! fails); calling [`LeaseStore::is_current`] before a commit would be check-then-act.
+//! A fenced read-model write (`PgReadStore`'s `commit_fenced` and `park_fenced`) reads
+//! the shard's row `FOR SHARE` in its own transaction and compares the token, so that a
+//! takeover waits for a write in flight and every later write with the old token fails;
+//! calling [`LeaseStore::is_current`] before a write instead would be check-then-act.
 
 use std::time::Duration;
 
@@ -268,6 +268,61 @@ impl LeaseStore for PgLeases {
 #[cfg(test)]
 mod conformance {
     use crate::testdb::{self, SchemaGuard};
+
+    /// What a fenced commit relies on: while a transaction holds the shard's lease row
+    /// `FOR SHARE` (as a fenced commit does), a takeover of the lapsed lease waits for it,
+    /// and goes through once it ends, with the next token.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_takeover_waits_for_a_transaction_that_holds_the_lease_row() {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use ordo_es::LeaseStore;
+
+        let (url, schema) = testdb::fresh_url().await;
+        let _guard = SchemaGuard(schema.clone());
+        let leases = Arc::new(super::PgLeases::connect(&url).await.expect("connect"));
+        let old = leases
+            .acquire("p", 0, "paused", Duration::from_millis(100))
+            .await
+            .expect("acquire")
+            .expect("free");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut client = testdb::raw_client().await;
+        let tx = client.transaction().await.expect("begin");
+        let held = tx
+            .query(
+                &format!(
+                    "SELECT token FROM \"{schema}\".projection_leases
+                     WHERE projection = 'p' AND shard = 0 AND token = $1 FOR SHARE"
+                ),
+                &[&i64::try_from(old.token).expect("token")],
+            )
+            .await
+            .expect("lock the lease row");
+        assert_eq!(held.len(), 1, "the lapsed lease is still the current one");
+        let taker = {
+            let leases = Arc::clone(&leases);
+            tokio::spawn(async move {
+                leases
+                    .acquire("p", 0, "successor", Duration::from_secs(60))
+                    .await
+            })
+        };
+        // Still waiting while the row is held (a slow machine only makes it wait longer).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !taker.is_finished(),
+            "the takeover did not wait for the fenced write"
+        );
+        tx.commit().await.expect("commit");
+        let new = taker
+            .await
+            .expect("task")
+            .expect("acquire")
+            .expect("taken once the row is free");
+        assert!(new.token > old.token);
+    }
 
     ordo_es::lease_store_conformance!(guarded async {
         let (url, schema) = testdb::fresh_url().await;

@@ -21,11 +21,13 @@
 //! call one directly.
 
 mod daily;
+mod fencing;
 mod generations;
 mod queries;
 mod writes;
 
 pub use daily::*;
+pub use fencing::*;
 pub use generations::*;
 pub use queries::*;
 pub use writes::*;

@@ -31,7 +31,7 @@ use ordo_domain::{
     ReadModelBatch, ReadModelWriter, ReadStoreError, ReadStoreLifecycle, Summary, TopCustomer,
     ViewState,
 };
-use ordo_es::{Checkpoint, Cursor};
+use ordo_es::{Checkpoint, Cursor, Lease};
 
 use crate::db::{ConnectOptions, DbError, migrate, missing_migrations};
 
@@ -60,15 +60,26 @@ impl PgReadStore {
         Self::open(options).await
     }
 
-    /// [`connect`](PgReadStore::connect) with the URL already parsed.
+    /// [`connect`](PgReadStore::connect) with the URL already parsed. Fenced writes are
+    /// checked against the leases of the store's own schema.
     pub(crate) async fn open(options: ConnectOptions) -> Result<PgReadStore, ReadStoreError> {
+        let leases = options.qualified();
+        Self::open_fenced_by(options, &leases).await
+    }
+
+    /// [`open`](PgReadStore::open), with fenced writes checked against the leases in
+    /// schema `leases` (quoted): a generation's are in the configured schema.
+    pub(crate) async fn open_fenced_by(
+        options: ConnectOptions,
+        leases: &str,
+    ) -> Result<PgReadStore, ReadStoreError> {
         let pool = options
             .pool()
             .map_err(|e| ReadStoreError::Other(e.into()))?;
         migrate(&pool, &options, "read_models", MIGRATIONS).await?;
         Ok(PgReadStore {
             pool,
-            sql: Statements::new(&options.qualified()),
+            sql: Statements::new(&options.qualified(), leases),
             schema: options.schema,
             bulk: Arc::new(std::sync::Mutex::new(None)),
         })
@@ -94,7 +105,7 @@ impl PgReadStore {
         }
         Ok(Some(PgReadStore {
             pool,
-            sql: Statements::new(&options.qualified()),
+            sql: Statements::new(&options.qualified(), &options.qualified()),
             schema: options.schema,
             bulk: Arc::new(std::sync::Mutex::new(None)),
         }))
@@ -160,14 +171,15 @@ impl ReadModelWriter for PgReadStore {
         write::load_views(self, ids).await
     }
 
-    async fn commit(
+    async fn commit_fenced(
         &self,
         projection: &str,
         batch: Arc<ReadModelBatch>,
         from: &Checkpoint,
         to: &Checkpoint,
+        fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError> {
-        write::commit(self, projection, batch, from, to).await
+        write::commit(self, projection, batch, from, to, fence).await
     }
 
     async fn begin_bulk(&self) -> Result<(), ReadStoreError> {
@@ -178,14 +190,15 @@ impl ReadModelWriter for PgReadStore {
         bulk::finish_bulk(self).await
     }
 
-    async fn park(
+    async fn park_fenced(
         &self,
         projection: &str,
         parked: ParkedEvent,
         from: &Checkpoint,
         to: &Checkpoint,
+        fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError> {
-        write::park(self, projection, parked, from, to).await
+        write::park(self, projection, parked, from, to, fence).await
     }
 }
 

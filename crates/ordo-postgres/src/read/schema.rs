@@ -138,6 +138,8 @@ pub(super) struct Statements {
     pub(super) s: String,
     pub(super) load_checkpoint: String,
     pub(super) cas_checkpoint: String,
+    /// The fence of a write: the shard's lease row, `FOR SHARE`, when the lease is current.
+    pub(super) fence: String,
     pub(super) insert_checkpoint: String,
     pub(super) load_views: String,
     pub(super) upsert_orders: String,
@@ -158,9 +160,15 @@ pub(super) struct Statements {
 }
 
 impl Statements {
-    pub(super) fn new(s: &str) -> Self {
+    /// The statements of the read models in schema `s` (quoted), whose writes are fenced
+    /// by the leases in schema `leases` (quoted; see `PgLeases`).
+    pub(super) fn new(s: &str, leases: &str) -> Self {
         Self {
             s: s.to_string(),
+            fence: format!(
+                "SELECT 1 FROM {leases}.projection_leases \
+                 WHERE projection = $1 AND shard = $2 AND token = $3 AND owner <> '' FOR SHARE"
+            ),
             load_checkpoint: format!("SELECT checkpoint FROM {s}.checkpoints WHERE projection = $1"),
             cas_checkpoint: format!(
                 "UPDATE {s}.checkpoints SET checkpoint = $3, updated_at = now() \

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use ordo_domain::read_store::search_text;
 use ordo_domain::{EmailKey, Money, ParkedEvent, ReadModelBatch, ReadStoreError, ViewState};
-use ordo_es::Checkpoint;
+use ordo_es::{Checkpoint, Lease};
 
 use super::{PgReadStore, bulk::bulk_state, corrupt, get_err, is_origin, parse_view, query_cached};
 use crate::db::DbError;
@@ -21,14 +21,31 @@ impl PgReadStore {
     /// the caller's transaction. Done first: it takes the checkpoint row's lock, so a
     /// second writer of the same projection waits here and then finds the checkpoint
     /// moved. [`ReadStoreError::CheckpointMoved`] when the stored one is not `from`
-    /// (nothing stored counts as the origin).
+    /// (nothing stored counts as the origin). With a `fence`, the shard's lease row is
+    /// read `FOR SHARE` before that: [`ReadStoreError::LeaseLost`] unless the lease is
+    /// still current, and a takeover (which updates the row) waits for this transaction.
     async fn move_checkpoint(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         projection: &str,
         from: &Checkpoint,
         to: &Checkpoint,
+        fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError> {
+        if let Some(lease) = fence {
+            let shard =
+                i32::try_from(lease.shard).map_err(|e| ReadStoreError::Other(Box::new(e)))?;
+            let token =
+                i64::try_from(lease.token).map_err(|e| ReadStoreError::Other(Box::new(e)))?;
+            let current =
+                query_cached(tx, &self.sql.fence, &[&lease.projection, &shard, &token]).await?;
+            if current.is_empty() {
+                return Err(ReadStoreError::LeaseLost {
+                    projection: lease.projection.clone(),
+                    shard: lease.shard,
+                });
+            }
+        }
         let (from_text, to_text) = (from.encode(), to.encode());
         // True when the compare-and-set matched no row: another writer moved it first.
         let mut missed = query_cached(
@@ -152,6 +169,7 @@ pub(super) async fn commit(
     batch: Arc<ReadModelBatch>,
     from: &Checkpoint,
     to: &Checkpoint,
+    fence: Option<&Lease>,
 ) -> Result<(), ReadStoreError> {
     let mut rows = OrderRows::default();
     for (id, state) in &batch.views {
@@ -173,7 +191,9 @@ pub(super) async fn commit(
     let mut client = store.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let sql = &store.sql;
-    store.move_checkpoint(&tx, projection, from, to).await?;
+    store
+        .move_checkpoint(&tx, projection, from, to, fence)
+        .await?;
 
     if !rows.ids.is_empty() {
         query_cached(
@@ -267,6 +287,7 @@ pub(super) async fn park(
     parked: ParkedEvent,
     from: &Checkpoint,
     to: &Checkpoint,
+    fence: Option<&Lease>,
 ) -> Result<(), ReadStoreError> {
     let version = i64::try_from(parked.version).map_err(|e| ReadStoreError::Other(Box::new(e)))?;
     // text cannot hold NUL; the message is for people, so a NUL becomes U+FFFD rather
@@ -274,7 +295,9 @@ pub(super) async fn park(
     let error = parked.error.replace('\0', "\u{FFFD}");
     let mut client = store.pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    store.move_checkpoint(&tx, projection, from, to).await?;
+    store
+        .move_checkpoint(&tx, projection, from, to, fence)
+        .await?;
     let statement = tx
         .prepare_cached(&store.sql.park)
         .await

@@ -28,10 +28,10 @@ use uuid::Uuid;
 
 use ordo_domain::read_store::{
     ListQuery, OrderQueries, ParkedEvent, ReadModelBatch, ReadModelWriter, ReadStoreError,
-    ReadStoreLifecycle,
+    ReadStoreLifecycle, fencing_unsupported,
 };
 use ordo_domain::{DailyFigures, Money, OrderPage, OrderView, Summary, TopCustomer, ViewState};
-use ordo_es::Checkpoint;
+use ordo_es::{Checkpoint, Lease};
 
 use crate::events::migrate;
 use crate::files;
@@ -324,13 +324,17 @@ impl ReadModelWriter for SqliteReadStore {
         write::load_views(self, ids).await
     }
 
-    async fn commit(
+    async fn commit_fenced(
         &self,
         projection: &str,
         batch: Arc<ReadModelBatch>,
         from: &Checkpoint,
         to: &Checkpoint,
+        fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError> {
+        if fence.is_some() {
+            return Err(fencing_unsupported("embedded"));
+        }
         write::commit(self, projection, batch, from, to).await
     }
 
@@ -342,13 +346,17 @@ impl ReadModelWriter for SqliteReadStore {
         bulk::finish_bulk(self).await
     }
 
-    async fn park(
+    async fn park_fenced(
         &self,
         projection: &str,
         parked: ParkedEvent,
         from: &Checkpoint,
         to: &Checkpoint,
+        fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError> {
+        if fence.is_some() {
+            return Err(fencing_unsupported("embedded"));
+        }
         write::park(self, projection, parked, from, to).await
     }
 }

@@ -701,6 +701,39 @@ async fn a_bulk_load_writes_without_syncs_afterwards_only_while_the_marker_guard
     );
 }
 
+/// The embedded store runs one process and keeps no leases: a fenced write is refused,
+/// saying so, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_write_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteReadStore::open(dir.path().join("read.db")).expect("open");
+    let lease = ordo_es::Lease {
+        projection: "orders".into(),
+        shard: 0,
+        owner: "p".into(),
+        token: 1,
+        expires_at: OffsetDateTime::now_utc(),
+    };
+    let origin = Checkpoint::origin(1);
+    let mut to = origin.clone();
+    to.advance(&ordo_es::Position::new(0, 1, 0));
+    let a = view(Uuid::now_v7(), "ada@example.com", "Ada", "Loom", 100);
+    let err = store
+        .commit_fenced(
+            "orders",
+            batch(std::slice::from_ref(&a), &[]).into(),
+            &origin,
+            &to,
+            Some(&lease),
+        )
+        .await
+        .expect_err("refused");
+    let chain = ordo_testkit::error_chain(&err);
+    assert!(chain.contains("cannot fence"), "{chain}");
+    assert_eq!(store.load_checkpoint("orders").await.expect("load"), None);
+    assert!(!has_order(&store, a.order_id).await);
+}
+
 /// The read-store contract's suite, each case on a store in a directory of its own.
 mod conformance {
     ordo_domain::read_store_conformance!(guarded async {

@@ -26,3 +26,27 @@ mod provider {
         (provider, SchemaGuard(schema))
     });
 }
+
+mod fencing {
+    use std::sync::Arc;
+
+    use ordo_es::LeaseStore;
+
+    use crate::testdb::{self, SchemaGuard};
+    use crate::{PgLeases, PgReadStore};
+
+    ordo_domain::read_store_fencing_conformance!(async {
+        let (url, schema) = testdb::fresh_url().await;
+        let store = PgReadStore::connect(&url)
+            .await
+            .expect("connect to the test server");
+        let leases = PgLeases::connect(&url)
+            .await
+            .expect("the lease tables beside the read models");
+        (
+            store,
+            Arc::new(leases) as Arc<dyn LeaseStore>,
+            SchemaGuard(schema),
+        )
+    });
+}
