@@ -52,6 +52,7 @@ cluster_info() { # port field
 
 healthy() { # ports...
     local port
+    (($# > 0)) || return 1 # no recorded node is no cluster
     for port in "$@"; do
         is_up "$port" || return 1
         [[ "$(cluster_info "$port" cluster_state)" == "ok" ]] || return 1
@@ -171,6 +172,8 @@ cmd_stop() {
 cmd_status() {
     local dir=$1 port
     need_tools
+    # (Checked here: a failure inside the command substitutions below would not exit.)
+    [[ -f "$dir/ports" ]] || die "no cluster recorded in $dir (missing $dir/ports)"
     for port in $(recorded_ports "$dir"); do
         if is_up "$port"; then
             echo "127.0.0.1:$port up, cluster_state:$(cluster_info "$port" cluster_state)"
