@@ -77,7 +77,11 @@ enum SortParam {
 struct ListFilters {
     status: Option<Status>,
     /// Matched case-insensitively.
-    #[param(max_length = 254, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")]
+    #[param(
+        min_length = 1,
+        max_length = 254,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     customer_email: Option<String>,
     #[param(value_type = Option<f64>, minimum = 0, example = 10.00)]
     min_total: Option<Money>,
@@ -427,7 +431,16 @@ fn list_query(raw: Option<&str>, filters: &[&str]) -> Result<ListQuery, ApiError
                 })?;
             }
             "status" => query.status = Some(parse_status(&value)?),
-            "customerEmail" => query.customer_email = Some(EmailKey::new(&value)),
+            "customerEmail" => {
+                // As documented: 1 to 254 characters (control characters are refused
+                // for every parameter).
+                if !(1..=254).contains(&value.chars().count()) {
+                    return Err(ApiError::BadRequest(
+                        "customerEmail must be 1 to 254 characters".into(),
+                    ));
+                }
+                query.customer_email = Some(EmailKey::new(&value));
+            }
             "minTotal" => query.min_total = Some(parse_amount("minTotal", &value)?),
             "maxTotal" => query.max_total = Some(parse_amount("maxTotal", &value)?),
             "createdFrom" => query.created_from = Some(parse_time("createdFrom", &value)?),

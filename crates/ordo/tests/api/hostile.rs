@@ -297,6 +297,21 @@ async fn hostile_headers_and_query_strings_are_4xx() {
             response.status()
         );
     }
+    // The customer filter as documented: 1 to 254 characters.
+    for query in [
+        "customerEmail=".to_string(),
+        format!("customerEmail={}%40example.com", "a".repeat(250)),
+    ] {
+        let problem = expect_problem(
+            app.get(&format!("/api/v1/orders?{query}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert_eq!(
+            problem["detail"], "customerEmail must be 1 to 254 characters",
+            "{query}"
+        );
+    }
     // Control characters in text that reaches the store (a NUL used to end the SQLite
     // search query early and answer 503).
     for path in [
