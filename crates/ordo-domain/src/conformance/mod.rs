@@ -64,6 +64,7 @@ macro_rules! read_store_conformance {
             parking_moves_the_checkpoint_and_lists_oldest_first,
             of_a_park_and_a_commit_from_one_checkpoint_exactly_one_wins,
             summary_and_top_customers_follow_creates_cancels_and_deletes,
+            shards_committing_at_once_keep_the_shared_figures_exact,
             lists_filter_sort_page_and_search_case_insensitively,
             the_figures_of_each_day_follow_creates_status_changes_cancels_and_deletes,
             views_stored_with_capitals_are_found_and_counted_under_the_lower_cased_e_mail,
@@ -120,14 +121,22 @@ pub type Step = (Uuid, u64, OrderEvent, OffsetDateTime);
 #[derive(Debug)]
 pub struct Projector {
     store: Arc<dyn OrderReadStore>,
+    /// The projection (checkpoint) it commits under.
+    name: String,
     checkpoint: Checkpoint,
     next_position: u64,
 }
 
 impl Projector {
     pub fn new(store: Arc<dyn OrderReadStore>) -> Self {
+        Self::named(store, PROJECTION)
+    }
+
+    /// A projector committing under a checkpoint of its own, `name` (a shard's).
+    pub fn named(store: Arc<dyn OrderReadStore>, name: &str) -> Self {
         Self {
             store,
+            name: name.to_owned(),
             checkpoint: Checkpoint::origin(1),
             next_position: 1,
         }
@@ -161,7 +170,7 @@ impl Projector {
         let states = self.store.load_views(&ids).await.expect("load views");
         let batch = ReadModelBatch::fold(&recorded, states).expect("fold");
         self.store
-            .commit(PROJECTION, Arc::new(batch), &self.checkpoint, &to)
+            .commit(&self.name, Arc::new(batch), &self.checkpoint, &to)
             .await
             .expect("commit");
         self.checkpoint = to;

@@ -149,6 +149,110 @@ pub async fn summary_and_top_customers_follow_creates_cancels_and_deletes(
     assert_eq!(store.load_checkpoint(PROJECTION).await.expect("load"), None);
 }
 
+/// Projections of several shards (each its own checkpoint, its own orders) committing
+/// at once move the rows they share (the summary, the customers' and the days' figures)
+/// by their deltas: no update is lost, none counted twice.
+pub async fn shards_committing_at_once_keep_the_shared_figures_exact(
+    store: Arc<dyn OrderReadStore>,
+) {
+    const SHARDS: u64 = 4;
+    const BATCHES: u64 = 8;
+    let emails = ["ann@example.com", "ben@example.com", "cat@example.com"];
+    let days = [
+        datetime!(2026-05-01 10:00 UTC),
+        datetime!(2026-05-02 10:00 UTC),
+    ];
+    // Each shard's batches: three new orders (one per customer); from the second batch
+    // on, the first order of the batch before is cancelled as well.
+    let mut expected: std::collections::BTreeMap<&str, (u64, i128)> = Default::default();
+    let mut per_day = [0u64; 2];
+    let mut plans = Vec::new();
+    for shard in 0..SHARDS {
+        let mut batches = Vec::new();
+        let mut previous_first: Option<(Uuid, &str, i128)> = None;
+        for b in 0..BATCHES {
+            let day = usize::try_from(b % 2).expect("day");
+            let mut steps = Vec::new();
+            let mut first = None;
+            for (k, email) in emails.iter().enumerate() {
+                let id = Uuid::now_v7();
+                let cents = i128::from(100 * (shard + 1) + b) + k as i128;
+                steps.push((id, 1, created("Customer", email, "Lamp", cents), days[day]));
+                let entry = expected.entry(email).or_default();
+                entry.0 += 1;
+                entry.1 += cents;
+                per_day[day] += 1;
+                first.get_or_insert((id, *email, cents));
+            }
+            if let Some((id, email, cents)) = previous_first.take() {
+                steps.push((id, 2, cancelled(), days[day]));
+                let entry = expected.entry(email).or_default();
+                entry.0 -= 1;
+                entry.1 -= cents;
+            }
+            previous_first = first;
+            batches.push(steps);
+        }
+        plans.push((shard, batches));
+    }
+    let tasks: Vec<_> = plans
+        .into_iter()
+        .map(|(shard, batches)| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut p = Projector::named(store, &format!("orders-shard-{shard}"));
+                for steps in batches {
+                    p.project(steps).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a shard's projection");
+    }
+
+    let orders = SHARDS * BATCHES * 3;
+    let cancelled_orders = SHARDS * (BATCHES - 1);
+    let revenue: i128 = expected.values().map(|(_, cents)| cents).sum();
+    let summary = store.summary().await.expect("summary");
+    assert_eq!(summary.total_orders, orders);
+    assert_eq!(
+        summary.orders_by_status.get(Status::Cancelled),
+        i64::try_from(cancelled_orders).expect("count")
+    );
+    assert_eq!(summary.total_revenue, Money::from_cents(revenue));
+    let top = store.top_customers(10).await.expect("top");
+    let mut found: Vec<(String, u64, i128)> = top
+        .iter()
+        .map(|c| {
+            (
+                c.customer_email.clone(),
+                c.order_count,
+                c.total_spent.cents(),
+            )
+        })
+        .collect();
+    found.sort();
+    let wanted: Vec<(String, u64, i128)> = expected
+        .iter()
+        .map(|(email, (n, cents))| ((*email).to_owned(), *n, *cents))
+        .collect();
+    assert_eq!(found, wanted);
+    let daily = store
+        .daily(date!(2026 - 05 - 01), date!(2026 - 05 - 02))
+        .await
+        .expect("daily");
+    assert_eq!(
+        daily.iter().map(|d| d.orders).collect::<Vec<_>>(),
+        per_day.to_vec()
+    );
+    assert_eq!(
+        daily.iter().map(|d| d.revenue).sum::<Money>(),
+        Money::from_cents(revenue),
+        "the days' revenue is the summary's"
+    );
+}
+
 pub async fn lists_filter_sort_page_and_search_case_insensitively(store: Arc<dyn OrderReadStore>) {
     let mut p = Projector::new(Arc::clone(&store));
     let t = |h: u8| datetime!(2026-04-01 00:00 UTC) + time::Duration::hours(i64::from(h));
