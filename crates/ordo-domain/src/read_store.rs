@@ -338,6 +338,15 @@ pub fn fencing_unsupported(store: &str) -> ReadStoreError {
     )
 }
 
+/// For a store that keeps no leases: `Ok` for an unfenced write, the refusal for a fenced
+/// one.
+pub fn refuse_fence(fence: Option<&Lease>, store: &str) -> Result<(), ReadStoreError> {
+    match fence {
+        Some(_) => Err(fencing_unsupported(store)),
+        None => Ok(()),
+    }
+}
+
 /// An event a projection could not apply, kept aside and reported instead of stalling
 /// every event behind it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -31,6 +31,11 @@ struct StatusAnswer {
     /// `ok` (health) or `ready`.
     #[schema(example = "ok")]
     status: String,
+    /// On /ready only: `here` when this process runs the projections (and /ready checked
+    /// them), `elsewhere` when it runs none (`--role api`: it answers from the read
+    /// models other processes keep, and /ready checked the stores only).
+    #[schema(example = "here")]
+    projections: Option<String>,
 }
 
 /// Liveness: 200 while the process runs.
@@ -95,7 +100,13 @@ async fn ready(
         problems.extend(projection_problem(&projection));
     }
     if problems.is_empty() {
-        return axum::Json(serde_json::json!({ "status": "ready" })).into_response();
+        let projections = if state.read_side.runs_projection() {
+            "here"
+        } else {
+            "elsewhere"
+        };
+        return axum::Json(serde_json::json!({ "status": "ready", "projections": projections }))
+            .into_response();
     }
     let detail = problems.join("; ");
     // The answer names the part only; the cause (store or database text) is for the log

@@ -431,16 +431,7 @@ fn list_query(raw: Option<&str>, filters: &[&str]) -> Result<ListQuery, ApiError
                 })?;
             }
             "status" => query.status = Some(parse_status(&value)?),
-            "customerEmail" => {
-                // As documented: 1 to 254 characters (control characters are refused
-                // for every parameter).
-                if !(1..=254).contains(&value.chars().count()) {
-                    return Err(ApiError::BadRequest(
-                        "customerEmail must be 1 to 254 characters".into(),
-                    ));
-                }
-                query.customer_email = Some(EmailKey::new(&value));
-            }
+            "customerEmail" => query.customer_email = Some(email_key("customerEmail", &value)?),
             "minTotal" => query.min_total = Some(parse_amount("minTotal", &value)?),
             "maxTotal" => query.max_total = Some(parse_amount("maxTotal", &value)?),
             "createdFrom" => query.created_from = Some(parse_time("createdFrom", &value)?),
@@ -549,15 +540,21 @@ async fn orders_by_customer(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut query = list_query(raw.as_deref(), &[])?;
-    if email.is_empty() || email.chars().count() > 254 {
-        return Err(ApiError::BadRequest(
-            "the e-mail must be 1 to 254 characters".into(),
-        ));
-    }
-    crate::extract::no_control_characters("the e-mail", &email)?;
-    query.customer_email = Some(EmailKey::new(&email));
+    query.customer_email = Some(email_key("the e-mail", &email)?);
     await_consistency(&state, &headers).await?;
     Ok(Json(state.reads().list(&query).await?).into_response())
+}
+
+/// A customer e-mail given to look orders up by (the list's filter, the customer
+/// endpoint's path), as documented: 1 to 254 characters, none a control character.
+fn email_key(what: &str, value: &str) -> Result<EmailKey, ApiError> {
+    if !(1..=254).contains(&value.chars().count()) {
+        return Err(ApiError::BadRequest(format!(
+            "{what} must be 1 to 254 characters"
+        )));
+    }
+    crate::extract::no_control_characters(what, value)?;
+    Ok(EmailKey::new(value))
 }
 
 /// Orders whose id, customer name, e-mail or a product name contains the term.

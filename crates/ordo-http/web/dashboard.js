@@ -219,7 +219,9 @@
     const [ready, metrics] = await Promise.all([api("/ready"), api("/metrics", { headers: { Accept: "text/plain" } })]);
     const message = $("ready");
     if (ready.ok) {
-      message.textContent = "Ready: the stores answer and the projections run.";
+      message.textContent = ready.body?.projections === "elsewhere"
+        ? "Ready: the stores answer. The projections run in other processes; this one answers from the read models they keep."
+        : "Ready: the stores answer and the projections run.";
       message.dataset.kind = "ok";
     } else {
       message.textContent = `Not ready: ${problemText(ready.problem)}`;
@@ -239,7 +241,8 @@
         el("th", { scope: "row" }, name),
         el("td", { class: "num" }, (samples.ordo_projection_position?.get(name) ?? 0).toLocaleString()),
         el("td", { class: "num" }, lag === undefined ? "–" : `${lag.toFixed(lag < 10 ? 2 : 0)} s`),
-        el("td", { class: "num", "data-kind": parked ? "error" : "" }, String(parked ?? 0)));
+        // A process that runs no projection reports no parked events: "–", not 0.
+        el("td", { class: "num", "data-kind": parked ? "error" : "" }, parked === undefined ? "–" : String(parked)));
     }) : el("tr", null, el("td", { colspan: 4 }, "No projection reported.")));
   }
 

@@ -71,15 +71,12 @@ impl App {
 }
 
 /// Polls `probe` until it gives a value, for at most [`PATIENCE`].
+/// Waits for `probe` to give a value (ordo_testkit's bounded wait), for at most
+/// [`PATIENCE`]; fails the test naming `what` otherwise.
 async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, probe: impl Fn() -> F) -> T {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    ordo_testkit::eventually(PATIENCE, || async { probe().await.ok_or(()) })
+        .await
+        .unwrap_or_else(|()| panic!("never: {what}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use ordo_domain::read_store::{
     ListQuery, OrderQueries, ParkedEvent, ReadModelBatch, ReadModelWriter, ReadStoreError,
-    ReadStoreLifecycle, fencing_unsupported,
+    ReadStoreLifecycle, refuse_fence,
 };
 use ordo_domain::{DailyFigures, Money, OrderPage, OrderView, Summary, TopCustomer, ViewState};
 use ordo_es::{Checkpoint, Lease};
@@ -332,9 +332,7 @@ impl ReadModelWriter for SqliteReadStore {
         to: &Checkpoint,
         fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError> {
-        if fence.is_some() {
-            return Err(fencing_unsupported("embedded"));
-        }
+        refuse_fence(fence, "embedded")?;
         write::commit(self, projection, batch, from, to).await
     }
 
@@ -354,9 +352,7 @@ impl ReadModelWriter for SqliteReadStore {
         to: &Checkpoint,
         fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError> {
-        if fence.is_some() {
-            return Err(fencing_unsupported("embedded"));
-        }
+        refuse_fence(fence, "embedded")?;
         write::park(self, projection, parked, from, to).await
     }
 }

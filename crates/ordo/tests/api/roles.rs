@@ -228,6 +228,8 @@ async fn api_and_projector_apart(
 ) -> (Served, Served, CommandAnswer) {
     let api = Served::start(stores, "api", dir).await;
     api.wait_until_ready().await;
+    let ready = json_of(Served::send(api.get("/ready")).await, StatusCode::OK).await;
+    assert_eq!(ready["projections"], "elsewhere", "{ready}");
     let answer = api.create_order().await;
     let alone = Served::send(
         api.get("/api/v1/orders/summary")
@@ -245,6 +247,8 @@ async fn api_and_projector_apart(
 
     let projector = Served::start(stores, "projector", dir).await;
     projector.wait_until_ready().await;
+    let ready = json_of(Served::send(projector.get("/ready")).await, StatusCode::OK).await;
+    assert_eq!(ready["projections"], "here", "{ready}");
     let order = json_of(
         api.get_after(
             &format!("/api/v1/orders/order/{}", answer.order_id),
