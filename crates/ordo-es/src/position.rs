@@ -22,6 +22,14 @@ pub struct Cursor {
 impl Cursor {
     pub const ORIGIN: Cursor = Cursor { major: 0, minor: 0 };
 
+    /// Past every event: a reader of some partitions only (a projection shard) pins the
+    /// others here, and every store then reads, waits on and counts nothing in them (see
+    /// [`Checkpoint::only`]). Never a position an append hands out.
+    pub const END: Cursor = Cursor {
+        major: u64::MAX,
+        minor: u64::MAX,
+    };
+
     pub const fn new(major: u64, minor: u64) -> Self {
         Self { major, minor }
     }
@@ -103,6 +111,25 @@ impl Checkpoint {
 
     pub fn partitions(&self) -> u32 {
         self.cursors.len() as u32
+    }
+
+    /// A checkpoint of a reader of `partition` alone, in a log of `partitions`: `cursor`
+    /// there and [`Cursor::END`] in every other partition, so that `read_all`,
+    /// `wait_for_events` and `count_after` look at that partition only.
+    pub fn only(partition: u32, cursor: Cursor, partitions: u32) -> Self {
+        let mut cursors = vec![Cursor::END; partitions.max(partition + 1) as usize];
+        cursors[partition as usize] = cursor;
+        Self { cursors }
+    }
+
+    /// This checkpoint with every partition but `partition` pinned at [`Cursor::END`].
+    pub fn pinned_to(&self, partition: u32) -> Self {
+        Self::only(partition, self.cursor(partition), self.partitions())
+    }
+
+    /// Whether partition `partition` is pinned at [`Cursor::END`] (not read).
+    pub fn is_pinned(&self, partition: u32) -> bool {
+        self.cursor(partition) == Cursor::END
     }
 
     /// The cursor reached in one partition (origin for a partition this checkpoint does

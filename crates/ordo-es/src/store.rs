@@ -123,6 +123,11 @@ impl StoreError {
 ///   and [advances](Checkpoint::advance) its checkpoint past each one never skips an
 ///   event and never sees one twice, even when appends commit out of position order. Within
 ///   one partition the order is the cursor order; each stream's events are in version order.
+/// - A partition whose cursor in `after` is [`Cursor::END`](crate::Cursor::END) is not
+///   read: `read_all` returns nothing of it, `wait_for_events` does not wake for it and
+///   `count_after` counts nothing in it, without a round trip for it where the backend
+///   can avoid one. A projection shard reads its own partition this way
+///   ([`Checkpoint::only`]).
 /// - [`wait_for_events`](EventStore::wait_for_events) returns when events not covered
 ///   by `after` may exist, or when `timeout` has passed. It may return early without new
 ///   events; callers re-check with `read_all`.
