@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use ordo_domain::read_store::{fencing_unsupported, search_text};
+use ordo_domain::read_store::{fencing_unsupported, projection_of, search_text};
 use ordo_domain::{
     DailyFigures, EmailKey, ListQuery, Money, OrderPage, OrderQueries, OrderReadStore, OrderView,
     ParkedEvent, ReadGeneration, ReadModelBatch, ReadModelWriter, ReadStoreError,
@@ -209,7 +209,10 @@ impl ReadModelWriter for InMemoryReadStore {
     ) -> Result<(), ReadStoreError> {
         self.fenced(projection, fence, |models| {
             models.move_checkpoint(projection, from, to)?;
-            let parked_here = models.parked.entry(projection.to_owned()).or_default();
+            let parked_here = models
+                .parked
+                .entry(projection_of(projection).to_owned())
+                .or_default();
             // A redelivered event is kept once.
             if !parked_here.iter().any(|p| p.event_id == parked.event_id) {
                 parked_here.push(parked);
@@ -324,6 +327,8 @@ pub struct InMemoryReadStores {
     generations: Mutex<Generations>,
     next_id: AtomicU64,
     rebuilding: Arc<AtomicBool>,
+    /// The leases every generation's fenced writes are checked against, if any.
+    leases: Option<Arc<InMemoryLeases>>,
 }
 
 #[derive(Debug)]
@@ -355,6 +360,7 @@ impl Default for InMemoryReadStores {
             }),
             next_id: AtomicU64::new(1),
             rebuilding: Arc::new(AtomicBool::new(false)),
+            leases: None,
         }
     }
 }
@@ -362,6 +368,21 @@ impl Default for InMemoryReadStores {
 impl InMemoryReadStores {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Generations whose fenced writes are checked against `leases` (as a database's
+    /// generations are against the leases beside them).
+    pub fn fenced_by(leases: Arc<InMemoryLeases>) -> Arc<Self> {
+        let first = "g0".to_owned();
+        let store = Arc::new(InMemoryReadStore::fenced_by(Arc::clone(&leases)));
+        Arc::new(Self {
+            generations: Mutex::new(Generations {
+                stores: HashMap::from([(first.clone(), store)]),
+                active: first,
+            }),
+            leases: Some(leases),
+            ..Self::default()
+        })
     }
 
     /// The ids of every generation that exists, in no particular order.
@@ -383,10 +404,12 @@ impl ReadStoreProvider for InMemoryReadStores {
 
     async fn create_generation(&self) -> Result<ReadGeneration, ReadStoreError> {
         let id = format!("g{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let store = match &self.leases {
+            Some(leases) => Arc::new(InMemoryReadStore::fenced_by(Arc::clone(leases))),
+            None => InMemoryReadStore::new(),
+        };
         let mut generations = self.generations();
-        generations
-            .stores
-            .insert(id.clone(), InMemoryReadStore::new());
+        generations.stores.insert(id.clone(), store);
         generations.generation(&id)
     }
 

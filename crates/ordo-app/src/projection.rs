@@ -9,9 +9,9 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use ordo_domain::read_store::order_id_of;
+use ordo_domain::read_store::{order_id_of, shard_key};
 use ordo_domain::{Order, ParkedEvent, ReadModelBatch, ReadModelWriter, ReadStoreError, ViewState};
-use ordo_es::{Checkpoint, Projection, ProjectionError, RecordedEvent};
+use ordo_es::{Checkpoint, Lease, Position, Projection, ProjectionError, RecordedEvent};
 
 /// The projection that keeps every order read model current: order view, summary, top
 /// customers and search.
@@ -26,6 +26,11 @@ use ordo_es::{Checkpoint, Projection, ProjectionError, RecordedEvent};
 pub struct OrderProjection {
     /// The projection writes through the writer's side of the contract only.
     store: Arc<dyn ReadModelWriter>,
+    /// The key of its checkpoint: [`NAME`](Self::NAME), or a shard's key.
+    key: String,
+    /// For a shard: which one, of how many partitions, and the lease every write is
+    /// fenced by.
+    shard: Option<Shard>,
     mode: tokio::sync::Mutex<Mode>,
     /// Where the events of every committed batch are counted, if anywhere.
     committed: OnceLock<Arc<AtomicU64>>,
@@ -62,6 +67,14 @@ impl Mode {
     }
 }
 
+/// What a projection of one shard writes under.
+#[derive(Debug)]
+struct Shard {
+    shard: u32,
+    partitions: u32,
+    lease: Lease,
+}
+
 /// A batch whose commit is running.
 #[derive(Debug)]
 struct InFlight {
@@ -83,8 +96,73 @@ impl OrderProjection {
     pub fn new(store: Arc<dyn ReadModelWriter>) -> Self {
         Self {
             store,
+            key: Self::NAME.to_owned(),
+            shard: None,
             mode: tokio::sync::Mutex::new(Mode::Committed),
             committed: OnceLock::new(),
+        }
+    }
+
+    /// The projection of shard `shard` (the log's partition of that number, of
+    /// `partitions`): its checkpoint is stored under [`shard_key`], and every write is
+    /// fenced by `lease`. A shard that has no checkpoint of its own yet starts where the
+    /// projection's whole-log checkpoint (a rebuild's, or one written before the work was
+    /// divided into shards) had got in its partition.
+    pub fn shard(
+        store: Arc<dyn ReadModelWriter>,
+        shard: u32,
+        partitions: u32,
+        lease: Lease,
+    ) -> Self {
+        Self {
+            key: shard_key(Self::NAME, shard),
+            shard: Some(Shard {
+                shard,
+                partitions,
+                lease,
+            }),
+            ..Self::new(store)
+        }
+    }
+
+    fn fence(&self) -> Option<&Lease> {
+        self.shard.as_ref().map(|s| &s.lease)
+    }
+
+    /// A shard without a checkpoint of its own: the cursor the whole-log checkpoint
+    /// reached in its partition, stored as the shard's (fenced, by compare-and-set from
+    /// nothing), so that the shard goes on from there. `None` when there is nothing to
+    /// start from.
+    async fn seed(&self, shard: &Shard) -> Result<Option<Checkpoint>, ProjectionError> {
+        let Some(whole) = self.store.load_checkpoint(Self::NAME).await? else {
+            return Ok(None);
+        };
+        let mut seed = Checkpoint::origin(shard.partitions);
+        seed.advance(&Position {
+            partition: shard.shard,
+            cursor: cursor_in(&whole, shard.shard, shard.partitions),
+        });
+        if seed == Checkpoint::origin(shard.partitions) {
+            return Ok(None);
+        }
+        let origin = Checkpoint::origin(shard.partitions);
+        match self
+            .store
+            .commit_fenced(
+                &self.key,
+                Arc::new(ReadModelBatch::default()),
+                &origin,
+                &seed,
+                self.fence(),
+            )
+            .await
+        {
+            Ok(()) => Ok(Some(seed)),
+            // Seeded by a holder before us: go on from what it stored.
+            Err(ReadStoreError::CheckpointMoved) => {
+                Ok(self.store.load_checkpoint(&self.key).await?)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -140,9 +218,8 @@ impl OrderProjection {
 /// park the current batch's events.
 fn earlier_commit_failed(e: ReadStoreError) -> ProjectionError {
     match e {
-        ReadStoreError::CheckpointMoved | ReadStoreError::LeaseLost { .. } => {
-            ProjectionError::CheckpointMoved
-        }
+        ReadStoreError::CheckpointMoved => ProjectionError::CheckpointMoved,
+        lost @ ReadStoreError::LeaseLost { .. } => ProjectionError::LeaseLost(lost.to_string()),
         other => ProjectionError::Unavailable(Box::new(other)),
     }
 }
@@ -150,12 +227,16 @@ fn earlier_commit_failed(e: ReadStoreError) -> ProjectionError {
 #[async_trait]
 impl Projection for OrderProjection {
     fn name(&self) -> &str {
-        Self::NAME
+        &self.key
     }
 
     async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
         self.settle_in_flight().await?;
-        Ok(self.store.load_checkpoint(Self::NAME).await?)
+        let stored = self.store.load_checkpoint(&self.key).await?;
+        match (&stored, &self.shard) {
+            (None, Some(shard)) => self.seed(shard).await,
+            _ => Ok(stored),
+        }
     }
 
     async fn apply_batch(
@@ -179,7 +260,7 @@ impl Projection for OrderProjection {
             let states = self.store.load_views(&ids).await?;
             let batch = ReadModelBatch::fold(events, states)?;
             self.store
-                .commit(Self::NAME, batch.into(), from, to)
+                .commit_fenced(&self.key, batch.into(), from, to, self.fence())
                 .await?;
             Self::counted(self.committed.get(), events.len());
             return Ok(());
@@ -212,10 +293,13 @@ impl Projection for OrderProjection {
             .map(|(i, (id, _))| (*id, i))
             .collect();
         let store = Arc::clone(&self.store);
+        let (key, fence) = (self.key.clone(), self.fence().cloned());
         let (committing, from, to) = (Arc::clone(&batch), from.clone(), to.clone());
         let (counter, count) = (self.committed.get().cloned(), events.len());
         let commit = tokio::spawn(async move {
-            store.commit(Self::NAME, committing, &from, &to).await?;
+            store
+                .commit_fenced(&key, committing, &from, &to, fence.as_ref())
+                .await?;
             Self::counted(counter.as_ref(), count);
             Ok(())
         });
@@ -245,10 +329,55 @@ impl Projection for OrderProjection {
         };
         // Parking moves the checkpoint from `from`, where the last commit moves it.
         self.settle_in_flight().await?;
-        self.store.park(Self::NAME, parked, from, to).await?;
+        self.store
+            .park_fenced(&self.key, parked, from, to, self.fence())
+            .await?;
         Ok(())
     }
     async fn flush(&self) -> Result<(), ProjectionError> {
         self.settle_in_flight().await
     }
+}
+
+/// The cursor `whole` (a checkpoint of the whole log) reached in `partition`, of a log
+/// of `partitions`. A checkpoint of one partition in a log of several was written before
+/// the PostgreSQL log was divided into partitions; its cursor is a point in the global
+/// (transaction id, position) order that every partition's order follows, so it covers in
+/// each partition what it covered in the one.
+pub fn cursor_in(whole: &Checkpoint, partition: u32, partitions: u32) -> ordo_es::Cursor {
+    if whole.partitions() == 1 && partitions > 1 {
+        whole.cursor(0)
+    } else {
+        whole.cursor(partition)
+    }
+}
+
+/// What the projection has stored in `store` over the whole log of `partitions`: per
+/// partition, the cursor of that shard's checkpoint, or where there is none, what the
+/// whole-log checkpoint reached there (see [`cursor_in`]). `None` when nothing was ever
+/// stored. One read.
+pub async fn stored_checkpoint(
+    store: &dyn ReadModelWriter,
+    partitions: u32,
+) -> Result<Option<Checkpoint>, ReadStoreError> {
+    let mut keys = vec![OrderProjection::NAME.to_owned()];
+    keys.extend((0..partitions).map(|p| shard_key(OrderProjection::NAME, p)));
+    let stored = store.load_checkpoints(&keys).await?;
+    let (whole, shards) = stored
+        .split_first()
+        .map_or((None, &[][..]), |(w, s)| (w.as_ref(), s));
+    if whole.is_none() && shards.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let mut combined = Checkpoint::origin(partitions);
+    for partition in 0..partitions {
+        let cursor = match shards.get(partition as usize).and_then(Option::as_ref) {
+            Some(shard) => shard.cursor(partition),
+            None => whole.map_or(ordo_es::Cursor::ORIGIN, |w| {
+                cursor_in(w, partition, partitions)
+            }),
+        };
+        combined.advance(&Position { partition, cursor });
+    }
+    Ok(Some(combined))
 }

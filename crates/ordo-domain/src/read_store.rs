@@ -215,6 +215,19 @@ pub trait ReadModelWriter: Send + Sync + fmt::Debug + 'static {
     async fn load_checkpoint(&self, projection: &str)
     -> Result<Option<Checkpoint>, ReadStoreError>;
 
+    /// The checkpoints stored under each of `keys`, in their order (see [`shard_key`]).
+    /// Stores that can read them in one round trip do.
+    async fn load_checkpoints(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<Checkpoint>>, ReadStoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.load_checkpoint(key).await?);
+        }
+        Ok(out)
+    }
+
     /// The stored state of each order in `ids` that the read store knows.
     async fn load_views(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ViewState>, ReadStoreError>;
 
@@ -248,7 +261,9 @@ pub trait ReadModelWriter: Send + Sync + fmt::Debug + 'static {
 
     /// Records `parked` (an event the projection cannot apply) and moves the checkpoint
     /// of `projection` from `from` to `to` past it, in one transaction, with the same
-    /// compare-and-set as [`commit`](ReadModelWriter::commit).
+    /// compare-and-set as [`commit`](ReadModelWriter::commit). The event is recorded under
+    /// [`projection_of`] the key, so a shard's parked events are listed with the
+    /// projection's.
     async fn park(
         &self,
         projection: &str,
@@ -330,6 +345,21 @@ pub trait ReadStoreLifecycle: Send + Sync + fmt::Debug + 'static {
 pub trait OrderReadStore: ReadModelWriter + OrderQueries + ReadStoreLifecycle {}
 
 impl<T: ReadModelWriter + OrderQueries + ReadStoreLifecycle + ?Sized> OrderReadStore for T {}
+
+/// The checkpoint key of shard `shard` of `projection`: a projection divided into
+/// shards keeps one checkpoint per shard (`orders/3`), each moved by its own
+/// compare-and-set, so that the shards' commits never contend for one row.
+pub fn shard_key(projection: &str, shard: u32) -> String {
+    format!("{projection}/{shard}")
+}
+
+/// The projection a checkpoint key belongs to: `orders` for `orders` and `orders/3`.
+/// Parked events are recorded under it, so that the events every shard parked are listed
+/// together.
+pub fn projection_of(key: &str) -> &str {
+    key.split_once('/')
+        .map_or(key, |(projection, _)| projection)
+}
 
 /// The error of a store that keeps no leases, asked for a fenced write.
 pub fn fencing_unsupported(store: &str) -> ReadStoreError {
@@ -545,9 +575,9 @@ impl From<ReadStoreError> for ProjectionError {
     fn from(e: ReadStoreError) -> Self {
         match e {
             // Another writer holds the shard now: reload, as after a lost compare-and-set.
-            ReadStoreError::CheckpointMoved | ReadStoreError::LeaseLost { .. } => {
-                ProjectionError::CheckpointMoved
-            }
+            ReadStoreError::CheckpointMoved => ProjectionError::CheckpointMoved,
+            // Another process owns the shard now: this runner stops writing it.
+            lost @ ReadStoreError::LeaseLost { .. } => ProjectionError::LeaseLost(lost.to_string()),
             ReadStoreError::Unavailable(source) => ProjectionError::Unavailable(source),
             ReadStoreError::Overloaded(full) => ProjectionError::Unavailable(Box::new(full)),
             other => ProjectionError::Failed(Box::new(other)),

@@ -13,7 +13,6 @@ use super::runner::{
     stored_checkpoint,
 };
 use super::{DROP_AFTER, ReadSide, ReadSideOptions, RebuildError, SHUTDOWN_GRACE};
-use crate::projection::OrderProjection;
 use ordo_domain::read_store::{ReadGeneration, ReadStoreError, ReadStoreProvider, RebuildLock};
 
 impl ReadSide {
@@ -27,9 +26,7 @@ impl ReadSide {
         runners: &Runners,
     ) -> Result<Option<Running>, ReadStoreError> {
         if options.bulk_start_min_events == u64::MAX
-            || active
-                .store
-                .load_checkpoint(OrderProjection::NAME)
+            || crate::projection::stored_checkpoint(active.store.as_ref(), events.partitions())
                 .await?
                 .is_some()
         {
@@ -141,8 +138,12 @@ impl ReadSide {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let (projection, handle) = match self.running.lock().await.as_ref() {
-            Some(building) => (Arc::clone(&building.projection), building.handle.clone()),
-            None => return Ok(false),
+            Some(Running {
+                projection: Some(projection),
+                handle,
+                ..
+            }) => (Arc::clone(projection), handle.clone()),
+            _ => return Ok(false),
         };
         // Without holding `running`: a shutdown meanwhile stops the runner (between two
         // batches) and is not kept waiting for the index builds.
@@ -168,15 +169,28 @@ impl ReadSide {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let running = self.running.lock().await;
-        if !running
-            .as_ref()
-            .is_some_and(|r| r.handle.same_runner(&handle))
-        {
+        let mut running = self.running.lock().await;
+        let Some(building) = running.as_mut().filter(|r| r.handle.same_runner(&handle)) else {
             return Ok(false); // shut down meanwhile
+        };
+        if self.runners.shards.is_some() {
+            // Divided into shards, every process's shards go on from what the load
+            // stored: the load stops first, so nothing it writes is applied twice.
+            building.stop_in_place().await;
+            if let Err(e) = self.provider.activate(&generation.id).await {
+                // Catch the active generation up instead (`fall_back_to_catching_up`),
+                // with the stopped load left in `running` for it to replace.
+                drop(running);
+                return Err(e.into());
+            }
+            let live = start_runner(&self.events, generation.clone(), &self.runners);
+            *self.live.write().unwrap_or_else(|e| e.into_inner()) =
+                (generation.clone(), live.handle.clone());
+            *running = Some(live);
+        } else {
+            self.provider.activate(&generation.id).await?;
+            *self.live.write().unwrap_or_else(|e| e.into_inner()) = (generation.clone(), handle);
         }
-        self.provider.activate(&generation.id).await?;
-        *self.live.write().unwrap_or_else(|e| e.into_inner()) = (generation.clone(), handle);
         // After `live`: whoever sees `loading` false sees the new generation.
         self.loading.store(false, Ordering::Release);
         drop(running);

@@ -17,7 +17,7 @@ use ordo_es::{
 };
 
 use super::{FOLLOW_EVERY, ReadSide, ReadSideOptions, Runners};
-use crate::projection::OrderProjection;
+use crate::projection::{OrderProjection, stored_checkpoint};
 use ordo_domain::read_store::{OrderReadStore, ReadStoreError, ReadStoreProvider};
 
 /// How often the stored checkpoint is read while a request waits for a consistency
@@ -69,8 +69,8 @@ impl Follower {
     }
 
     /// Reads the checkpoint stored in `store` and publishes it.
-    async fn read(&self, store: &dyn OrderReadStore) {
-        match store.load_checkpoint(OrderProjection::NAME).await {
+    async fn read(&self, store: &dyn OrderReadStore, partitions: u32) {
+        match stored_checkpoint(store, partitions).await {
             Ok(checkpoint) => self.publish(checkpoint),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the stored projection checkpoint");
@@ -109,7 +109,9 @@ impl ReadSide {
         let generation = provider.open_active().await?;
         tracing::info!(generation = %generation.id, "read models, projected by other processes");
         let follower = Arc::new(Follower::new());
-        follower.read(generation.store.as_ref()).await;
+        follower
+            .read(generation.store.as_ref(), events.partitions())
+            .await;
         let handle = ProjectionHandle::from_status(follower.status.subscribe());
         let (stop_following, following) = watch::channel(false);
         let side = Arc::new(Self {
@@ -117,11 +119,7 @@ impl ReadSide {
             running: Mutex::new(None),
             events,
             provider,
-            runners: Runners {
-                config: RunnerConfig::default(),
-                runtime: None,
-                committed: Arc::default(),
-            },
+            runners: Runners::new(RunnerConfig::default(), None, None),
             stall_limit: options.stall_limit,
             rebuilding: Arc::new(Mutex::new(())),
             loading: std::sync::atomic::AtomicBool::new(false),
@@ -148,10 +146,8 @@ impl ReadSide {
             return Ok(());
         }
         let generation = self.provider.open_active().await?;
-        let checkpoint = generation
-            .store
-            .load_checkpoint(OrderProjection::NAME)
-            .await?;
+        let checkpoint =
+            stored_checkpoint(generation.store.as_ref(), self.events.partitions()).await?;
         {
             let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
             follower.publish(checkpoint);
@@ -190,6 +186,8 @@ async fn follow_stored(
                 tracing::warn!(error = %e, "cannot check which read-store generation is active");
             }
         }
-        follower.read(side.store().as_ref()).await;
+        follower
+            .read(side.store().as_ref(), side.events.partitions())
+            .await;
     }
 }

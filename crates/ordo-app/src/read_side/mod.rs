@@ -12,6 +12,7 @@ mod bulk_start;
 mod following;
 mod rebuild;
 mod runner;
+mod shards;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -28,6 +29,7 @@ use ordo_domain::read_store::{OrderReadStore, ReadGeneration, ReadStoreError, Re
 use runner::{Runners, Running, start_runner};
 
 pub use rebuild::RebuildError;
+pub use shards::{ShardGauge, ShardOptions};
 
 /// How often a process checks whether another one switched the active generation.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
@@ -60,6 +62,9 @@ pub struct ReadSideOptions {
     /// store calls they make; `None`: the runtime that starts them. A runtime of their
     /// own lets a service run its projections at a lower CPU priority than its requests.
     pub projection_runtime: Option<Handle>,
+    /// When set, the live projection is divided into shards (the event log's partitions)
+    /// held by lease, shared with every other process projecting into these read models.
+    pub shards: Option<ShardOptions>,
 }
 
 impl Default for ReadSideOptions {
@@ -68,6 +73,7 @@ impl Default for ReadSideOptions {
             stall_limit: REBUILD_STALL_LIMIT,
             bulk_start_min_events: BULK_START_MIN_EVENTS,
             projection_runtime: None,
+            shards: None,
         }
     }
 }
@@ -118,11 +124,11 @@ impl ReadSide {
         config: RunnerConfig,
         options: ReadSideOptions,
     ) -> Result<Arc<Self>, ReadStoreError> {
-        let runners = Runners {
+        let runners = Runners::new(
             config,
-            runtime: options.projection_runtime.clone(),
-            committed: Arc::default(),
-        };
+            options.projection_runtime.clone(),
+            options.shards.clone(),
+        );
         let lock = provider.try_lock_rebuild().await?;
         match &lock {
             Some(_) => {
@@ -260,6 +266,15 @@ impl ReadSide {
         self.runners.committed.load(Ordering::Relaxed)
     }
 
+    /// How many shards of the projection this process holds now; `None` when the
+    /// projection is not divided into shards here.
+    pub fn shards_owned(&self) -> Option<u64> {
+        self.runners
+            .shards
+            .as_ref()
+            .map(|_| self.runners.shards_gauge.owned())
+    }
+
     pub fn events(&self) -> &Arc<dyn EventStore> {
         &self.events
     }
@@ -267,6 +282,17 @@ impl ReadSide {
     /// Waits until the live read models cover `position`, across a generation switch.
     pub async fn wait_for(&self, position: &Position, timeout: Duration) -> bool {
         let _waiting = self.follower.as_ref().map(|f| f.waiting(position));
+        // Divided into shards, those held elsewhere are read from the store, often while
+        // a request waits.
+        let _demand = self.runners.shards.is_some().then(|| {
+            let covered = self
+                .live()
+                .1
+                .status()
+                .checkpoint
+                .is_some_and(|c| c.covers(position));
+            self.runners.shards_gauge.demand.waiting(covered)
+        });
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // `loading` first: it is cleared after `live` is set, so a reader that sees it

@@ -142,7 +142,7 @@ impl ReadSide {
         tracing::info!(generation = %generation.id, "rebuilding read models beside the live ones");
         let origin = Checkpoint::origin(self.events.partitions());
         let mut total = self.events.count_after(&origin).await?;
-        let building = start_projection(
+        let mut building = start_projection(
             &self.events,
             generation.clone(),
             Arc::clone(&projection),
@@ -151,7 +151,7 @@ impl ReadSide {
         progress(0, total);
 
         let switched = self
-            .load_and_switch(&building, &projection, &origin, &mut total, progress)
+            .load_and_switch(&mut building, &projection, &origin, &mut total, progress)
             .await;
         let Switched {
             mut running,
@@ -160,16 +160,23 @@ impl ReadSide {
             Ok(switched) => switched,
             Err(failure) => return Err(self.undo_rebuild(building, failure).await),
         };
+        let status = building.handle.status();
+        // Divided into shards, the rebuild's runner (over the whole log) stopped before
+        // the switch; the shards this process holds go on from its checkpoint.
+        let live_runner = if self.runners.shards.is_some() {
+            start_runner(&self.events, generation.clone(), &self.runners)
+        } else {
+            building
+        };
         {
             let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
-            *live = (generation.clone(), building.handle.clone());
+            *live = (generation.clone(), live_runner.handle.clone());
         }
-        let status = building.handle.status();
         progress(
             status.events_applied + status.events_parked,
             total.max(status.events_applied + status.events_parked),
         );
-        *running = Some(building);
+        *running = Some(live_runner);
         drop(running);
         tracing::info!(from = %old_generation.id, to = %generation.id, "switched to the rebuilt read models");
         drop(old_generation);
@@ -197,13 +204,13 @@ impl ReadSide {
     /// [`undo_rebuild`](Self::undo_rebuild).
     async fn load_and_switch(
         &self,
-        building: &Running,
+        building: &mut Running,
         projection: &OrderProjection,
         origin: &Checkpoint,
         total: &mut u64,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<Switched<'_>, RebuildFailure<'_>> {
-        let generation = &building.generation;
+        let generation = &building.generation.clone();
         // Catch up while the live generation keeps serving.
         self.catch_up_to_live(building, generation, origin, total, progress)
             .await
@@ -241,6 +248,11 @@ impl ReadSide {
             .stopped_at(&old_generation, &old_handle, old_halted, origin)
             .await;
         let switched = if reaches(building, &stopped_at, origin).await {
+            if self.runners.shards.is_some() {
+                // The shards of every process go on from what the rebuild stored, so it
+                // stops first: nothing it writes after the switch could be applied twice.
+                building.stop_in_place().await;
+            }
             self.provider
                 .activate(&generation.id)
                 .await
@@ -277,9 +289,7 @@ impl ReadSide {
             // generation serves once it has everything the log holds.
             self.events.head().await.map_err(|e| e.to_string())
         } else {
-            old_generation
-                .store
-                .load_checkpoint(OrderProjection::NAME)
+            crate::projection::stored_checkpoint(old_generation.store.as_ref(), origin.partitions())
                 .await
                 .map(|stored| stored.unwrap_or_else(|| origin.clone()))
                 .map_err(|e| e.to_string())

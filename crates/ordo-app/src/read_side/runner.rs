@@ -15,17 +15,21 @@ use ordo_es::{
 };
 
 use super::RebuildError;
+use super::shards::{ShardGauge, ShardOptions, start_shards};
 use crate::projection::OrderProjection;
 use ordo_domain::read_store::{ReadGeneration, ReadStoreError, ReadStoreProvider};
 
-/// One running projection into one generation.
+/// One running projection into one generation: a runner over the whole log, or the
+/// shards this process holds (see `shards.rs`), or one of those shards.
 #[derive(Debug)]
 pub(super) struct Running {
     pub(super) generation: ReadGeneration,
-    pub(super) projection: Arc<OrderProjection>,
+    /// The projection of a runner of its own (`None` for the shards' manager).
+    pub(super) projection: Option<Arc<OrderProjection>>,
     pub(super) handle: ProjectionHandle,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// `None` once stopped in place.
+    task: Option<JoinHandle<()>>,
 }
 
 /// How a read side starts its projection runners.
@@ -36,17 +40,43 @@ pub(super) struct Runners {
     pub(super) runtime: Option<Handle>,
     /// The events every projection they run has committed.
     pub(super) committed: Arc<AtomicU64>,
+    /// When set, the live projection is divided into shards held by lease.
+    pub(super) shards: Option<ShardOptions>,
+    pub(super) shards_gauge: Arc<ShardGauge>,
 }
 
+impl Runners {
+    pub(super) fn new(
+        config: RunnerConfig,
+        runtime: Option<Handle>,
+        shards: Option<ShardOptions>,
+    ) -> Self {
+        Self {
+            config,
+            runtime,
+            committed: Arc::default(),
+            shards,
+            shards_gauge: Arc::default(),
+        }
+    }
+}
+
+/// The live projection into `generation`: the shards this process holds when the
+/// projection is divided into shards, a runner over the whole log otherwise.
 pub(super) fn start_runner(
     events: &Arc<dyn EventStore>,
     generation: ReadGeneration,
     runners: &Runners,
 ) -> Running {
+    if let Some(options) = &runners.shards {
+        return start_shards(events, generation, runners, options);
+    }
     let projection = Arc::new(OrderProjection::new(generation.store.clone()));
     start_projection(events, generation, projection, runners)
 }
 
+/// A runner of `projection` over the whole log (a rebuild's, a bulk load's, or the
+/// live one of a process that projects alone).
 pub(super) fn start_projection(
     events: &Arc<dyn EventStore>,
     generation: ReadGeneration,
@@ -59,6 +89,16 @@ pub(super) fn start_projection(
         Arc::clone(&projection) as Arc<dyn ordo_es::Projection>,
         runners.config.clone(),
     );
+    spawn_runner(runner, generation, Some(projection), runners)
+}
+
+/// Runs `runner` until stopped, on the runners' runtime.
+pub(super) fn spawn_runner(
+    runner: ProjectionRunner,
+    generation: ReadGeneration,
+    projection: Option<Arc<OrderProjection>>,
+    runners: &Runners,
+) -> Running {
     let handle = runner.handle();
     let (stop, stopped) = watch::channel(false);
     let run = runner.run(async move {
@@ -75,16 +115,40 @@ pub(super) fn start_projection(
         projection,
         handle,
         stop,
-        task,
+        task: Some(task),
     }
 }
 
 impl Running {
-    pub(super) async fn stop(self) -> (ReadGeneration, ProjectionHandle) {
+    /// A projection run by a task of its own that ends when `stop` is set.
+    pub(super) fn managed(
+        generation: ReadGeneration,
+        handle: ProjectionHandle,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<()>,
+    ) -> Self {
+        Self {
+            generation,
+            projection: None,
+            handle,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the projection (it finishes the batch it is writing) and keeps what it was:
+    /// nothing is written to its generation after this returns.
+    pub(super) async fn stop_in_place(&mut self) {
         let _ = self.stop.send(true);
-        if let Err(e) = self.task.await {
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
             tracing::error!(error = %e, "projection runner panicked");
         }
+    }
+
+    pub(super) async fn stop(mut self) -> (ReadGeneration, ProjectionHandle) {
+        self.stop_in_place().await;
         (self.generation, self.handle)
     }
 }
@@ -101,20 +165,18 @@ pub(super) async fn new_bulk_generation(
     Ok((generation, projection))
 }
 
-/// The projection checkpoint `generation` has committed (`origin` when none); `None`
-/// when it cannot be read.
+/// The projection checkpoint `generation` has committed over the whole log of
+/// `origin`'s partitions, every shard's included (`origin` when none); `None` when it
+/// cannot be read.
 pub(super) async fn stored_checkpoint(
     generation: &ReadGeneration,
     origin: &Checkpoint,
 ) -> Option<Checkpoint> {
-    match generation
-        .store
-        .load_checkpoint(OrderProjection::NAME)
-        .await
+    match crate::projection::stored_checkpoint(generation.store.as_ref(), origin.partitions()).await
     {
         Ok(stored) => Some(stored.unwrap_or_else(|| origin.clone())),
         Err(e) => {
-            tracing::debug!(generation = %generation.id, error = %e, "cannot read the rebuilt generation's checkpoint yet");
+            tracing::debug!(generation = %generation.id, error = %e, "cannot read the generation's checkpoint");
             None
         }
     }

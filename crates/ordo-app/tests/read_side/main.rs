@@ -5,5 +5,6 @@
 mod bulk_load;
 mod bulk_start;
 mod rebuild;
+mod shards;
 mod support;
 mod switch;

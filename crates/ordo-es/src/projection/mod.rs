@@ -27,6 +27,7 @@
 //! has not gone backwards.
 
 mod log_watch;
+mod partition;
 mod supervision;
 mod worker;
 
@@ -90,6 +91,11 @@ pub enum ProjectionError {
     /// An event could not be applied.
     #[error("projection failed: {0}")]
     Failed(#[source] BoxError),
+    /// The write was fenced off: the lease this projection writes under (a shard's) was
+    /// taken over or released. The runner stops applying (another process owns the work
+    /// now) and waits to be stopped.
+    #[error("the lease was lost: {0}")]
+    LeaseLost(String),
 }
 
 /// The runner's health, as operations endpoints show it.
@@ -109,6 +115,9 @@ pub enum ProjectionState {
     /// the events that now get the lost positions. Only rebuilding the read models from
     /// the log (`ordo replay`, which starts a new runner) repairs it.
     Halted,
+    /// The lease this runner wrote under was taken over or released: another process
+    /// projects this work now, and this runner applies nothing more.
+    Fenced,
     Stopped,
 }
 
@@ -120,6 +129,7 @@ impl ProjectionState {
             ProjectionState::Running => "running",
             ProjectionState::Failing => "failing",
             ProjectionState::Halted => "halted",
+            ProjectionState::Fenced => "fenced",
             ProjectionState::Stopped => "stopped",
         }
     }
@@ -248,6 +258,12 @@ impl ProjectionHandle {
 
     pub fn status(&self) -> ProjectionStatus {
         self.status.borrow().clone()
+    }
+
+    /// Waits until the status changes; false once the runner is gone (its last status
+    /// stays readable).
+    pub async fn changed(&mut self) -> bool {
+        self.status.changed().await.is_ok()
     }
 
     /// Whether `other` is a handle of the same runner.

@@ -72,6 +72,22 @@ impl ProjectionRunner {
         }
     }
 
+    /// A runner of one partition of `store`'s log (a projection shard): it reads, waits
+    /// for and counts the events of `partition` only, and its checkpoint moves in that
+    /// partition only.
+    pub fn for_partition(
+        store: Arc<dyn EventStore>,
+        partition: u32,
+        projection: Arc<dyn Projection>,
+        config: RunnerConfig,
+    ) -> Self {
+        let view = super::partition::PartitionView {
+            inner: store,
+            partition,
+        };
+        Self::new(Arc::new(view), projection, config)
+    }
+
     pub fn handle(&self) -> ProjectionHandle {
         ProjectionHandle {
             status: self.worker.status.subscribe(),

@@ -776,3 +776,106 @@ async fn a_log_that_only_grows_is_never_taken_for_one_that_went_backwards() {
     let _ = stop.send(());
     task.await.expect("runner");
 }
+
+/// Runners of each partition of one log, each with a projection of its own: together
+/// they apply every event once, each only its own partition's, and each checkpoint moves
+/// in its own partition only.
+#[tokio::test]
+async fn partition_runners_share_the_log_without_overlap() {
+    let store = Arc::new(InMemoryStore::with_partitions(4));
+    append_many(&store, 9, 3).await;
+    let head = store.head().await.expect("head");
+    let mut seen = Vec::new();
+    for partition in 0..4 {
+        let projection = Arc::new(Recorder::default());
+        let runner = ProjectionRunner::for_partition(
+            Arc::clone(&store) as Arc<dyn EventStore>,
+            partition,
+            Arc::clone(&projection) as Arc<dyn Projection>,
+            config(),
+        );
+        let handle = runner.handle();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runner.run(async {
+            let _ = stopped.await;
+        }));
+        let end = Position {
+            partition,
+            cursor: head.cursor(partition),
+        };
+        assert!(handle.wait_for(&end, Duration::from_secs(30)).await);
+        let _ = stop.send(());
+        task.await.expect("runner task");
+        let checkpoint = projection
+            .checkpoint
+            .lock()
+            .expect("lock")
+            .clone()
+            .unwrap_or_else(|| Checkpoint::origin(4));
+        for other in (0..4).filter(|p| *p != partition) {
+            assert_eq!(checkpoint.cursor(other), crate::Cursor::ORIGIN);
+        }
+        for (stream, version) in projection.seen.lock().expect("lock").iter() {
+            assert_eq!(crate::partition_of(stream, 4), partition);
+            seen.push((stream.clone(), *version));
+        }
+    }
+    seen.sort();
+    let before = seen.len();
+    seen.dedup();
+    assert_eq!(before, seen.len(), "an event was applied twice");
+    assert_eq!(seen.len(), 27, "every event applied once");
+}
+
+/// A projection whose lease was lost: the runner reports `fenced`, applies nothing more
+/// and does not retry.
+#[tokio::test]
+async fn a_lost_lease_stops_the_runner_applying() {
+    struct Fenced(Mutex<u32>);
+    #[async_trait]
+    impl Projection for Fenced {
+        fn name(&self) -> &str {
+            "fenced"
+        }
+        async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
+            Ok(None)
+        }
+        async fn apply_batch(
+            &self,
+            _: &[RecordedEvent],
+            _: &Checkpoint,
+            _: &Checkpoint,
+        ) -> Result<(), ProjectionError> {
+            *self.0.lock().expect("lock") += 1;
+            Err(ProjectionError::LeaseLost("taken over (test)".into()))
+        }
+        async fn park(
+            &self,
+            _: &RecordedEvent,
+            _: &str,
+            _: &Checkpoint,
+            _: &Checkpoint,
+        ) -> Result<(), ProjectionError> {
+            panic!("a fenced runner parks nothing")
+        }
+    }
+    let store = Arc::new(InMemoryStore::new());
+    append_many(&store, 2, 3).await;
+    let projection = Arc::new(Fenced(Mutex::new(0)));
+    let (handle, stop, task) = spawn_runner(
+        Arc::clone(&store),
+        Arc::clone(&projection) as Arc<dyn Projection>,
+    );
+    let status = wait_for_status(&handle, |s| s.state == ProjectionState::Fenced).await;
+    assert_eq!(status.last_error.as_deref(), Some("taken over (test)"));
+    append_many_more(&store).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        *projection.0.lock().expect("lock"),
+        1,
+        "no retry once fenced"
+    );
+    assert_eq!(handle.status().state, ProjectionState::Fenced);
+    let _ = stop.send(());
+    task.await.expect("runner task");
+}

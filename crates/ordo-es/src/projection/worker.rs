@@ -61,6 +61,13 @@ impl Worker {
                     let _ = stop.wait_for(|stopped| *stopped).await;
                     return;
                 }
+                Err(Halt::Failed(ProjectionError::LeaseLost(message))) => {
+                    self.fenced(message);
+                    // Until the owner of the lease stops it: another process applies
+                    // this work now, and any write of this one would be refused.
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                    return;
+                }
                 Err(Halt::Failed(error)) => error,
             };
             if let ProjectionError::CheckpointMoved = error {
@@ -201,6 +208,19 @@ impl Worker {
         );
         self.status.send_modify(|s| {
             s.state = ProjectionState::Halted;
+            s.last_error = Some(message);
+        });
+    }
+
+    /// The lease was lost: report it and apply nothing more.
+    fn fenced(&self, message: String) {
+        tracing::info!(
+            projection = self.projection.name(),
+            reason = %message,
+            "lease lost; this runner stops writing"
+        );
+        self.status.send_modify(|s| {
+            s.state = ProjectionState::Fenced;
             s.last_error = Some(message);
         });
     }

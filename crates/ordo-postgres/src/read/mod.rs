@@ -167,6 +167,13 @@ impl ReadModelWriter for PgReadStore {
         write::load_checkpoint(self, projection).await
     }
 
+    async fn load_checkpoints(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<Checkpoint>>, ReadStoreError> {
+        write::load_checkpoints(self, keys).await
+    }
+
     async fn load_views(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ViewState>, ReadStoreError> {
         write::load_views(self, ids).await
     }

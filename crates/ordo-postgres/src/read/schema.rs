@@ -137,6 +137,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 pub(super) struct Statements {
     pub(super) s: String,
     pub(super) load_checkpoint: String,
+    pub(super) load_checkpoints: String,
     pub(super) cas_checkpoint: String,
     /// The fence of a write: the shard's lease row, `FOR SHARE`, when the lease is current.
     pub(super) fence: String,
@@ -170,6 +171,9 @@ impl Statements {
                  WHERE projection = $1 AND shard = $2 AND token = $3 AND owner <> '' FOR SHARE"
             ),
             load_checkpoint: format!("SELECT checkpoint FROM {s}.checkpoints WHERE projection = $1"),
+            load_checkpoints: format!(
+                "SELECT projection, checkpoint FROM {s}.checkpoints WHERE projection = ANY($1)"
+            ),
             cas_checkpoint: format!(
                 "UPDATE {s}.checkpoints SET checkpoint = $3, updated_at = now() \
                  WHERE projection = $1 AND checkpoint = $2 RETURNING 1"

@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use ordo_domain::read_store::search_text;
+use ordo_domain::read_store::{projection_of, search_text};
 use ordo_domain::{EmailKey, Money, ParkedEvent, ReadModelBatch, ReadStoreError, ViewState};
 use ordo_es::{Checkpoint, Lease};
 
@@ -133,6 +133,23 @@ pub(super) async fn load_checkpoint(
                 .map_err(|e| corrupt("stored checkpoint", format!("{text:?}: {e}")))
         }
     }
+}
+
+/// The checkpoints of `keys`, in one query.
+pub(super) async fn load_checkpoints(
+    store: &PgReadStore,
+    keys: &[String],
+) -> Result<Vec<Option<Checkpoint>>, ReadStoreError> {
+    let rows = store.query(&store.sql.load_checkpoints, &[&keys]).await?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let key: String = row.try_get(0).map_err(get_err)?;
+        let text: String = row.try_get(1).map_err(get_err)?;
+        let checkpoint = Checkpoint::decode(&text)
+            .map_err(|e| corrupt("stored checkpoint", format!("{text:?}: {e}")))?;
+        found.insert(key, checkpoint);
+    }
+    Ok(keys.iter().map(|k| found.remove(k)).collect())
 }
 
 pub(super) async fn load_views(
@@ -305,7 +322,7 @@ pub(super) async fn park(
     tx.execute(
         &statement,
         &[
-            &projection,
+            &projection_of(projection),
             &parked.event_id,
             &parked.position,
             &parked.stream_id,

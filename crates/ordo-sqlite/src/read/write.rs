@@ -390,7 +390,7 @@ pub(super) async fn park(
     from: &Checkpoint,
     to: &Checkpoint,
 ) -> Result<(), ReadStoreError> {
-    let name = projection.to_string();
+    let name = ordo_domain::read_store::projection_of(projection).to_string();
     store.moving_checkpoint(projection, from, to, move |tx| {
         tx.prepare_cached(
             "INSERT INTO parked_events (projection, position, event_id, stream_id, version, event_type, error, parked_at)

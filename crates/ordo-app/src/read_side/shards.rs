@@ -1,0 +1,531 @@
+//! The projection divided into shards (the event log's partitions) over every process
+//! that projects into the same read models. Each shard is projected by the one process
+//! holding its lease: this process heartbeats, computes the same even plan as every other
+//! ([`ordo_es::lease::assign`]), gives up the shards the plan moves elsewhere, takes the ones it
+//! is given when they are free, and runs one runner per shard it holds, each reading its
+//! own partition and committing under its lease's fence. A runner whose lease was taken
+//! over stops at its next commit (the read store refuses it) and is dropped here.
+//!
+//! The status this publishes covers the whole log: the checkpoint of each shard held
+//! here as its runner publishes it (so a consistency token waits no longer than the
+//! commit), and of every other shard as stored by its holder, read often while a request
+//! waits and about once a second otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use ordo_es::{
+    Checkpoint, EventStore, Lease, LeaseStore, Position, ProjectionHandle, ProjectionRunner,
+    ProjectionState, ProjectionStatus,
+};
+
+use super::runner::{Runners, Running};
+use crate::projection::{OrderProjection, stored_checkpoint};
+use ordo_domain::read_store::ReadGeneration;
+
+/// How often the stored checkpoints are read while a request waits for a consistency
+/// token (as often as the PostgreSQL event store looks for other processes' appends).
+const READ_WHILE_WAITED_FOR: Duration = Duration::from_millis(25);
+/// How often they are read otherwise.
+const READ_EVERY: Duration = Duration::from_secs(1);
+
+/// How a process takes part in the division of the projection into shards.
+#[derive(Clone, Debug)]
+pub struct ShardOptions {
+    /// Where the leases live (beside the read models they guard).
+    pub leases: Arc<dyn LeaseStore>,
+    /// This process's projector id: names one process start (a restarted process must
+    /// not inherit the leases, and fencing tokens, of the one before it).
+    pub owner: String,
+    /// A lease not renewed within this is taken over; renewed every third of it.
+    pub ttl: Duration,
+}
+
+impl ShardOptions {
+    /// A projector id for this process start: the host name, the process id and a
+    /// random part.
+    pub fn owner_id() -> String {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".to_owned());
+        // The last hex digits of a v7 UUID are random.
+        let random = uuid::Uuid::now_v7().simple().to_string();
+        format!(
+            "{host}-{}-{}",
+            std::process::id(),
+            &random[random.len() - 8..]
+        )
+    }
+}
+
+/// Requests waiting for a consistency token: while any does, what other processes
+/// stored is read often.
+#[derive(Debug, Default)]
+pub(super) struct Demand {
+    waiting: AtomicUsize,
+    /// Rung when a request starts waiting for a position not yet published.
+    wake: Notify,
+}
+
+/// A request waiting for a consistency token.
+pub(super) struct Waiting<'a>(&'a Demand);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Demand {
+    /// Counts a request waiting; `covered`: whether what is published covers its token
+    /// already (when not, the stored checkpoints are read at once).
+    pub(super) fn waiting(&self, covered: bool) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        if !covered {
+            self.wake.notify_one();
+        }
+        Waiting(self)
+    }
+
+    pub(super) fn waited_for(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
+    pub(super) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+}
+
+/// What a process's shard managers share with the read side: the shards held now (the
+/// metric `ordo_projection_shards_owned`) and the requests waiting.
+#[derive(Debug, Default)]
+pub struct ShardGauge {
+    pub(super) owned: AtomicU64,
+    pub(super) demand: Demand,
+}
+
+impl ShardGauge {
+    /// The shards this process holds now.
+    pub fn owned(&self) -> u64 {
+        self.owned.load(Ordering::Relaxed)
+    }
+}
+
+/// One shard held here: its lease and its runner.
+struct Held {
+    lease: Lease,
+    running: Running,
+    /// Wakes the manager when the runner publishes.
+    forward: JoinHandle<()>,
+}
+
+/// Runs the shards of `generation` that this process holds, for as long as it runs.
+pub(super) fn start_shards(
+    events: &Arc<dyn EventStore>,
+    generation: ReadGeneration,
+    runners: &Runners,
+    options: &ShardOptions,
+) -> Running {
+    let partitions = events.partitions();
+    let mut first = ProjectionStatus::starting(OrderProjection::NAME);
+    first.state = ProjectionState::Starting;
+    let (status, handle) = {
+        let (tx, rx) = watch::channel(first);
+        (tx, ProjectionHandle::from_status(rx))
+    };
+    let (stop, stopped) = watch::channel(false);
+    let manager = Manager {
+        events: Arc::clone(events),
+        generation: generation.clone(),
+        runners: runners.clone(),
+        options: options.clone(),
+        partitions,
+        status,
+        held: BTreeMap::new(),
+        stored: None,
+        applied_before: 0,
+        parked_before: 0,
+        changed: Arc::new(Notify::new()),
+    };
+    let task = tokio::spawn(manager.run(stopped));
+    Running::managed(generation, handle, stop, task)
+}
+
+struct Manager {
+    events: Arc<dyn EventStore>,
+    generation: ReadGeneration,
+    runners: Runners,
+    options: ShardOptions,
+    partitions: u32,
+    /// The status of the whole projection, as this process sees it.
+    status: watch::Sender<ProjectionStatus>,
+    held: BTreeMap<u32, Held>,
+    /// What every shard's holder has stored, last read.
+    stored: Option<Checkpoint>,
+    /// Events applied and parked by runners of this manager that have ended.
+    applied_before: u64,
+    parked_before: u64,
+    /// Rung by every runner here when it publishes.
+    changed: Arc<Notify>,
+}
+
+impl Manager {
+    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let round_every = (self.options.ttl / 3).max(Duration::from_millis(100));
+        let mut next_round = tokio::time::Instant::now();
+        let mut next_read = tokio::time::Instant::now();
+        let gauge = Arc::clone(&self.runners.shards_gauge);
+        let changed = Arc::clone(&self.changed);
+        loop {
+            let read_pause = if gauge.demand.waited_for() {
+                READ_WHILE_WAITED_FOR
+            } else {
+                READ_EVERY
+            };
+            tokio::select! {
+                _ = async { stopped.wait_for(|s| *s).await.is_ok() } => break,
+                () = tokio::time::sleep_until(next_round) => {
+                    self.round().await;
+                    next_round = tokio::time::Instant::now() + round_every;
+                }
+                () = tokio::time::sleep_until(next_read.min(tokio::time::Instant::now() + read_pause)) => {
+                    self.read_stored().await;
+                    next_read = tokio::time::Instant::now() + READ_EVERY;
+                }
+                () = gauge.demand.woken() => self.read_stored().await,
+                () = changed.notified() => {}
+            }
+            self.publish();
+        }
+        self.stop_all().await;
+    }
+
+    /// One lease round: heartbeat, plan, give up, renew, take.
+    async fn round(&mut self) {
+        let leases = Arc::clone(&self.options.leases);
+        let me = self.options.owner.clone();
+        let ttl = self.options.ttl;
+        let name = OrderProjection::NAME;
+        // Runners fenced off since the last round: their lease is gone.
+        let fenced: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.running.handle.status().state == ProjectionState::Fenced)
+            .map(|(s, _)| *s)
+            .collect();
+        for shard in fenced {
+            tracing::warn!(
+                shard,
+                "shard lost: a commit was refused because another projector holds its lease now (this process was paused or cut off past the lease time)"
+            );
+            self.drop_shard(shard, false).await;
+        }
+        let members = match leases.heartbeat(name, &me, ttl).await {
+            Ok(members) => members,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew this projector's heartbeat; keeping the shards held until their leases are taken");
+                return;
+            }
+        };
+        let current = match leases.leases(name).await {
+            Ok(current) => current,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the shard leases");
+                return;
+            }
+        };
+        let held: Vec<(u32, String)> = current
+            .iter()
+            .filter(|l| !l.owner.is_empty() && members.contains(&l.owner))
+            .map(|l| (l.shard, l.owner.clone()))
+            .collect();
+        let plan = ordo_es::lease::assign(self.partitions, &members, &held);
+        let mine: BTreeSet<u32> = plan
+            .iter()
+            .find(|(m, _)| *m == me)
+            .map(|(_, shards)| shards.iter().copied().collect())
+            .unwrap_or_default();
+        let moving: Vec<u32> = self
+            .held
+            .keys()
+            .filter(|s| !mine.contains(s))
+            .copied()
+            .collect();
+        for shard in moving {
+            let to = plan
+                .iter()
+                .find(|(_, shards)| shards.contains(&shard))
+                .map_or("nobody", |(m, _)| m.as_str());
+            tracing::info!(
+                shard,
+                to,
+                projectors = members.len(),
+                "giving up a shard: the shards are spread evenly over the live projectors"
+            );
+            self.drop_shard(shard, true).await;
+        }
+        let renewing: Vec<u32> = self.held.keys().copied().collect();
+        for shard in renewing {
+            let Some(lease) = self.held.get(&shard).map(|h| h.lease.clone()) else {
+                continue;
+            };
+            match leases.renew(&lease, ttl).await {
+                Ok(Some(renewed)) => {
+                    if let Some(h) = self.held.get_mut(&shard) {
+                        h.lease = renewed;
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!(
+                        shard,
+                        "shard lost: its lease was taken over before it was renewed (this process was paused or cut off past the lease time)"
+                    );
+                    self.drop_shard(shard, false).await;
+                }
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "cannot renew a shard's lease; its runner goes on until another projector takes it");
+                }
+            }
+        }
+        for shard in mine {
+            if self.held.contains_key(&shard) {
+                continue;
+            }
+            match leases.acquire(name, shard, &me, ttl).await {
+                Ok(Some(lease)) => {
+                    let from = current
+                        .iter()
+                        .find(|l| l.shard == shard && !l.owner.is_empty())
+                        .map(|l| l.owner.clone());
+                    let why = match &from {
+                        None => "free".to_owned(),
+                        Some(owner) if members.contains(owner) => format!("released by {owner}"),
+                        Some(owner) => format!("the lease of {owner} lapsed"),
+                    };
+                    tracing::info!(shard, token = lease.token, reason = %why, "took a shard");
+                    self.take_shard(shard, lease);
+                }
+                Ok(None) => {} // its holder gives it up at its next round
+                Err(e) => tracing::warn!(shard, error = %e, "cannot take a shard's lease"),
+            }
+        }
+        self.runners
+            .shards_gauge
+            .owned
+            .store(self.held.len() as u64, Ordering::Relaxed);
+    }
+
+    fn take_shard(&mut self, shard: u32, lease: Lease) {
+        let projection = Arc::new(OrderProjection::shard(
+            self.generation.store.clone(),
+            shard,
+            self.partitions,
+            lease.clone(),
+        ));
+        projection.count_commits_into(Arc::clone(&self.runners.committed));
+        let runner = ProjectionRunner::for_partition(
+            Arc::clone(&self.events),
+            shard,
+            Arc::clone(&projection) as Arc<dyn ordo_es::Projection>,
+            self.runners.config.clone(),
+        );
+        let running = super::runner::spawn_runner(
+            runner,
+            self.generation.clone(),
+            Some(projection),
+            &self.runners,
+        );
+        let mut watching = running.handle.clone();
+        let changed = Arc::clone(&self.changed);
+        let forward = tokio::spawn(async move {
+            while watching.changed().await {
+                changed.notify_one();
+            }
+        });
+        self.held.insert(
+            shard,
+            Held {
+                lease,
+                running,
+                forward,
+            },
+        );
+    }
+
+    /// Stops the runner of `shard` (it finishes the batch it is writing) and, when
+    /// `release`, gives the lease up so that its next holder can take it at once.
+    async fn drop_shard(&mut self, shard: u32, release: bool) {
+        let Some(held) = self.held.remove(&shard) else {
+            return;
+        };
+        held.forward.abort();
+        let (_, handle) = held.running.stop().await;
+        let last = handle.status();
+        self.applied_before += last.events_applied;
+        self.parked_before += last.events_parked;
+        if let Some(checkpoint) = &last.checkpoint {
+            self.note_stored(shard, checkpoint);
+        }
+        if release && let Err(e) = self.options.leases.release(&held.lease).await {
+            tracing::warn!(shard, error = %e, "cannot release a shard's lease; it is taken once it lapses");
+        }
+        self.runners
+            .shards_gauge
+            .owned
+            .store(self.held.len() as u64, Ordering::Relaxed);
+    }
+
+    /// What a runner of `shard` reached, kept as stored once it stopped.
+    fn note_stored(&mut self, shard: u32, checkpoint: &Checkpoint) {
+        let stored = self
+            .stored
+            .get_or_insert_with(|| Checkpoint::origin(self.partitions));
+        stored.advance(&Position {
+            partition: shard,
+            cursor: checkpoint.cursor(shard),
+        });
+    }
+
+    async fn read_stored(&mut self) {
+        match stored_checkpoint(self.generation.store.as_ref(), self.partitions).await {
+            Ok(Some(stored)) => {
+                // Never backwards: a runner here may have published past what a read
+                // that started before its commit found.
+                let merged = self.stored.get_or_insert_with(|| stored.clone());
+                for (partition, cursor) in stored.cursors().iter().enumerate() {
+                    merged.advance(&Position {
+                        partition: partition as u32,
+                        cursor: *cursor,
+                    });
+                }
+            }
+            Ok(None) => {
+                self.stored
+                    .get_or_insert_with(|| Checkpoint::origin(self.partitions));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the shards' stored checkpoints");
+            }
+        }
+    }
+
+    /// The whole projection's status: the shards held here as their runners report them,
+    /// the others as stored.
+    fn publish(&self) {
+        let mut checkpoint = self.stored.clone();
+        let mut state = ProjectionState::Running;
+        let mut last_error = None;
+        let mut last_event_at = None;
+        let (mut applied, mut parked, mut restarts) = (self.applied_before, self.parked_before, 0);
+        let mut log_checked = true;
+        for (shard, held) in &self.held {
+            let s = held.running.handle.status();
+            applied += s.events_applied;
+            parked += s.events_parked;
+            restarts += s.restarts;
+            last_event_at = last_event_at.max(s.last_event_at);
+            log_checked &= s.log_checked.is_some();
+            if let Some(c) = &s.checkpoint {
+                checkpoint
+                    .get_or_insert_with(|| Checkpoint::origin(self.partitions))
+                    .advance(&Position {
+                        partition: *shard,
+                        cursor: c.cursor(*shard),
+                    });
+            }
+            let rank = |st: &ProjectionState| match st {
+                ProjectionState::Halted => 5,
+                ProjectionState::Failing => 4,
+                ProjectionState::Starting => 3,
+                ProjectionState::CatchingUp => 2,
+                ProjectionState::Fenced | ProjectionState::Running => 1,
+                ProjectionState::Stopped => 0,
+            };
+            if rank(&s.state) > rank(&state) {
+                state = s.state.clone();
+            }
+            if last_error.is_none() {
+                last_error = s.last_error.clone();
+            }
+        }
+        if checkpoint.is_none() && state == ProjectionState::Running {
+            state = ProjectionState::Starting;
+        }
+        self.status.send_if_modified(|s| {
+            let next = ProjectionStatus {
+                name: OrderProjection::NAME.to_owned(),
+                state: state.clone(),
+                log_checked: if log_checked {
+                    checkpoint.clone()
+                } else {
+                    None
+                },
+                checkpoint: checkpoint.clone(),
+                last_event_at: last_event_at.or(s.last_event_at),
+                last_error: last_error.clone(),
+                events_applied: applied,
+                events_parked: parked,
+                restarts,
+            };
+            let changed = next.state != s.state
+                || next.checkpoint != s.checkpoint
+                || next.events_applied != s.events_applied
+                || next.events_parked != s.events_parked
+                || next.last_error != s.last_error
+                || next.restarts != s.restarts;
+            *s = next;
+            changed
+        });
+    }
+
+    /// Stops every runner here (each finishes the batch it is writing) and releases
+    /// their leases, so that the other projectors take the shards at once.
+    async fn stop_all(mut self) {
+        let shards: Vec<u32> = self.held.keys().copied().collect();
+        let held: Vec<(u32, Held)> = shards
+            .into_iter()
+            .filter_map(|s| self.held.remove(&s).map(|h| (s, h)))
+            .collect();
+        let mut stops = tokio::task::JoinSet::new();
+        for (shard, h) in held {
+            h.forward.abort();
+            stops.spawn(async move {
+                let (_, handle) = h.running.stop().await;
+                (shard, h.lease, handle.status())
+            });
+        }
+        let mut stopped = Vec::new();
+        while let Some(done) = stops.join_next().await {
+            match done {
+                Ok(done) => stopped.push(done),
+                Err(e) => tracing::error!(error = %e, "stopping a shard's runner failed"),
+            }
+        }
+        for (shard, lease, last) in stopped {
+            self.applied_before += last.events_applied;
+            self.parked_before += last.events_parked;
+            if let Some(c) = &last.checkpoint {
+                self.note_stored(shard, c);
+            }
+            if let Err(e) = self.options.leases.release(&lease).await {
+                tracing::warn!(shard, error = %e, "cannot release a shard's lease; it is taken once it lapses");
+            }
+        }
+        self.runners.shards_gauge.owned.store(0, Ordering::Relaxed);
+        self.publish();
+        self.status
+            .send_modify(|s| s.state = ProjectionState::Stopped);
+    }
+}

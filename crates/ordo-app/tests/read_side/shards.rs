@@ -1,0 +1,376 @@
+//! The projection divided into shards over several read sides (as several processes
+//! would run them) on one event store, one set of read models and one lease store:
+//! the shards spread evenly, every event is applied exactly once, a read side that
+//! leaves hands its shards over, and one cut off from the leases past their time commits
+//! nothing more. At the end the read models equal a replay by one runner.
+
+use std::sync::atomic::AtomicBool;
+
+use ordo_app::read_side::ShardOptions;
+use ordo_es::{InMemoryLeases, Lease, LeaseError, LeaseStore};
+
+use super::support::*;
+
+/// Waits up to 30 s for `probe` to give `Some`.
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    probe: impl Fn() -> F,
+) -> T {
+    eventually(Duration::from_secs(30), || {
+        let f = probe();
+        async move { f.await.ok_or("not yet") }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: not within 30 s"))
+}
+
+const PARTITIONS: u32 = 8;
+const TTL: Duration = Duration::from_millis(600);
+
+/// A lease store one process reaches through a link that can be cut: while cut, every
+/// call fails as an unreachable database does.
+#[derive(Debug)]
+struct Link {
+    leases: Arc<InMemoryLeases>,
+    cut: AtomicBool,
+}
+
+impl Link {
+    fn check(&self) -> Result<(), LeaseError> {
+        if self.cut.load(Ordering::SeqCst) {
+            return Err(LeaseError::Unavailable("the link is cut (test)".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LeaseStore for Link {
+    async fn heartbeat(
+        &self,
+        projection: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Vec<String>, LeaseError> {
+        self.check()?;
+        self.leases.heartbeat(projection, owner, ttl).await
+    }
+    async fn acquire(
+        &self,
+        projection: &str,
+        shard: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, LeaseError> {
+        self.check()?;
+        self.leases.acquire(projection, shard, owner, ttl).await
+    }
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, LeaseError> {
+        self.check()?;
+        self.leases.renew(lease, ttl).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
+        self.check()?;
+        self.leases.release(lease).await
+    }
+    async fn leases(&self, projection: &str) -> Result<Vec<Lease>, LeaseError> {
+        self.check()?;
+        self.leases.leases(projection).await
+    }
+    async fn is_current(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        self.check()?;
+        self.leases.is_current(lease).await
+    }
+}
+
+struct Cluster {
+    events: Arc<dyn EventStore>,
+    provider: Arc<InMemoryReadStores>,
+    leases: Arc<InMemoryLeases>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let leases = Arc::new(InMemoryLeases::new());
+        Self {
+            events: Arc::new(InMemoryStore::with_partitions(PARTITIONS)),
+            provider: InMemoryReadStores::fenced_by(Arc::clone(&leases)),
+            leases,
+        }
+    }
+
+    /// A read side of a process named `owner`, and the link to its leases.
+    async fn process(&self, owner: &str) -> (Arc<ReadSide>, Arc<Link>) {
+        let link = Arc::new(Link {
+            leases: Arc::clone(&self.leases),
+            cut: AtomicBool::new(false),
+        });
+        let options = ReadSideOptions {
+            bulk_start_min_events: u64::MAX,
+            shards: Some(ShardOptions {
+                leases: Arc::clone(&link) as Arc<dyn LeaseStore>,
+                owner: owner.to_owned(),
+                ttl: TTL,
+            }),
+            ..ReadSideOptions::default()
+        };
+        let config = RunnerConfig {
+            batch_size: 16,
+            catch_up_batch_size: 64,
+            idle_wait: Duration::from_millis(20),
+            ..RunnerConfig::default()
+        };
+        let side = ReadSide::start_with(
+            Arc::clone(&self.events),
+            Arc::clone(&self.provider) as Arc<dyn ReadStoreProvider>,
+            config,
+            options,
+        )
+        .await
+        .expect("a read side");
+        (side, link)
+    }
+
+    async fn create(&self, from: u32, to: u32) {
+        let service = OrderService::new(Arc::clone(&self.events));
+        for i in from..to {
+            let id = service
+                .create(create(i), None, CommandContext::default())
+                .await
+                .expect("create")
+                .order_id;
+            if i % 3 == 0 {
+                service
+                    .update_status(id, Status::Confirmed, CommandContext::default())
+                    .await
+                    .expect("confirm");
+            }
+            if i % 5 == 0 {
+                service
+                    .cancel(id, None, CommandContext::default())
+                    .await
+                    .expect("cancel");
+            }
+        }
+    }
+
+    async fn head(&self) -> Checkpoint {
+        self.events.head().await.expect("head")
+    }
+
+    async fn total_events(&self) -> u64 {
+        self.events
+            .count_after(&Checkpoint::origin(PARTITIONS))
+            .await
+            .expect("count")
+    }
+
+    /// What one runner over the whole log makes of the events: the read models every
+    /// division into shards must come to.
+    async fn replayed(&self) -> Arc<InMemoryReadStore> {
+        let store = InMemoryReadStore::new();
+        let projection = Arc::new(OrderProjection::new(
+            Arc::clone(&store) as Arc<dyn ordo_domain::ReadModelWriter>
+        ));
+        let runner = ProjectionRunner::new(
+            Arc::clone(&self.events),
+            projection as Arc<dyn Projection>,
+            RunnerConfig::default(),
+        );
+        let handle = runner.handle();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runner.run(async {
+            let _ = stopped.await;
+        }));
+        let head = self.head().await;
+        until("the replay catches up", || {
+            let status = handle.status();
+            let head = head.clone();
+            async move { status.checkpoint.filter(|c| c.is_at_or_past(&head)) }
+        })
+        .await;
+        let _ = stop.send(());
+        task.await.expect("replay runner");
+        store
+    }
+}
+
+/// Waits until `side` publishes a checkpoint at or past the log's head.
+async fn caught_up(side: &ReadSide, head: &Checkpoint) {
+    until("the read side covers the log", || {
+        let status = side.status();
+        let head = head.clone();
+        async move { status.checkpoint.filter(|c| c.is_at_or_past(&head)) }
+    })
+    .await;
+}
+
+async fn owning(side: &ReadSide, shards: u64) {
+    until(&format!("the read side holds {shards} shards"), || {
+        let owned = side.shards_owned();
+        async move { (owned == Some(shards)).then_some(()) }
+    })
+    .await;
+}
+
+/// The answers that must not depend on how the work was divided.
+async fn answers(store: &dyn OrderReadStore) -> serde_json::Value {
+    let summary = store.summary().await.expect("summary");
+    let top = store.top_customers(100).await.expect("top customers");
+    let all = store
+        .list(&ListQuery {
+            limit: 100,
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list");
+    let mut orders = Vec::new();
+    for page in 1..=all.total.div_ceil(100) {
+        let page = store
+            .list(&ListQuery {
+                limit: 100,
+                page: u32::try_from(page).expect("page"),
+                ..ListQuery::default()
+            })
+            .await
+            .expect("list");
+        orders.extend(page.orders);
+    }
+    orders.sort_by_key(|o| o.order_id);
+    json!({
+        "summary": serde_json::to_value(summary).expect("json"),
+        "top": serde_json::to_value(top).expect("json"),
+        "orders": serde_json::to_value(orders).expect("json"),
+    })
+}
+
+async fn assert_equals_replay(cluster: &Cluster, side: &ReadSide) {
+    let replayed = cluster.replayed().await;
+    let got = answers(side.store().as_ref()).await;
+    let want = answers(replayed.as_ref()).await;
+    assert_eq!(got, want, "the read models differ from a replay of the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_split_the_shards_and_apply_every_event_once() {
+    let cluster = Cluster::new();
+    let (a, _) = cluster.process("a").await;
+    let (b, _) = cluster.process("b").await;
+    owning(&a, 4).await;
+    owning(&b, 4).await;
+    cluster.create(0, 120).await;
+    let head = cluster.head().await;
+    caught_up(&a, &head).await;
+    caught_up(&b, &head).await;
+    assert_eq!(
+        a.events_committed() + b.events_committed(),
+        cluster.total_events().await,
+        "every event applied exactly once, by one of the two"
+    );
+    assert!(a.events_committed() > 0 && b.events_committed() > 0);
+    assert_equals_replay(&cluster, &a).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_that_leaves_hands_its_shards_over_and_one_that_joins_takes_its_share() {
+    let cluster = Cluster::new();
+    let (a, _) = cluster.process("a").await;
+    owning(&a, 8).await;
+    cluster.create(0, 40).await;
+    let (b, _) = cluster.process("b").await;
+    owning(&b, 4).await;
+    owning(&a, 4).await;
+    cluster.create(40, 80).await;
+    let head = cluster.head().await;
+    caught_up(&a, &head).await;
+    caught_up(&b, &head).await;
+    b.shutdown().await;
+    owning(&a, 8).await;
+    cluster.create(80, 120).await;
+    caught_up(&a, &cluster.head().await).await;
+    assert_eq!(
+        a.events_committed() + b.events_committed(),
+        cluster.total_events().await,
+        "nothing applied twice or skipped across the moves"
+    );
+    assert_equals_replay(&cluster, &a).await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_cut_off_past_its_leases_commits_nothing_more() {
+    let cluster = Cluster::new();
+    let (a, _) = cluster.process("a").await;
+    let (b, b_link) = cluster.process("b").await;
+    owning(&a, 4).await;
+    owning(&b, 4).await;
+    cluster.create(0, 40).await;
+    let head = cluster.head().await;
+    caught_up(&a, &head).await;
+    caught_up(&b, &head).await;
+    let b_before = b.events_committed();
+    // b loses the lease store; its runners go on, their leases lapse, a takes them.
+    b_link.cut.store(true, Ordering::SeqCst);
+    owning(&a, 8).await;
+    let b_at_takeover = b.events_committed();
+    // b's runners still run, and try to apply these in their shards: refused.
+    cluster.create(40, 100).await;
+    let head = cluster.head().await;
+    caught_up(&a, &head).await;
+    let b_cut_off = b.events_committed();
+    assert_eq!(
+        b_cut_off, b_at_takeover,
+        "b committed after its leases were taken over"
+    );
+    assert_eq!(
+        a.events_committed() + b_cut_off,
+        cluster.total_events().await,
+        "an event was applied twice or skipped"
+    );
+    // b comes back, and gets its share again.
+    b_link.cut.store(false, Ordering::SeqCst);
+    owning(&b, 4).await;
+    owning(&a, 4).await;
+    cluster.create(100, 140).await;
+    let head = cluster.head().await;
+    caught_up(&a, &head).await;
+    caught_up(&b, &head).await;
+    assert!(b.events_committed() > b_cut_off, "b projects again");
+    assert!(b_cut_off >= b_before);
+    assert_eq!(
+        a.events_committed() + b.events_committed(),
+        cluster.total_events().await,
+        "every event applied exactly once"
+    );
+    assert_equals_replay(&cluster, &b).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_with_shards_switches_every_process_over() {
+    let cluster = Cluster::new();
+    let (a, _) = cluster.process("a").await;
+    let (b, _) = cluster.process("b").await;
+    owning(&a, 4).await;
+    owning(&b, 4).await;
+    cluster.create(0, 60).await;
+    a.rebuild(&|_, _| {}).await.expect("the rebuild");
+    until("b follows the switch", || {
+        let (ga, gb) = (a.generation(), b.generation());
+        async move { (ga == gb).then_some(()) }
+    })
+    .await;
+    cluster.create(60, 90).await;
+    let head = cluster.head().await;
+    caught_up(&a, &head).await;
+    caught_up(&b, &head).await;
+    owning(&a, 4).await;
+    owning(&b, 4).await;
+    assert_equals_replay(&cluster, &a).await;
+    assert_equals_replay(&cluster, &b).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
