@@ -8,9 +8,11 @@
 //!   bug fix touched, without a full rebuild.
 //! - **One order**: the same repair for one order.
 //!
-//! Repairs commit with the projection checkpoint's compare-and-set (from = to = the
-//! checkpoint they read), so they never interleave with a live batch: if the live
-//! projection moved, the repair reads again and retries.
+//! Repairs commit with the projection checkpoint's compare-and-set, from the checkpoint
+//! they read to the same cursors at the next revision (divided into shards, each
+//! shard's orders with that shard's checkpoint), so they never interleave with a live
+//! batch: if the live projection moved, the repair reads again and retries; a live batch
+//! folded before the repair fails its own compare-and-set and is folded again.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -255,15 +257,57 @@ impl ReplayJobs {
     }
 
     /// Folds each order again from its whole stream and rewrites its read models.
+    /// Divided into shards, the orders of each shard are repaired in a commit of their
+    /// own, compare-and-set on that shard's checkpoint, so that each is ordered with the
+    /// shard's batches.
     async fn repair(&self, ids: &[Uuid]) -> Result<(), String> {
+        let partitions = self.read_side.events().partitions();
+        let mut by_shard: std::collections::BTreeMap<u32, Vec<Uuid>> = Default::default();
+        for id in ids {
+            by_shard
+                .entry(ordo_es::partition_of(&id.to_string(), partitions))
+                .or_default()
+                .push(*id);
+        }
+        for (shard, ids) in by_shard {
+            self.repair_shard(shard, partitions, &ids).await?;
+        }
+        Ok(())
+    }
+
+    /// Repairs `ids` (all of partition `shard`) in one commit that moves no checkpoint.
+    async fn repair_shard(&self, shard: u32, partitions: u32, ids: &[Uuid]) -> Result<(), String> {
+        let shard_key = ordo_domain::read_store::shard_key(OrderProjection::NAME, shard);
         for _attempt in 0..100 {
             let store = self.read_side.store();
-            let checkpoint = store
-                .load_checkpoint(OrderProjection::NAME)
+            // The key whose compare-and-set orders this repair with the live batches:
+            // the shard's checkpoint; the whole-log one where the work is not divided
+            // into shards (no shard has a checkpoint); neither while this shard has not
+            // started yet (its first batch would not be ordered with the repair).
+            let mut keys = vec![OrderProjection::NAME.to_owned()];
+            keys.extend(
+                (0..partitions)
+                    .map(|p| ordo_domain::read_store::shard_key(OrderProjection::NAME, p)),
+            );
+            let stored = store
+                .load_checkpoints(&keys)
                 .await
-                .map_err(|e| e.to_string())?
-                .unwrap_or_else(|| Checkpoint::origin(self.read_side.events().partitions()));
-            let stored = store.load_views(ids).await.map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?;
+            let sharded = stored[1..].iter().any(Option::is_some);
+            let (key, checkpoint) = match &stored[1 + shard as usize] {
+                Some(checkpoint) => (shard_key.as_str(), checkpoint.clone()),
+                None if !sharded => (
+                    OrderProjection::NAME,
+                    stored[0]
+                        .clone()
+                        .unwrap_or_else(|| Checkpoint::origin(partitions)),
+                ),
+                None => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let views = store.load_views(ids).await.map_err(|e| e.to_string())?;
             let mut targets = Vec::with_capacity(ids.len());
             for id in ids {
                 let state = self
@@ -273,14 +317,12 @@ impl ReplayJobs {
                     .map_err(|e: HistoryError| e.to_string())?;
                 targets.push((*id, state));
             }
-            let batch = ordo_domain::ReadModelBatch::repair(&stored, targets);
+            let batch = ordo_domain::ReadModelBatch::repair(&views, targets);
+            // The revision moves, the cursors do not: a live batch folded from the
+            // views before this repair fails its compare-and-set and is folded again
+            // from the repaired views, instead of counting the same change twice.
             match store
-                .commit(
-                    OrderProjection::NAME,
-                    batch.into(),
-                    &checkpoint,
-                    &checkpoint,
-                )
+                .commit(key, batch.into(), &checkpoint, &checkpoint.revised())
                 .await
             {
                 Ok(()) => return Ok(()),

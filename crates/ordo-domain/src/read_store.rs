@@ -499,6 +499,10 @@ impl ReadModelBatch {
                 continue;
             }
             let order_id = order_id_of(envelope)?;
+            // The latest time seen, not the last applied: partitions are read in no fixed
+            // order, and a replay must give the same answer as the live projection. An
+            // event already folded counts too: a repair may have folded it without it.
+            batch.last_event_at = batch.last_event_at.max(Some(envelope.occurred_at));
             let state = states.remove(&order_id).unwrap_or(ViewState::Absent);
             if envelope.version <= state.version() {
                 states.insert(order_id, state);
@@ -523,9 +527,6 @@ impl ReadModelBatch {
             let state_before_customer = state.clone();
             let after_state = state.evolve(envelope, order_id, &event);
             batch.record_change(&state_before_customer, &after_state);
-            // The latest time seen, not the last applied: partitions are read in no fixed
-            // order, and a replay must give the same answer as the live projection.
-            batch.last_event_at = batch.last_event_at.max(Some(envelope.occurred_at));
             if seen.insert(order_id) {
                 touched.push(order_id);
             }

@@ -96,9 +96,15 @@ fn parse_decimal<T: FromStr>(s: &str) -> Result<T, PositionParseError> {
 
 /// How far a reader of the global log has got: the cursor of the last event it processed
 /// in each partition. A new reader starts at [`Checkpoint::origin`].
+///
+/// Its revision counts writes that changed the read model without moving the cursors (a
+/// repair of some orders): a reader's write folded from the state before such a write
+/// then fails its compare-and-set, as it would after another reader's batch, and is
+/// folded again. Only equality sees it; coverage and order are the cursors'.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Checkpoint {
     cursors: Vec<Cursor>,
+    revision: u64,
 }
 
 impl Checkpoint {
@@ -106,7 +112,21 @@ impl Checkpoint {
     pub fn origin(partitions: u32) -> Self {
         Self {
             cursors: vec![Cursor::ORIGIN; partitions.max(1) as usize],
+            revision: 0,
         }
+    }
+
+    /// The same cursors, at the next revision (see the type's docs).
+    pub fn revised(&self) -> Self {
+        Self {
+            cursors: self.cursors.clone(),
+            revision: self.revision.wrapping_add(1),
+        }
+    }
+
+    /// How many writes moved this checkpoint without moving its cursors.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     pub fn partitions(&self) -> u32 {
@@ -119,7 +139,10 @@ impl Checkpoint {
     pub fn only(partition: u32, cursor: Cursor, partitions: u32) -> Self {
         let mut cursors = vec![Cursor::END; partitions.max(partition + 1) as usize];
         cursors[partition as usize] = cursor;
-        Self { cursors }
+        Self {
+            cursors,
+            revision: 0,
+        }
     }
 
     /// This checkpoint with every partition but `partition` pinned at [`Cursor::END`].
@@ -172,7 +195,7 @@ impl Checkpoint {
     }
 
     /// A compact text form for storing beside a read model: `major.minor` per partition,
-    /// comma-separated.
+    /// comma-separated, then `;r` and the revision when it is not 0.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(self.cursors.len() * 8);
         for (i, c) in self.cursors.iter().enumerate() {
@@ -183,11 +206,19 @@ impl Checkpoint {
             out.push('.');
             out.push_str(&c.minor.to_string());
         }
+        if self.revision > 0 {
+            out.push_str(";r");
+            out.push_str(&self.revision.to_string());
+        }
         out
     }
 
     /// Reads back what [`Checkpoint::encode`] wrote.
     pub fn decode(s: &str) -> Result<Self, PositionParseError> {
+        let (s, revision) = match s.split_once(";r") {
+            Some((cursors, revision)) => (cursors, parse_decimal(revision)?),
+            None => (s, 0),
+        };
         let mut cursors = Vec::new();
         for part in s.split(',') {
             let (major, minor) = part.split_once('.').ok_or(PositionParseError)?;
@@ -196,7 +227,7 @@ impl Checkpoint {
         if cursors.is_empty() {
             return Err(PositionParseError);
         }
-        Ok(Self { cursors })
+        Ok(Self { cursors, revision })
     }
 }
 
@@ -261,9 +292,22 @@ mod tests {
     fn a_checkpoint_encoding_round_trips() {
         let mut cp = Checkpoint::origin(3);
         cp.advance(&Position::new(2, 77, 1));
-        assert_eq!(Checkpoint::decode(&cp.encode()), Ok(cp));
+        assert_eq!(Checkpoint::decode(&cp.encode()), Ok(cp.clone()));
         assert!(Checkpoint::decode("").is_err());
         assert!(Checkpoint::decode("1").is_err());
+        // A revision is kept, and a checkpoint stored before revisions existed reads as 0.
+        let revised = cp.revised();
+        assert_eq!(revised.encode(), "0.0,0.0,77.1;r1");
+        assert_eq!(Checkpoint::decode(&revised.encode()), Ok(revised.clone()));
+        assert_ne!(revised, cp, "a repair must fail writes folded before it");
+        assert!(revised.is_at_or_past(&cp) && cp.is_at_or_past(&revised));
+        assert_eq!(
+            Checkpoint::decode("0.0,0.0,77.1").map(|c| c.revision()),
+            Ok(0)
+        );
+        for bad in ["0.0;r", "0.0;rx", "0.0;r-1", ";r1"] {
+            assert!(Checkpoint::decode(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
