@@ -339,45 +339,18 @@ impl Projection for OrderProjection {
     }
 }
 
-/// The cursor `whole` (a checkpoint of the whole log) reached in `partition`, of a log
-/// of `partitions`. A checkpoint of one partition in a log of several was written before
-/// the PostgreSQL log was divided into partitions; its cursor is a point in the global
-/// (transaction id, position) order that every partition's order follows, so it covers in
-/// each partition what it covered in the one.
-pub fn cursor_in(whole: &Checkpoint, partition: u32, partitions: u32) -> ordo_es::Cursor {
-    if whole.partitions() == 1 && partitions > 1 {
-        whole.cursor(0)
-    } else {
-        whole.cursor(partition)
-    }
-}
+pub use ordo_domain::read_store::cursor_in;
 
-/// What the projection has stored in `store` over the whole log of `partitions`: per
-/// partition, the cursor of that shard's checkpoint, or where there is none, what the
-/// whole-log checkpoint reached there (see [`cursor_in`]). `None` when nothing was ever
-/// stored. One read.
+/// What the projection has stored in `store` over the whole log of `partitions`, every
+/// shard's checkpoint included (see [`ordo_domain::read_store::stored_projection_checkpoint`]).
 pub async fn stored_checkpoint(
     store: &dyn ReadModelWriter,
     partitions: u32,
 ) -> Result<Option<Checkpoint>, ReadStoreError> {
-    let mut keys = vec![OrderProjection::NAME.to_owned()];
-    keys.extend((0..partitions).map(|p| shard_key(OrderProjection::NAME, p)));
-    let stored = store.load_checkpoints(&keys).await?;
-    let (whole, shards) = stored
-        .split_first()
-        .map_or((None, &[][..]), |(w, s)| (w.as_ref(), s));
-    if whole.is_none() && shards.iter().all(Option::is_none) {
-        return Ok(None);
-    }
-    let mut combined = Checkpoint::origin(partitions);
-    for partition in 0..partitions {
-        let cursor = match shards.get(partition as usize).and_then(Option::as_ref) {
-            Some(shard) => shard.cursor(partition),
-            None => whole.map_or(ordo_es::Cursor::ORIGIN, |w| {
-                cursor_in(w, partition, partitions)
-            }),
-        };
-        combined.advance(&Position { partition, cursor });
-    }
-    Ok(Some(combined))
+    ordo_domain::read_store::stored_projection_checkpoint(
+        store,
+        OrderProjection::NAME,
+        Some(partitions),
+    )
+    .await
 }

@@ -361,6 +361,64 @@ pub fn projection_of(key: &str) -> &str {
         .map_or(key, |(projection, _)| projection)
 }
 
+/// The cursor `whole` (a checkpoint of the whole log) reached in `partition`, of a log
+/// of `partitions`. A checkpoint of one partition in a log of several was written before
+/// the PostgreSQL log was divided into partitions; its cursor is a point in the global
+/// (transaction id, position) order that every partition's order follows, so it covers in
+/// each partition what it covered in the one.
+pub fn cursor_in(whole: &Checkpoint, partition: u32, partitions: u32) -> ordo_es::Cursor {
+    if whole.partitions() == 1 && partitions > 1 {
+        whole.cursor(0)
+    } else {
+        whole.cursor(partition)
+    }
+}
+
+/// What `projection` has stored in `store` over the whole log of `partitions` (when
+/// `None`: as many as its checkpoints say): per partition, the cursor of that shard's
+/// checkpoint ([`shard_key`]), or where there is none, what the whole-log checkpoint
+/// reached there (see [`cursor_in`]). `None` when nothing was ever stored. One read.
+pub async fn stored_projection_checkpoint(
+    store: &dyn ReadModelWriter,
+    projection: &str,
+    partitions: Option<u32>,
+) -> Result<Option<Checkpoint>, ReadStoreError> {
+    let partitions = match partitions {
+        Some(n) => n,
+        None => {
+            // A shard's checkpoint spans the whole log; else the whole-log one does.
+            let first = store
+                .load_checkpoints(&[projection.to_owned(), shard_key(projection, 0)])
+                .await?;
+            match (&first[0], &first[1]) {
+                (_, Some(shard)) => shard.partitions(),
+                (Some(whole), None) => whole.partitions(),
+                (None, None) => return Ok(None),
+            }
+        }
+    };
+    let mut keys = vec![projection.to_owned()];
+    keys.extend((0..partitions).map(|p| shard_key(projection, p)));
+    let stored = store.load_checkpoints(&keys).await?;
+    let (whole, shards) = stored
+        .split_first()
+        .map_or((None, &[][..]), |(w, s)| (w.as_ref(), s));
+    if whole.is_none() && shards.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let mut combined = Checkpoint::origin(partitions);
+    for partition in 0..partitions {
+        let cursor = match shards.get(partition as usize).and_then(Option::as_ref) {
+            Some(shard) => shard.cursor(partition),
+            None => whole.map_or(ordo_es::Cursor::ORIGIN, |w| {
+                cursor_in(w, partition, partitions)
+            }),
+        };
+        combined.advance(&ordo_es::Position { partition, cursor });
+    }
+    Ok(Some(combined))
+}
+
 /// The error of a store that keeps no leases, asked for a fenced write.
 pub fn fencing_unsupported(store: &str) -> ReadStoreError {
     ReadStoreError::Other(
@@ -434,8 +492,10 @@ pub trait ReadStoreInspector: Send + Sync + fmt::Debug + 'static {
     /// True while a rebuild (or the bulk load a service starts with) runs on these read
     /// models, in any process.
     async fn rebuild_running(&self) -> Result<bool, ReadStoreError>;
-    /// The checkpoint `projection` has committed in `generation`; `None` when it never
-    /// committed one (or the generation holds no read models yet).
+    /// The checkpoint `projection` has committed in `generation`, over the whole log (every
+    /// shard's, where the projection is divided into shards: see
+    /// [`stored_projection_checkpoint`]); `None` when it never committed one (or the
+    /// generation holds no read models yet).
     async fn checkpoint(
         &self,
         generation: &str,

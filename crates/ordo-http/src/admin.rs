@@ -110,6 +110,35 @@ struct ProjectionReport {
     loading_generation: Option<String>,
     /// Events the projection could not apply, kept aside, oldest first.
     parked: Vec<ParkedEvent>,
+    /// Where the read models are in PostgreSQL, the projection is divided into shards
+    /// (the event log's partitions), each projected by the process holding its lease:
+    /// every shard, with its holder, position and backlog. Null where one process
+    /// projects everything (the embedded store).
+    shards: Option<Vec<ShardJson>>,
+}
+
+/// One shard of a projection.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ShardJson {
+    /// The shard's number: the event-log partition it projects.
+    shard: u32,
+    /// The projector process holding the lease (host, process id and a random part);
+    /// null when nobody holds it.
+    owner: Option<String>,
+    /// Whether the holder is the process answering.
+    here: bool,
+    /// The lease's fencing token: greater at every new holder.
+    token: Option<u64>,
+    /// When the lease lapses unless renewed (the database's clock); a time in the past
+    /// means its holder stopped renewing and another projector may take it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    lease_expires_at: Option<time::OffsetDateTime>,
+    /// The position of the last event applied in the shard's partition, opaque; null
+    /// before the first.
+    position: Option<String>,
+    /// Events of the shard's partition not applied yet.
+    events_behind: u64,
 }
 
 async fn require_admin(
@@ -329,6 +358,20 @@ async fn projections(State(state): State<AppState>) -> Result<Response, ApiError
     let status = state.read_side.status();
     let (position, lag) = crate::ops::projection_gauges(&state, &status).await;
     let parked = state.reads().parked(OrderProjection::NAME).await?;
+    let shards = state.read_side.shard_reports().await?.map(|shards| {
+        shards
+            .into_iter()
+            .map(|s| ShardJson {
+                shard: s.shard,
+                owner: s.owner,
+                here: s.here,
+                token: s.token,
+                lease_expires_at: s.lease_expires_at,
+                position: s.position,
+                events_behind: s.events_behind,
+            })
+            .collect()
+    });
     let checkpoint = status.checkpoint.as_ref().map(|c| c.encode());
     let state_name = if state.read_side.runs_projection() {
         status.state.as_str()
@@ -350,6 +393,7 @@ async fn projections(State(state): State<AppState>) -> Result<Response, ApiError
             generation: state.read_side.generation(),
             loading_generation: state.read_side.loading_generation(),
             parked,
+            shards,
         }],
     })
     .into_response())

@@ -61,6 +61,9 @@ pub struct RunnerGauges {
     pub restarts: u64,
     /// The projection halted because the event log went backwards under it.
     pub halted: bool,
+    /// The shards (log partitions) this process projects now: those it holds the lease
+    /// of, or every partition where the projection is not divided between processes.
+    pub shards_owned: u64,
 }
 
 /// The methods that get a label of their own; any other method name (clients may send
@@ -175,6 +178,13 @@ impl Metrics {
             "counter",
             "Events whose read-model change this process's projection committed (parked events not counted), per projection.",
             per_runner(|r| r.applied.to_string()),
+        );
+        family(
+            &mut out,
+            "ordo_projection_shards_owned",
+            "gauge",
+            "Shards (event-log partitions) of the projection this process projects now, per projection.",
+            per_runner(|r| r.shards_owned.to_string()),
         );
         family(
             &mut out,

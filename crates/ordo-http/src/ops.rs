@@ -126,7 +126,9 @@ async fn ready(
 fn projection_problem(status: &ProjectionStatus) -> Option<String> {
     let name = &status.name;
     match status.state {
-        ProjectionState::Running => None,
+        // Fenced: a shard's runner whose lease moved to another process, which projects
+        // it now; nothing is missing.
+        ProjectionState::Running | ProjectionState::Fenced => None,
         ProjectionState::Starting => Some(format!("projection {name} is starting")),
         ProjectionState::CatchingUp => Some(format!(
             "projection {name} is catching up with the events stored before it started"
@@ -211,6 +213,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
             parked: status.events_parked,
             restarts: status.restarts,
             halted: status.state == ProjectionState::Halted,
+            shards_owned: state
+                .read_side
+                .shards_owned()
+                .unwrap_or(u64::from(state.partitions)),
         });
     let gauges = crate::metrics::ProjectionGauges {
         name: status.name.clone(),

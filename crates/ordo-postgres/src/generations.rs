@@ -13,7 +13,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use uuid::Uuid;
 
 use ordo_domain::{
-    OrderQueries, ParkedEvent, ReadGeneration, ReadModelWriter, ReadStoreError, ReadStoreInspector,
+    OrderQueries, ParkedEvent, ReadGeneration, ReadStoreError, ReadStoreInspector,
     ReadStoreProvider, RebuildLock,
 };
 use ordo_es::Checkpoint;
@@ -453,7 +453,11 @@ impl ReadStoreInspector for PgReadStores {
         projection: &str,
     ) -> Result<Option<Checkpoint>, ReadStoreError> {
         match self.inspect(generation).await? {
-            Some(store) => store.load_checkpoint(projection).await,
+            // Every shard's checkpoint too, where the projection is divided into shards.
+            Some(store) => {
+                ordo_domain::read_store::stored_projection_checkpoint(&store, projection, None)
+                    .await
+            }
             None => Ok(None),
         }
     }

@@ -78,6 +78,33 @@ impl PgLeases {
         })
     }
 
+    /// The leases of the read store at `url` read-only, for `ordo status`: creates
+    /// nothing; `None` when no projector ever made the lease tables there (nothing was
+    /// divided into shards yet).
+    pub async fn connect_existing(url: &str) -> Result<Option<PgLeases>, LeaseError> {
+        let mut options = ConnectOptions::parse(url).map_err(|e| LeaseError::Other(e.into()))?;
+        options.pool_size = 1;
+        let pool = options.pool().map_err(|e| LeaseError::Other(e.into()))?;
+        let missing = crate::db::missing_migrations(
+            &pool,
+            &options,
+            "projection_leases",
+            "lease store",
+            MIGRATIONS,
+        )
+        .await
+        .map_err(|e| LeaseError::Unavailable(Box::new(e)))?;
+        if missing.is_some() {
+            return Ok(None);
+        }
+        let s = options.qualified();
+        Ok(Some(PgLeases {
+            pool,
+            leases: format!("{s}.projection_leases"),
+            members: format!("{s}.projection_members"),
+        }))
+    }
+
     async fn query(
         &self,
         sql: &str,

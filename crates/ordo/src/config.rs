@@ -119,10 +119,26 @@ pub struct StoreArgs {
         global = true
     )]
     pub projection_nice: u8,
+    /// Seconds within which a projector renews the leases of its shards; a lease not
+    /// renewed for this long is taken over by another projector. Shorter: a dead
+    /// projector's shards move sooner; longer: a projector paused (a long GC-like stall,
+    /// a slow disk, a network blip) is less often taken for dead. Only where the read
+    /// models are in PostgreSQL (the projection is divided into shards there).
+    #[arg(
+        long,
+        env = "ORDO_LEASE_TTL",
+        default_value_t = DEFAULT_LEASE_TTL_S,
+        value_parser = clap::value_parser!(u64).range(1..=600),
+        global = true
+    )]
+    pub lease_ttl: u64,
 }
 
 /// See [`StoreArgs::projection_nice`].
 pub const DEFAULT_PROJECTION_NICE: u8 = 0;
+
+/// See [`StoreArgs::lease_ttl`].
+pub const DEFAULT_LEASE_TTL_S: u64 = 10;
 
 impl StoreArgs {
     /// The embedded stores in `data_dir`.
@@ -134,6 +150,7 @@ impl StoreArgs {
             snapshot_every: 100,
             bulk_load_from: ordo_app::read_side::BULK_START_MIN_EVENTS,
             projection_nice: DEFAULT_PROJECTION_NICE,
+            lease_ttl: DEFAULT_LEASE_TTL_S,
         }
     }
 

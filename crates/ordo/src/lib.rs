@@ -18,16 +18,17 @@ pub mod tools;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
-use ordo_app::{
-    OrderProjection, OrderService, ReadSide, ReadSideOptions, ReplayJobs, gate_queries,
-};
+use ordo_app::read_side::ShardOptions;
+use ordo_app::{OrderService, ReadSide, ReadSideOptions, ReplayJobs, gate_queries};
 use ordo_domain::ReadStoreProvider;
 use ordo_es::{
-    Admission, EventStore, GatedEventStore, GatedSnapshotStore, RunnerConfig, SnapshotStore,
+    Admission, EventStore, GatedEventStore, GatedSnapshotStore, LeaseStore, RunnerConfig,
+    SnapshotStore,
 };
 use ordo_http::{ApiTokens, AppState, EventFeed, Metrics, SecretToken, StreamLimits};
 
@@ -50,6 +51,9 @@ pub struct Stores {
     pub bulk_load_from: u64,
     /// Where the projections run (threads at a lower priority than the requests').
     pub projections: Arc<ProjectionRuntime>,
+    /// Where the read models are in PostgreSQL: the leases that divide the projection
+    /// into shards between the processes projecting into them.
+    pub shards: Option<ShardOptions>,
 }
 
 impl Stores {
@@ -57,6 +61,11 @@ impl Stores {
     pub async fn open(args: &StoreArgs) -> anyhow::Result<Stores> {
         let (events, snapshots) = open_event_store(args).await?;
         let reads = open_read_store(args).await?;
+        let shards = open_leases(args).await?.map(|leases| ShardOptions {
+            leases,
+            owner: ShardOptions::owner_id(),
+            ttl: Duration::from_secs(args.lease_ttl),
+        });
         Ok(Stores {
             events,
             snapshots,
@@ -64,6 +73,7 @@ impl Stores {
             snapshot_every: args.snapshot_every,
             bulk_load_from: args.bulk_load_from,
             projections: Arc::new(ProjectionRuntime::start(args.projection_nice)?),
+            shards,
         })
     }
 
@@ -152,6 +162,24 @@ async fn open_read_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn ReadStorePr
     )
 }
 
+/// The shard leases, beside read models in PostgreSQL; `None` for the embedded read
+/// store, which one process owns.
+async fn open_leases(args: &StoreArgs) -> anyhow::Result<Option<Arc<dyn LeaseStore>>> {
+    let url = args.read_store_url();
+    if !is_postgres(&url) {
+        return Ok(None);
+    }
+    let leases = ordo_postgres::PgLeases::connect(&url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the projection leases in the PostgreSQL read store at {}",
+                config::redact(&url)
+            )
+        })?;
+    Ok(Some(Arc::new(leases)))
+}
+
 /// Service settings beyond the stores.
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
@@ -189,7 +217,10 @@ pub async fn follow_read_side(stores: &Stores) -> anyhow::Result<Arc<ReadSide>> 
     ReadSide::start_following(
         Arc::clone(&stores.events),
         Arc::clone(&stores.reads),
-        ReadSideOptions::default(),
+        ReadSideOptions {
+            shards: stores.shards.clone(),
+            ..ReadSideOptions::default()
+        },
     )
     .await
     .context("cannot open the read models")
@@ -312,10 +343,11 @@ impl Queues {
 /// or before the end of the log and usually close to it, so that the tail need not read
 /// the whole log to find its end (the origin when there is none yet).
 async fn tail_start(read_side: &ReadSide) -> Option<ordo_es::Checkpoint> {
-    match read_side
-        .store()
-        .load_checkpoint(OrderProjection::NAME)
-        .await
+    match ordo_app::projection::stored_checkpoint(
+        read_side.store().as_ref(),
+        read_side.events().partitions(),
+    )
+    .await
     {
         Ok(checkpoint) => checkpoint,
         Err(e) => {

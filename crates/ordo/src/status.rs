@@ -45,7 +45,29 @@ pub struct Report {
     pub read_store: ReadStoreReport,
     /// One entry per projection and read-store generation, the active generation first.
     pub projections: Vec<ProjectionReport>,
+    /// Where the read models are in PostgreSQL and projectors divided the projection into
+    /// shards: each shard of the active generation, with its holder, position and
+    /// backlog; `null` otherwise.
+    pub shards: Option<Vec<ShardStatus>>,
     pub server: ServerReport,
+}
+
+/// One shard of the projection, as the stores say.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    pub shard: u32,
+    /// The projector holding the lease; `null` when nobody does (released, never taken).
+    pub owner: Option<String>,
+    pub token: Option<u64>,
+    /// When the lease lapses unless renewed (the database's clock).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub lease_expires_at: Option<OffsetDateTime>,
+    /// The position of the last event applied in the shard's partition.
+    pub position: Option<String>,
+    /// Events of the partition not applied yet; `null` when the event store did not
+    /// answer.
+    pub events_behind: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -241,6 +263,17 @@ pub async fn gather(args: &StatusArgs) -> anyhow::Result<Report> {
         problems.push(format!("read store: {e}"));
     }
 
+    let shards = match (&read_store.active_generation, is_postgres(&reads_url)) {
+        (Some(active), true) => match within(shards(&reads_url, active, events.as_deref())).await {
+            Ok(shards) => shards,
+            Err(e) => {
+                problems.push(format!("shard leases: {e}"));
+                None
+            }
+        },
+        _ => None,
+    };
+
     let token = args.admin_token.as_ref();
     let (server, live) = ask_server(&server_url, args.server.is_some(), token).await;
     if server.explicit && !server.answered {
@@ -262,8 +295,79 @@ pub async fn gather(args: &StatusArgs) -> anyhow::Result<Report> {
         event_store,
         read_store,
         projections,
+        shards,
         server,
     })
+}
+
+/// Each shard's lease and progress in the active generation `active` of the PostgreSQL
+/// read store at `url`; `None` when no projector ever made the lease tables there.
+async fn shards(
+    url: &str,
+    active: &str,
+    events: Option<&dyn EventStore>,
+) -> Result<Option<Vec<ShardStatus>>, String> {
+    let Some(leases) = ordo_postgres::PgLeases::connect_existing(url)
+        .await
+        .map_err(|e| describe_chain(&e))?
+    else {
+        return Ok(None);
+    };
+    let leases = ordo_es::LeaseStore::leases(&leases, OrderProjection::NAME)
+        .await
+        .map_err(|e| describe_chain(&e))?;
+    let reads = open_reads(url).await?;
+    let stored = reads
+        .checkpoint(active, OrderProjection::NAME)
+        .await
+        .map_err(describe_read)?;
+    let partitions = events
+        .map(EventStore::partitions)
+        .or_else(|| stored.as_ref().map(Checkpoint::partitions))
+        .unwrap_or(1);
+    let mut out = Vec::new();
+    for shard in 0..partitions {
+        let lease = leases
+            .iter()
+            .find(|l| l.shard == shard && !l.owner.is_empty());
+        let cursor = stored
+            .as_ref()
+            .map_or(ordo_es::Cursor::ORIGIN, |c| c.cursor(shard));
+        let behind = match events {
+            Some(events) => events
+                .count_after(&Checkpoint::only(shard, cursor, partitions))
+                .await
+                .ok(),
+            None => None,
+        };
+        out.push(ShardStatus {
+            shard,
+            owner: lease.map(|l| l.owner.clone()),
+            token: lease.map(|l| l.token),
+            lease_expires_at: lease.map(|l| l.expires_at),
+            position: (cursor != ordo_es::Cursor::ORIGIN).then(|| {
+                Position {
+                    partition: shard,
+                    cursor,
+                }
+                .to_string()
+            }),
+            events_behind: behind,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// An error and its causes, as one line.
+fn describe_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Runs `call` with the store time limit, turning a timeout into an error.
@@ -772,6 +876,53 @@ pub fn table(report: &Report) -> String {
                     6 => text.push_str(cell),
                     _ => {
                         let _ = write!(text, "{cell:>w$}  ");
+                    }
+                }
+            }
+            let _ = writeln!(out, "{}", text.trim_end());
+        };
+        line(header);
+        for row in &rows {
+            line(row.each_ref().map(String::as_str));
+        }
+    }
+
+    if let Some(shards) = &report.shards {
+        let dash = || "-".to_string();
+        let rows: Vec<[String; 5]> = shards
+            .iter()
+            .map(|s| {
+                [
+                    s.shard.to_string(),
+                    s.owner.clone().unwrap_or_else(|| "(none)".into()),
+                    s.position.clone().unwrap_or_else(dash),
+                    s.events_behind.map_or_else(dash, |n| n.to_string()),
+                    s.lease_expires_at
+                        .and_then(|t| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        })
+                        .unwrap_or_else(dash),
+                ]
+            })
+            .collect();
+        let header = ["SHARD", "OWNER", "POSITION", "BEHIND", "LEASE EXPIRES"];
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let _ = writeln!(out);
+        let mut line = |cells: [&str; 5]| {
+            let mut text = String::new();
+            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+                match i {
+                    0 | 3 => {
+                        let _ = write!(text, "{cell:>w$}  ");
+                    }
+                    _ => {
+                        let _ = write!(text, "{cell:<w$}  ");
                     }
                 }
             }

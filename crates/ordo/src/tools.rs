@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use ordo_app::{JobState, ReplayJobs, ReplayRequest};
 
 use crate::config::{ReplayArgs, SnapshotArgs};
-use crate::{Stores, start_read_side};
+use crate::{Stores, follow_read_side, start_read_side};
 
 /// Runs one replay job in this process, drawing a progress bar on standard error.
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
@@ -26,7 +26,15 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         (None, None) => ReplayRequest::Full,
     };
     let stores = Stores::open(&args.stores).await?;
-    let read_side = start_read_side(&stores).await?;
+    // Where the projection is divided into shards, a repair (which writes only the
+    // orders it repairs) does not project, so it takes no shards from the services while
+    // it runs; a full replay builds a generation and takes part in the shards until it
+    // exits.
+    let read_side = if request != ReplayRequest::Full && stores.shards.is_some() {
+        follow_read_side(&stores).await?
+    } else {
+        start_read_side(&stores).await?
+    };
     let jobs = ReplayJobs::new(read_side.clone(), stores.service());
     let job = jobs.start(request)?;
     let bar = ProgressBar::new(0).with_style(

@@ -119,7 +119,8 @@ impl ReadSide {
             running: Mutex::new(None),
             events,
             provider,
-            runners: Runners::new(RunnerConfig::default(), None, None),
+            // The shard options only for reporting the shards: nothing is projected here.
+            runners: Runners::new(RunnerConfig::default(), None, options.shards.clone()),
             stall_limit: options.stall_limit,
             rebuilding: Arc::new(Mutex::new(())),
             loading: std::sync::atomic::AtomicBool::new(false),

@@ -29,7 +29,7 @@ use ordo_domain::read_store::{OrderReadStore, ReadGeneration, ReadStoreError, Re
 use runner::{Runners, Running, start_runner};
 
 pub use rebuild::RebuildError;
-pub use shards::{ShardGauge, ShardOptions};
+pub use shards::{ShardGauge, ShardOptions, ShardReport};
 
 /// How often a process checks whether another one switched the active generation.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
@@ -273,6 +273,18 @@ impl ReadSide {
             .shards
             .as_ref()
             .map(|_| self.runners.shards_gauge.owned())
+    }
+
+    /// Each shard's holder, position and backlog, where the projection is divided into
+    /// shards (in a process of role `api` too: the leases are read from the store);
+    /// `None` otherwise.
+    pub async fn shard_reports(&self) -> Result<Option<Vec<ShardReport>>, ReadStoreError> {
+        let Some(options) = &self.runners.shards else {
+            return Ok(None);
+        };
+        shards::report(self.events.as_ref(), self.store().as_ref(), options)
+            .await
+            .map(Some)
     }
 
     pub fn events(&self) -> &Arc<dyn EventStore> {

@@ -529,3 +529,71 @@ impl Manager {
             .send_modify(|s| s.state = ProjectionState::Stopped);
     }
 }
+
+/// One shard of the projection as `GET /api/v1/admin/projections` and `ordo status`
+/// show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardReport {
+    /// The shard's number: the event log's partition it projects.
+    pub shard: u32,
+    /// The projector holding its lease; `None` when it never had one or it was released.
+    pub owner: Option<String>,
+    /// Whether that projector is this process.
+    pub here: bool,
+    /// The lease's fencing token.
+    pub token: Option<u64>,
+    /// When the lease lapses unless renewed (the lease store's clock).
+    pub lease_expires_at: Option<time::OffsetDateTime>,
+    /// How far the shard's read models have got: the position of the last event applied
+    /// in its partition (an opaque token); `None` before the first.
+    pub position: Option<String>,
+    /// Events of its partition not applied yet.
+    pub events_behind: u64,
+}
+
+/// The report of every shard, from the leases, the checkpoints stored in `store` and the
+/// log.
+pub(super) async fn report(
+    events: &dyn EventStore,
+    store: &dyn ordo_domain::ReadModelWriter,
+    options: &ShardOptions,
+) -> Result<Vec<ShardReport>, ordo_domain::ReadStoreError> {
+    let partitions = events.partitions();
+    let unavailable =
+        |e: ordo_es::LeaseError| ordo_domain::ReadStoreError::Unavailable(Box::new(e));
+    let leases = options
+        .leases
+        .leases(OrderProjection::NAME)
+        .await
+        .map_err(unavailable)?;
+    let stored = stored_checkpoint(store, partitions)
+        .await?
+        .unwrap_or_else(|| Checkpoint::origin(partitions));
+    let mut out = Vec::with_capacity(partitions as usize);
+    for shard in 0..partitions {
+        let lease = leases
+            .iter()
+            .find(|l| l.shard == shard && !l.owner.is_empty());
+        let cursor = stored.cursor(shard);
+        let behind = events
+            .count_after(&Checkpoint::only(shard, cursor, partitions))
+            .await
+            .map_err(|e| ordo_domain::ReadStoreError::Unavailable(Box::new(e)))?;
+        out.push(ShardReport {
+            shard,
+            owner: lease.map(|l| l.owner.clone()),
+            here: lease.is_some_and(|l| l.owner == options.owner),
+            token: lease.map(|l| l.token),
+            lease_expires_at: lease.map(|l| l.expires_at),
+            position: (cursor != ordo_es::Cursor::ORIGIN).then(|| {
+                Position {
+                    partition: shard,
+                    cursor,
+                }
+                .to_string()
+            }),
+            events_behind: behind,
+        });
+    }
+    Ok(out)
+}
