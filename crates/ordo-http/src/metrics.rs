@@ -404,6 +404,7 @@ mod tests {
                 parked: 1,
                 restarts: 0,
                 halted: false,
+                shards_owned: 4,
             }))],
             0,
         );
@@ -412,6 +413,7 @@ mod tests {
             "ordo_projection_events_applied_total{projection=\"orders\"} 3",
             "ordo_projection_parked_events{projection=\"orders\"} 1",
             "ordo_projection_halted{projection=\"orders\"} 0",
+            "ordo_projection_shards_owned{projection=\"orders\"} 4",
         ] {
             assert!(
                 projecting.lines().any(|l| l == line),
@@ -425,6 +427,7 @@ mod tests {
             "ordo_projection_parked_events{",
             "ordo_projection_restarts_total{",
             "ordo_projection_halted{",
+            "ordo_projection_shards_owned{",
         ] {
             assert!(
                 !following.contains(runner_only),

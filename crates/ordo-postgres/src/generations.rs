@@ -476,7 +476,7 @@ impl ReadStoreInspector for PgReadStores {
 
 #[cfg(test)]
 mod tests {
-    use ordo_domain::{OrderReadStore, ParkedEvent, ReadModelBatch};
+    use ordo_domain::{OrderReadStore, ParkedEvent, ReadModelBatch, ReadModelWriter};
     use ordo_es::{Checkpoint, Position};
 
     use super::*;
