@@ -136,9 +136,10 @@ impl Statements {
                  ORDER BY e.version LIMIT $3"
             ),
             // Per partition, the first `$4` rows after its cursor in (tx_id, position)
-            // order; `settled` marks the ones below the snapshot's xmin, which no
-            // transaction still running can precede. Those come first, so in each
-            // partition the settled rows are a prefix.
+            // order, at most `$5` in all (the last partitions' tails cut off); `settled`
+            // marks the ones below the snapshot's xmin, which no transaction still
+            // running can precede. Those come first, so in each partition the settled
+            // rows are a prefix.
             read_all: format!(
                 "WITH snap AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
                  SELECT {COLUMNS}, e.tx_id < snap.xmin AS settled \
@@ -147,7 +148,7 @@ impl Statements {
                      WHERE e.partition = c.p AND (e.tx_id, e.position) > (c.tx::xid8, c.pos) \
                      ORDER BY e.tx_id, e.position LIMIT $4 \
                  ) e \
-                 ORDER BY e.partition, e.tx_id, e.position"
+                 ORDER BY e.partition, e.tx_id, e.position LIMIT $5"
             ),
             // Per partition (0 to `$1 - 1`), the greatest settled (tx_id, position): one
             // backward step of the index each.
@@ -421,12 +422,7 @@ impl PgEventStore {
     fn unpinned(&self, after: &Checkpoint) -> CursorParams {
         let mut params = CursorParams::default();
         for p in (0..self.partitions).filter(|p| !after.is_pinned(*p)) {
-            let cursor = after.cursor(p);
-            params.partitions.push(p as i32);
-            params.tx_ids.push(cursor.major.to_string());
-            params
-                .positions
-                .push(i64::try_from(cursor.minor).unwrap_or(i64::MAX));
+            params.push(p as i32, after.cursor(p));
         }
         params
     }
@@ -468,11 +464,20 @@ impl PgEventStore {
 }
 
 /// The cursors of the partitions a read looks at, as [`CURSORS`] binds them.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct CursorParams {
     partitions: Vec<i32>,
     tx_ids: Vec<String>,
     positions: Vec<i64>,
+}
+
+impl CursorParams {
+    fn push(&mut self, partition: i32, cursor: Cursor) {
+        self.partitions.push(partition);
+        self.tx_ids.push(cursor.major.to_string());
+        self.positions
+            .push(i64::try_from(cursor.minor).unwrap_or(i64::MAX));
+    }
 }
 
 /// The stored partition count, unless the URL asks for another one.
@@ -839,47 +844,70 @@ impl EventStore for PgEventStore {
     /// Hands out only settled events: those of transactions below the snapshot's xmin,
     /// so that no transaction still running can later commit an event that sorts before
     /// them in its partition. One statement reads every partition not pinned, each by a
-    /// range scan of the index, `limit` spread over them (at least one each; never more
-    /// than `limit` in all). When committed events exist but none is settled yet (an
-    /// append in flight elsewhere holds xmin back), it retries for up to half a second
-    /// before answering with what is settled; a transaction left open for longer pauses
-    /// readers (see the crate docs).
+    /// range scan of the index, `limit` spread over them (never more than `limit` in
+    /// all). When some partitions had fewer events than their share and others may have
+    /// more, another statement reads those with what is left of `limit`: an answer
+    /// shorter than `limit` means every settled event there was (readers such as the
+    /// event stream take a short read for "caught up"). When committed events exist but
+    /// none is settled yet (an append in flight elsewhere holds xmin back), it retries
+    /// for up to half a second before answering with what is settled; a transaction
+    /// left open for longer pauses readers (see the crate docs).
     async fn read_all(
         &self,
         after: &Checkpoint,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let c = self.unpinned(after);
-        if limit == 0 || c.partitions.is_empty() {
+        let unpinned = self.unpinned(after);
+        if limit == 0 || unpinned.partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let per_partition = limit_param((limit / c.partitions.len()).max(1));
         let deadline = Instant::now() + SETTLE_WAIT;
         loop {
-            let rows = self
-                .query(
-                    &self.sql.read_all,
-                    &[&c.partitions, &c.tx_ids, &c.positions, &per_partition],
-                )
-                .await?;
-            let mut events = Vec::with_capacity(rows.len().min(limit));
+            let mut events = Vec::new();
             let mut unsettled = false;
-            // Rows come partition by partition; in each, take the settled prefix.
-            let mut blocked: Option<i32> = None;
-            for row in &rows {
-                let partition: i32 = row.get("partition");
-                if blocked == Some(partition) {
-                    continue;
+            let mut open = unpinned.clone();
+            while events.len() < limit && !open.partitions.is_empty() {
+                let left = limit - events.len();
+                let share = left.div_ceil(open.partitions.len());
+                let rows = self
+                    .query(
+                        &self.sql.read_all,
+                        &[
+                            &open.partitions,
+                            &open.tx_ids,
+                            &open.positions,
+                            &limit_param(share),
+                            &limit_param(left),
+                        ],
+                    )
+                    .await?;
+                // Rows come partition by partition; in each, the settled prefix is handed
+                // out. A partition that gave its whole share, all settled, may have more.
+                let mut more = CursorParams::default();
+                let mut i = 0;
+                while i < rows.len() {
+                    let partition: i32 = rows[i].get("partition");
+                    let run = rows[i..]
+                        .iter()
+                        .take_while(|r| r.get::<_, i32>("partition") == partition)
+                        .count();
+                    let mut last = None;
+                    for row in &rows[i..i + run] {
+                        if !row.get::<_, bool>("settled") {
+                            unsettled = true;
+                            last = None;
+                            break;
+                        }
+                        let event = decode(row)?;
+                        last = Some(event.position.cursor);
+                        events.push(event);
+                    }
+                    if let Some(cursor) = last.filter(|_| run == share) {
+                        more.push(partition, cursor);
+                    }
+                    i += run;
                 }
-                if !row.get::<_, bool>("settled") {
-                    unsettled = true;
-                    blocked = Some(partition);
-                    continue;
-                }
-                if events.len() == limit {
-                    break;
-                }
-                events.push(decode(row)?);
+                open = more;
             }
             if !events.is_empty() || !unsettled || Instant::now() >= deadline {
                 return Ok(events);
@@ -1518,6 +1546,46 @@ mod tests {
         for (stream, partition) in partitions_stored(&schema).await {
             assert_eq!(partition, Some(partition_of(&stream, 3) as i32), "{stream}");
         }
+        drop(store);
+        testdb::drop_schema(&schema).await;
+    }
+
+    #[tokio::test]
+    async fn a_read_is_short_only_when_nothing_more_is_settled() {
+        let (url, schema) = testdb::fresh_url().await;
+        let store = PgEventStore::connect(&url).await.expect("connect");
+        // Fifty events in partition 2, one in 5 and one in 7: a limit of 7 spread over
+        // eight partitions is less than one each.
+        let events: Vec<NewEvent> = (0..50).map(event).collect();
+        for (stream, events) in [
+            (stream_in("busy", 2, 8), events),
+            (stream_in("quiet", 5, 8), vec![event(1)]),
+            (stream_in("quiet", 7, 8), vec![event(1)]),
+        ] {
+            store
+                .append(&stream, ExpectedVersion::NoStream, events)
+                .await
+                .expect("append");
+        }
+        // Once settled (another test may hold the server's xmin back for a while), every
+        // read of seven gives seven, until the last.
+        let mut settled = Checkpoint::origin(8);
+        assert_eq!(read_n(&store, &mut settled, 52).await.len(), 52);
+        let mut checkpoint = Checkpoint::origin(8);
+        let mut sizes = Vec::new();
+        loop {
+            let batch = store.read_all(&checkpoint, 7).await.expect("read");
+            if batch.is_empty() {
+                break;
+            }
+            sizes.push(batch.len());
+            for e in &batch {
+                assert!(!checkpoint.covers(&e.position));
+                checkpoint.advance(&e.position);
+            }
+        }
+        assert_eq!(sizes, [7, 7, 7, 7, 7, 7, 7, 3]);
+        assert_eq!(checkpoint, settled);
         drop(store);
         testdb::drop_schema(&schema).await;
     }
