@@ -88,6 +88,7 @@ impl InMemoryStore {
             .logs
             .iter()
             .enumerate()
+            .filter(|(p, _)| !after.is_pinned(*p as u32))
             .any(|(p, log)| (log.len() as u64) > after.cursor(p as u32).major)
     }
 }
@@ -183,6 +184,9 @@ impl EventStore for InMemoryStore {
         let inner = self.lock();
         let mut out = Vec::new();
         for (p, log) in inner.logs.iter().enumerate() {
+            if after.is_pinned(p as u32) {
+                continue;
+            }
             let start = after.cursor(p as u32).major as usize;
             for event in log.iter().skip(start) {
                 if out.len() >= limit {
@@ -199,12 +203,19 @@ impl EventStore for InMemoryStore {
         after: &Checkpoint,
         timeout: Duration,
     ) -> Result<(), StoreError> {
+        // Woken by every append, so it looks again, and returns only for one in a
+        // partition `after` reads (or at the timeout).
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.appended.subscribe();
-        if self.has_after(after) {
-            return Ok(());
+        loop {
+            if self.has_after(after) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Ok(()),
+            }
         }
-        let _ = tokio::time::timeout(timeout, rx.changed()).await;
-        Ok(())
     }
 
     async fn count_after(&self, after: &Checkpoint) -> Result<u64, StoreError> {
@@ -213,6 +224,7 @@ impl EventStore for InMemoryStore {
             .logs
             .iter()
             .enumerate()
+            .filter(|(p, _)| !after.is_pinned(*p as u32))
             .map(|(p, log)| (log.len() as u64).saturating_sub(after.cursor(p as u32).major))
             .sum())
     }

@@ -419,9 +419,11 @@ pub async fn pg_floor(
     duration: Duration,
 ) -> anyhow::Result<FloorResult> {
     let sep = if base_url.contains('?') { '&' } else { '?' };
-    ordo_postgres::PgEventStore::connect(&format!("{base_url}{sep}schema={schema}"))
+    let store = ordo_postgres::PgEventStore::connect(&format!("{base_url}{sep}schema={schema}"))
         .await
         .context("create the floor's scratch schema with ordo's migration")?;
+    let partitions = ordo_es::EventStore::partitions(&store);
+    drop(store);
     let mut rng = Rng::new(99);
     let payloads = Arc::new(
         (0..1000)
@@ -456,12 +458,14 @@ pub async fn pg_floor(
             let at = vec![OffsetDateTime::now_utc()];
             let datas = vec![Json(data.clone())];
             let metas = vec![Json(ordo_es::Metadata::default())];
+            let partition = ordo_es::partition_of(&stream, partitions) as i32;
             let t0 = Instant::now();
             let r = client
                 .query(
                     statement,
                     &[
                         &stream, &expected, &ids, &agg, &types, &versions, &at, &datas, &metas,
+                        &partition,
                     ],
                 )
                 .await;

@@ -15,6 +15,10 @@ use ordo_es::{BoxError, StoreError};
 pub const DEFAULT_SCHEMA: &str = "ordo";
 /// Pool size when the URL names none.
 const DEFAULT_POOL_SIZE: usize = 16;
+/// Partitions of a new event log when the URL names none.
+pub(crate) const DEFAULT_PARTITIONS: u32 = 8;
+/// The most partitions an event log may have.
+pub(crate) const MAX_PARTITIONS: u32 = 256;
 /// How long a caller waits for a pooled connection, and a new connection may take.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,7 +42,7 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_TIMEOUT_MS: u64 = 86_400_000;
 /// Key of the transaction-scoped advisory lock that serialises migrations (all schemas:
 /// `CREATE EXTENSION` is database-wide). "ordo" in ASCII.
-const MIGRATION_LOCK: i64 = 0x6f72_646f;
+pub(crate) const MIGRATION_LOCK: i64 = 0x6f72_646f;
 
 /// A parsed connection URL: the driver's configuration plus ordo's own parameters.
 #[derive(Debug, Clone)]
@@ -47,6 +51,9 @@ pub(crate) struct ConnectOptions {
     /// Validated identifier; see [`ConnectOptions::qualified`].
     pub schema: String,
     pub pool_size: usize,
+    /// Partitions of the event log: used when the store is created, checked against the
+    /// stored count after that.
+    pub partitions: u32,
 }
 
 /// A timeout parameter of the URL: milliseconds, `0` for "leave the server's setting".
@@ -61,12 +68,13 @@ fn timeout_ms(key: &str, value: &str) -> Result<Option<Duration>, String> {
 }
 
 impl ConnectOptions {
-    /// Splits ordo's parameters (`schema`, `pool_size`, `statement_timeout_ms`,
-    /// `idle_in_transaction_timeout_ms`) off a `postgres://` URL (or a `key=value`
+    /// Splits ordo's parameters (`schema`, `pool_size`, `partitions`,
+    /// `statement_timeout_ms`, `idle_in_transaction_timeout_ms`) off a `postgres://` URL (or a `key=value`
     /// connection string) and hands the rest to tokio-postgres.
     pub fn parse(url: &str) -> Result<Self, String> {
         let mut schema = DEFAULT_SCHEMA.to_string();
         let mut pool_size = DEFAULT_POOL_SIZE;
+        let mut partitions = DEFAULT_PARTITIONS;
         let mut statement_timeout = Some(DEFAULT_STATEMENT_TIMEOUT);
         let mut idle_in_transaction_timeout = Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT);
         // The driver's keys the URL sets, so that ordo's defaults do not override them.
@@ -91,6 +99,16 @@ impl ConnectOptions {
                         .ok()
                         .filter(|n| (1..=1_000).contains(n))
                         .ok_or_else(|| format!("pool_size must be 1..=1000, not {value:?}"))?;
+                    Ok(true)
+                }
+                "partitions" => {
+                    partitions = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=MAX_PARTITIONS).contains(n))
+                        .ok_or_else(|| {
+                            format!("partitions must be 1..={MAX_PARTITIONS}, not {value:?}")
+                        })?;
                     Ok(true)
                 }
                 _ => {
@@ -170,6 +188,7 @@ impl ConnectOptions {
             pg,
             schema,
             pool_size,
+            partitions,
         })
     }
 
@@ -328,6 +347,19 @@ pub(crate) async fn migrate(
     component: &str,
     migrations: &[Migration],
 ) -> Result<(), DbError> {
+    migrate_through(pool, options, component, migrations, i32::MAX).await
+}
+
+/// [`migrate`], applying only the versions up to `through`: the later ones are the
+/// caller's to apply (after work the SQL alone cannot do), but still known, so that
+/// finding them applied is no sign of a newer ordo.
+pub(crate) async fn migrate_through(
+    pool: &Pool,
+    options: &ConnectOptions,
+    component: &str,
+    migrations: &[Migration],
+    through: i32,
+) -> Result<(), DbError> {
     let s = options.qualified();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -359,7 +391,10 @@ pub(crate) async fn migrate(
     if let Some(newer) = applied.iter().copied().filter(|v| *v > newest_known).max() {
         tracing::warn!(component, schema = %options.schema, newer, newest_known, "the schema was migrated by a newer ordo");
     }
-    for migration in migrations.iter().filter(|m| !applied.contains(&m.version)) {
+    for migration in migrations
+        .iter()
+        .filter(|m| m.version <= through && !applied.contains(&m.version))
+    {
         let mut sql = migration.sql.replace("{s}", &s);
         if sql.contains("{trgm}") {
             tx.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
@@ -455,6 +490,25 @@ mod tests {
             assert!(ConnectOptions::parse(&url).is_err(), "{bad:?} accepted");
         }
         assert!(ConnectOptions::parse("postgres://u@h/db?pool_size=0").is_err());
+    }
+
+    #[test]
+    fn the_partition_count_is_taken_off_the_url_and_checked() {
+        let o = ConnectOptions::parse("postgres://u@h/db").expect("parse");
+        assert_eq!(o.partitions, DEFAULT_PARTITIONS);
+        for n in [1, 16, 256] {
+            let o = ConnectOptions::parse(&format!("postgres://u@h/db?partitions={n}&schema=x"))
+                .expect("parse");
+            assert_eq!((o.partitions, o.schema.as_str()), (n, "x"));
+            assert_eq!(o.pg.get_dbname(), Some("db"));
+        }
+        let o = ConnectOptions::parse("host=h dbname=d partitions=3").expect("parse");
+        assert_eq!((o.partitions, o.pg.get_dbname()), (3, Some("d")));
+        for bad in ["0", "257", "-1", "1.5", "", "eight", "99999999999"] {
+            let url = format!("postgres://u@h/db?partitions={bad}");
+            let error = ConnectOptions::parse(&url).expect_err(&url);
+            assert!(error.contains("partitions must be 1..=256"), "{error}");
+        }
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //!   stream's version, inserts every event from `unnest(...)` arrays only when that
 //!   version is the expected one, and returns the new rows. UNIQUE (stream_id, version)
 //!   turns a lost race into SQLSTATE 23505, reported like a failed guard as
-//!   [`StoreError::Conflict`](ordo_es::StoreError::Conflict).
+//!   [`StoreError::Conflict`](ordo_es::StoreError::Conflict). The append binds the
+//!   stream's partition, computed in Rust; reads of the log name their partitions (a
+//!   `LATERAL` index range scan per partition, all in one statement). `partition_log` fixes the
+//!   partition count and partitions a log written before partitions, at connect.
 //! - [`PgReadStore`] (`read/`): the order read models (order views with indexed
 //!   columns, summary counters, top customers, a pg_trgm index for search) and projection
 //!   checkpoints; each projection batch commits in one transaction that first moves the

@@ -348,7 +348,7 @@ impl EventStore for RedisEventStore {
 
     async fn count_after(&self, after: &Checkpoint) -> Result<u64, StoreError> {
         let mut total = 0;
-        for partition in 0..self.url.partitions {
+        for partition in (0..self.url.partitions).filter(|p| !after.is_pinned(*p)) {
             let mut cmd = redis::cmd("XLEN");
             cmd.arg(self.log_key(partition));
             let len: u64 = self

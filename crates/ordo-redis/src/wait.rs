@@ -7,6 +7,8 @@
 //!
 //! - One server: one `XREAD BLOCK <ms> STREAMS <log 0> .. <log P-1> <cursor 0> ..` returns
 //!   as soon as any partition log has an entry past the checkpoint.
+//! - Partitions the checkpoint pins at `Cursor::END` (a projection shard reads one) are
+//!   left out of the XREAD, or get no XREAD of their own on a cluster.
 //! - Redis Cluster: keys in different slots cannot share a command (CROSSSLOT), so one
 //!   XREAD per partition, each on its own connection to the node that owns the partition's
 //!   slot (learnt from MOVED replies and remembered), all at once. The first to return
@@ -92,8 +94,17 @@ impl Waiter {
     }
 
     /// Returns when a partition log has an entry not covered by `after` (at once if one is
-    /// already there), or after `timeout`.
+    /// already there), or after `timeout`. Partitions `after` pins at `Cursor::END` are not
+    /// read (no blocked read is spent on them); when it pins every one, this sleeps out
+    /// the timeout.
     pub(crate) async fn wait(&self, after: &Checkpoint, timeout: Duration) -> RedisResult<()> {
+        let partitions: Vec<u32> = (0..self.url.partitions)
+            .filter(|p| !after.is_pinned(*p))
+            .collect();
+        if partitions.is_empty() {
+            tokio::time::sleep(timeout).await;
+            return Ok(());
+        }
         let block_ms = if timeout.is_zero() {
             None
         } else {
@@ -103,21 +114,22 @@ impl Waiter {
                     .max(1),
             )
         };
-        let partitions = self.url.partitions;
         let cursor_id = |p: u32| format!("{}-0", after.cursor(p).major);
         let work = async {
             let in_flight = InFlight::default();
             if !self.url.cluster {
-                let keys: Vec<String> = (0..partitions)
-                    .map(|p| log_key(&self.url.prefix, p))
+                let keys: Vec<String> = partitions
+                    .iter()
+                    .map(|p| log_key(&self.url.prefix, *p))
                     .collect();
-                let ids: Vec<String> = (0..partitions).map(cursor_id).collect();
+                let ids: Vec<String> = partitions.iter().copied().map(cursor_id).collect();
                 let node = self.url.nodes[0].clone();
                 self.read(&node, &keys, &ids, block_ms, &in_flight).await?;
                 return Ok(());
             }
-            let mut reads: FuturesUnordered<_> = (0..partitions)
-                .map(|p| self.read_partition(p, cursor_id(p), block_ms, &in_flight))
+            let mut reads: FuturesUnordered<_> = partitions
+                .iter()
+                .map(|&p| self.read_partition(p, cursor_id(p), block_ms, &in_flight))
                 .collect();
             let mut outcome = Ok(());
             while let Some(found) = reads.next().await {

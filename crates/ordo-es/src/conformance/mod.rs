@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::event::{Metadata, NewEvent, RecordedEvent, StreamId};
-use crate::position::{Checkpoint, Position};
+use crate::position::{Checkpoint, Cursor, Position};
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::store::{EventStore, ExpectedVersion, StoreError};
 
@@ -57,6 +57,7 @@ macro_rules! event_store_conformance {
             payloads_and_metadata_round_trip_exactly,
             unknown_streams_read_as_empty,
             the_event_at_a_position_is_the_one_the_append_stored_there,
+            a_reader_of_one_partition_sees_only_that_partition,
         );
     };
     (@cases $kind:ident $make:expr; $($case:ident),+ $(,)?) => {
@@ -725,6 +726,141 @@ pub async fn the_event_at_a_position_is_the_one_the_append_stored_there(
         ..last
     };
     assert_eq!(store.event_id_at(&nowhere).await.expect("event at"), None);
+}
+
+/// A projection shard's reads: with every other partition pinned at [`Cursor::END`], a
+/// reader gets exactly its partition's events, counts only what is left of them, and
+/// is not held in a wait by appends elsewhere. On one partition, that is the whole log.
+pub async fn a_reader_of_one_partition_sees_only_that_partition(store: Arc<dyn EventStore>) {
+    let partitions = store.partitions();
+    // Streams in every partition (very likely), by the partition their appends went to.
+    let mut expected: HashMap<u32, HashSet<Position>> = HashMap::new();
+    let mut streams: HashMap<u32, Vec<(StreamId, u64)>> = HashMap::new();
+    for s in 0..u64::from(partitions * 8).max(16) {
+        let stream = unique_stream("pinned");
+        let appended = store
+            .append(
+                &stream,
+                ExpectedVersion::NoStream,
+                events(s * 10, 1 + s % 3),
+            )
+            .await
+            .expect("append");
+        let partition = appended.positions[0].partition;
+        assert!(partition < partitions, "{partition} is not a partition");
+        assert!(
+            appended.positions.iter().all(|p| p.partition == partition),
+            "one append went to several partitions"
+        );
+        expected
+            .entry(partition)
+            .or_default()
+            .extend(appended.positions.iter().copied());
+        streams
+            .entry(partition)
+            .or_default()
+            .push((stream, appended.last_version));
+    }
+
+    for p in 0..partitions {
+        let mut checkpoint = Checkpoint::only(p, Cursor::ORIGIN, partitions);
+        let mut seen = HashSet::new();
+        let started = std::time::Instant::now();
+        loop {
+            let wanted = expected.get(&p).map_or(0, HashSet::len);
+            assert_eq!(
+                store.count_after(&checkpoint).await.expect("count"),
+                (wanted - seen.len()) as u64,
+                "count_after of a reader of partition {p} is what is left of it"
+            );
+            let batch = store.read_all(&checkpoint, 3).await.expect("read_all");
+            assert!(batch.len() <= 3, "read_all returned more than its limit");
+            if batch.is_empty() {
+                if seen.len() == wanted {
+                    break;
+                }
+                // A log may withhold committed events for a while (see
+                // `read_everything_covering`).
+                assert!(
+                    started.elapsed() < PATIENCE,
+                    "partition {p} never showed all of its events"
+                );
+                store
+                    .wait_for_events(&checkpoint, Duration::from_millis(200))
+                    .await
+                    .expect("wait_for_events");
+                continue;
+            }
+            for event in &batch {
+                assert_eq!(
+                    event.position.partition, p,
+                    "a reader of partition {p} got an event of another"
+                );
+                assert!(
+                    !checkpoint.covers(&event.position),
+                    "read_all returned an event the checkpoint covers"
+                );
+                assert!(seen.insert(event.position), "event seen twice");
+                checkpoint.advance(&event.position);
+            }
+        }
+        let none = HashSet::new();
+        assert_eq!(
+            &seen,
+            expected.get(&p).unwrap_or(&none),
+            "partition {p} read alone is not what was appended to it"
+        );
+        for q in (0..partitions).filter(|q| *q != p) {
+            assert!(checkpoint.is_pinned(q), "the reader moved in partition {q}");
+        }
+
+        // Nothing of p is left; an append to another partition does not keep the wait
+        // from ending (at its timeout, or earlier) and gives the reader nothing.
+        let other = (0..partitions)
+            .filter(|q| *q != p)
+            .find(|q| streams.contains_key(q));
+        let wait = {
+            let store = Arc::clone(&store);
+            let checkpoint = checkpoint.clone();
+            tokio::spawn(async move {
+                store
+                    .wait_for_events(&checkpoint, Duration::from_millis(200))
+                    .await
+            })
+        };
+        if let Some(q) = other {
+            let (stream, version) = streams
+                .get_mut(&q)
+                .and_then(|s| s.last_mut())
+                .expect("a stream");
+            let appended = store
+                .append(stream, ExpectedVersion::Exact(*version), events(1_000, 1))
+                .await
+                .expect("append to another partition");
+            *version = appended.last_version;
+            assert_eq!(appended.positions[0].partition, q);
+            expected
+                .entry(q)
+                .or_default()
+                .extend(appended.positions.iter().copied());
+        }
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .expect("a wait with a timeout of 200 ms did not end")
+            .expect("wait task")
+            .expect("wait_for_events");
+        if other.is_some() {
+            assert!(
+                store
+                    .read_all(&checkpoint, 10)
+                    .await
+                    .expect("read_all")
+                    .is_empty(),
+                "a reader of partition {p} got an event of another"
+            );
+            assert_eq!(store.count_after(&checkpoint).await.expect("count"), 0);
+        }
+    }
 }
 
 fn snapshot(stream: &StreamId, version: u64) -> Snapshot {

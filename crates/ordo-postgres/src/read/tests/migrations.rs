@@ -139,6 +139,8 @@ async fn processes_starting_together_migrate_once() {
         [
             ("event_store".to_string(), 1),
             ("event_store".to_string(), 2),
+            ("event_store".to_string(), 3),
+            ("event_store".to_string(), 4),
             ("read_models".to_string(), 1),
             ("read_models".to_string(), 2),
             ("read_models".to_string(), 3),
