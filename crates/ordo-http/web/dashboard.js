@@ -274,6 +274,7 @@
         fact("Lag", `${Number(p.lagSeconds).toFixed(2)} s`), fact("Events applied", String(p.eventsApplied)),
         fact("Generation", p.generation ?? "–"), fact("Loading generation", p.loadingGeneration ?? "–"),
         fact("Last error", p.lastError ?? "none")),
+      shardTable(p.shards),
       (p.parked || []).length === 0 ? el("p", null, "No parked events.") :
         el("div", { class: "table-wrap" }, el("table", { class: "data" },
           el("caption", null, `Parked events (${p.parked.length})`),
@@ -282,6 +283,28 @@
             el("td", { class: "mono" }, e.position), el("td", null, e.eventType),
             el("td", null, el("a", { href: `/orders/${encodeURIComponent(e.streamId)}`, class: "mono" }, e.streamId)),
             el("td", { class: "num" }, String(e.version)), el("td", null, e.error), el("td", null, ordo.time(e.parkedAt))))))))));
+  }
+
+  /** Each shard's holder, position and backlog, where the projection is divided into
+   *  shards between processes (null where one process projects everything). */
+  function shardTable(shards) {
+    if (!shards) return null;
+    const now = Date.now();
+    return el("div", { class: "table-wrap" }, el("table", { class: "data shards" },
+      el("caption", null, `Shards (${shards.length}), each projected by the process holding its lease`),
+      el("thead", null, el("tr", null, ["Shard", "Projector", "Position", "Behind", "Lease"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", null, shards.map((s) => {
+        const expires = s.leaseExpiresAt ? Date.parse(s.leaseExpiresAt) : null;
+        const lapsed = expires !== null && expires < now;
+        const lease = s.owner === null ? "free"
+          : lapsed ? `lapsed ${ordo.time(s.leaseExpiresAt)}` : `until ${ordo.time(s.leaseExpiresAt)}`;
+        return el("tr", null,
+          el("th", { scope: "row", class: "num" }, String(s.shard)),
+          el("td", { class: "mono" }, s.owner === null ? "–" : `${s.owner}${s.here ? " (this process)" : ""}`),
+          el("td", { class: "mono" }, s.position ?? "–"),
+          el("td", { class: "num", "data-kind": s.eventsBehind > 0 ? "warn" : "" }, s.eventsBehind.toLocaleString()),
+          el("td", { "data-kind": s.owner === null || lapsed ? "error" : "" }, lease));
+      }))));
   }
 
   function fact(term, value) {
