@@ -204,6 +204,7 @@ pub async fn start_read_side(stores: &Stores) -> anyhow::Result<Arc<ReadSide>> {
         ReadSideOptions {
             bulk_start_min_events: stores.bulk_load_from,
             projection_runtime: stores.projections.handle(),
+            shards: stores.shards.clone(),
             ..ReadSideOptions::default()
         },
     )

@@ -158,6 +158,7 @@ pub(super) fn start_shards(
         applied_before: 0,
         parked_before: 0,
         changed: Arc::new(Notify::new()),
+        caught_up_once: false,
     };
     let task = tokio::spawn(manager.run(stopped));
     Running::managed(generation, handle, stop, task)
@@ -179,6 +180,10 @@ struct Manager {
     parked_before: u64,
     /// Rung by every runner here when it publishes.
     changed: Arc<Notify>,
+    /// Set once every shard held here had caught up: a shard taken over later catches
+    /// up its few events without the whole projection counting as catching up again
+    /// (which `/ready` would report as not ready at every move).
+    caught_up_once: bool,
 }
 
 impl Manager {
@@ -423,7 +428,7 @@ impl Manager {
 
     /// The whole projection's status: the shards held here as their runners report them,
     /// the others as stored.
-    fn publish(&self) {
+    fn publish(&mut self) {
         let mut checkpoint = self.stored.clone();
         let mut state = ProjectionState::Running;
         let mut last_error = None;
@@ -462,6 +467,11 @@ impl Manager {
         }
         if checkpoint.is_none() && state == ProjectionState::Running {
             state = ProjectionState::Starting;
+        }
+        if state == ProjectionState::Running && !self.held.is_empty() {
+            self.caught_up_once = true;
+        } else if state == ProjectionState::CatchingUp && self.caught_up_once {
+            state = ProjectionState::Running;
         }
         self.status.send_if_modified(|s| {
             let next = ProjectionStatus {

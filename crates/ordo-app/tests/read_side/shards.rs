@@ -101,12 +101,18 @@ impl Cluster {
 
     /// A read side of a process named `owner`, and the link to its leases.
     async fn process(&self, owner: &str) -> (Arc<ReadSide>, Arc<Link>) {
+        self.process_loading_from(owner, u64::MAX).await
+    }
+
+    /// [`process`](Self::process), loading never-projected read models in bulk from
+    /// `bulk_from` stored events.
+    async fn process_loading_from(&self, owner: &str, bulk_from: u64) -> (Arc<ReadSide>, Arc<Link>) {
         let link = Arc::new(Link {
             leases: Arc::clone(&self.leases),
             cut: AtomicBool::new(false),
         });
         let options = ReadSideOptions {
-            bulk_start_min_events: u64::MAX,
+            bulk_start_min_events: bulk_from,
             shards: Some(ShardOptions {
                 leases: Arc::clone(&link) as Arc<dyn LeaseStore>,
                 owner: owner.to_owned(),
@@ -427,6 +433,39 @@ async fn repairs_are_ordered_with_each_shards_batches() {
     .await;
     assert_eq!(jobs.status(job).map(|s| s.state), Some(JobState::Done));
     writes.await.expect("writes");
+    let head = cluster.head().await;
+    caught_up(&a, &head).await;
+    caught_up(&b, &head).await;
+    assert_equals_replay(&cluster, &a).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bulk_load_at_start_hands_over_to_every_processs_shards() {
+    let cluster = Cluster::new();
+    cluster.create(0, 120).await;
+    // a loads the never-projected read models in bulk; b, starting meanwhile, projects
+    // its shards into the active generation until a switches, then follows.
+    let (a, _) = cluster.process_loading_from("a", 50).await;
+    let (b, _) = cluster.process_loading_from("b", 50).await;
+    assert!(
+        a.loading_generation().is_some(),
+        "a loads the read models in bulk"
+    );
+    until("a's bulk load becomes the live read models", || {
+        let loading = a.loading_generation();
+        async move { loading.is_none().then_some(()) }
+    })
+    .await;
+    until("b follows the switch", || {
+        let (ga, gb) = (a.generation(), b.generation());
+        async move { (ga == gb).then_some(()) }
+    })
+    .await;
+    owning(&a, 4).await;
+    owning(&b, 4).await;
+    cluster.create(120, 160).await;
     let head = cluster.head().await;
     caught_up(&a, &head).await;
     caught_up(&b, &head).await;
