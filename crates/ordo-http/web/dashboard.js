@@ -296,14 +296,14 @@
       el("tbody", null, shards.map((s) => {
         const expires = s.leaseExpiresAt ? Date.parse(s.leaseExpiresAt) : null;
         const lapsed = expires !== null && expires < now;
-        const lease = s.owner === null ? "free"
-          : lapsed ? `lapsed ${ordo.time(s.leaseExpiresAt)}` : `until ${ordo.time(s.leaseExpiresAt)}`;
+        const lease = s.owner === null ? ["free"]
+          : [lapsed ? "lapsed " : "until ", ordo.time(s.leaseExpiresAt)];
         return el("tr", null,
           el("th", { scope: "row", class: "num" }, String(s.shard)),
           el("td", { class: "mono" }, s.owner === null ? "–" : `${s.owner}${s.here ? " (this process)" : ""}`),
           el("td", { class: "mono" }, s.position ?? "–"),
           el("td", { class: "num", "data-kind": s.eventsBehind > 0 ? "warn" : "" }, s.eventsBehind.toLocaleString()),
-          el("td", { "data-kind": s.owner === null || lapsed ? "error" : "" }, lease));
+          el("td", { "data-kind": s.owner === null || lapsed ? "error" : "" }, ...lease));
       }))));
   }
 

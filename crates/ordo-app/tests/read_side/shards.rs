@@ -106,7 +106,11 @@ impl Cluster {
 
     /// [`process`](Self::process), loading never-projected read models in bulk from
     /// `bulk_from` stored events.
-    async fn process_loading_from(&self, owner: &str, bulk_from: u64) -> (Arc<ReadSide>, Arc<Link>) {
+    async fn process_loading_from(
+        &self,
+        owner: &str,
+        bulk_from: u64,
+    ) -> (Arc<ReadSide>, Arc<Link>) {
         let link = Arc::new(Link {
             leases: Arc::clone(&self.leases),
             cut: AtomicBool::new(false),
