@@ -123,6 +123,10 @@ impl StoreError {
 ///   and [advances](Checkpoint::advance) its checkpoint past each one never skips an
 ///   event and never sees one twice, even when appends commit out of position order. Within
 ///   one partition the order is the cursor order; each stream's events are in version order.
+/// - A `read_all` answer shorter than `limit` means every event stored and settled
+///   when it was read was handed out (readers take a short read as caught up): a store
+///   that spreads `limit` over its partitions reads again in the partitions that filled
+///   their share before it answers short.
 /// - A partition whose cursor in `after` is [`Cursor::END`](crate::Cursor::END) is not
 ///   read: `read_all` returns nothing of it, `wait_for_events` does not wake for it and
 ///   `count_after` counts nothing in it, without a round trip for it where the backend

@@ -28,10 +28,11 @@
 //!
 //! ## Resume tokens
 //!
-//! On a one-partition log (SQLite, PostgreSQL) the token is the event's position, as
-//! the events endpoint shows it (`0.<major>.<minor>`). A Redis log has several
-//! partitions with no order across them, so one position does not say how far a reader
-//! got in the others: there the token is `<position>/<checkpoint>`, the position followed
+//! On a one-partition log (SQLite; PostgreSQL with `partitions=1`) the token is the
+//! event's position, as the events endpoint shows it (`0.<major>.<minor>`). A log of
+//! several partitions (Redis; PostgreSQL by default) has no order across them, so one
+//! position does not say how far a reader got in the others: there the token is
+//! `<position>/<checkpoint>`, the position followed
 //! by the client's whole checkpoint after that event (`<major>.<minor>` per partition,
 //! comma-separated, as [`Checkpoint::encode`] writes it). A bare position is accepted only
 //! on a one-partition log.
