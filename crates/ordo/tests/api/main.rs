@@ -22,3 +22,4 @@ mod supervision;
 mod web;
 
 mod helpers;
+mod served;
