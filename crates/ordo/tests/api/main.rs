@@ -17,6 +17,7 @@ mod overload;
 mod queries;
 mod roles;
 mod rollback;
+mod scale_out;
 mod stream;
 mod supervision;
 mod web;

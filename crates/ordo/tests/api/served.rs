@@ -1,11 +1,13 @@
 //! Real `ordo serve` processes for the tests that need several of them on shared stores:
-//! each the built binary on a loopback port, its log in a file.
+//! each the built binary on a loopback port, its log in a file, stopped, killed, paused
+//! and resumed by signals.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use rustix::process::Signal;
 use serde_json::Value;
 
 use ordo::StoreArgs;
@@ -25,6 +27,16 @@ impl Served {
     /// Starts `ordo serve` on `stores` with `ORDO_ROLE=role` (the flag's environment
     /// twin), and waits until `/health` answers.
     pub async fn start(stores: &StoreArgs, role: &str, dir: &Path) -> Served {
+        Self::start_with(stores, role, dir, &[]).await
+    }
+
+    /// [`start`](Self::start) with more environment variables, such as `ORDO_LEASE_TTL`.
+    pub async fn start_with(
+        stores: &StoreArgs,
+        role: &str,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Served {
         let port = free_port();
         let log = dir.join(format!("{role}-{port}.log"));
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ordo"));
@@ -37,6 +49,7 @@ impl Served {
             .env("ORDO_ROLE", role)
             .env("ORDO_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .kill_on_drop(true);
@@ -71,6 +84,37 @@ impl Served {
             );
         }
         served
+    }
+
+    /// The process id (also part of its projector id in the shard leases).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a pid");
+        rustix::process::kill_process(pid, signal).expect("send a signal");
+    }
+
+    /// SIGSTOP: the process stops running (its leases lapse) until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal(Signal::STOP);
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal(Signal::CONT);
+    }
+
+    /// SIGKILL: the process ends at once, releasing nothing.
+    pub async fn kill(mut self) {
+        self.signal(Signal::KILL);
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("killed within a minute")
+            .expect("exit status");
+        assert!(!status.success(), "{status}");
     }
 
     pub fn log_text(&self) -> String {
@@ -120,6 +164,12 @@ impl Served {
         response.text().await.expect("metrics")
     }
 
+    /// The value of the `orders` projection's metric `name` now, if the process has it.
+    pub async fn metric(&self, name: &str) -> Option<u64> {
+        metric_value(&self.metrics().await, name)
+    }
+
+    /// The admin report of the `orders` projection.
     pub async fn projections(&self) -> Value {
         let response = Self::send(self.admin(Method::GET, "/api/v1/admin/projections")).await;
         json_of(response, StatusCode::OK).await["projections"][0].clone()
@@ -143,9 +193,7 @@ impl Served {
 
     /// SIGTERM, and the graceful stop's exit status 0.
     pub async fn stop(mut self) {
-        let pid = self.child.id().expect("running");
-        let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        self.signal(Signal::TERM);
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
             .await
             .expect("stopped within a minute")
@@ -190,12 +238,16 @@ pub async fn ordo_status(stores: &StoreArgs, server: String) -> std::process::Ou
     command.output().await.expect("run ordo status")
 }
 
-/// `ordo_projection_events_applied_total{projection="orders"}` in `metrics`, if present.
-pub fn events_applied(metrics: &str) -> Option<u64> {
+/// The value of `name{projection="orders"}` in `metrics`, if present.
+pub fn metric_value(metrics: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{name}{{projection=\"orders\"}} ");
     metrics
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("ordo_projection_events_applied_total{projection=\"orders\"} ")
-        })
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .map(|v| v.parse().expect("a count"))
+}
+
+/// `ordo_projection_events_applied_total{projection="orders"}` in `metrics`, if present.
+pub fn events_applied(metrics: &str) -> Option<u64> {
+    metric_value(metrics, "ordo_projection_events_applied_total")
 }
