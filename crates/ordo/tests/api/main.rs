@@ -17,8 +17,10 @@ mod overload;
 mod queries;
 mod roles;
 mod rollback;
+mod scale_out;
 mod stream;
 mod supervision;
 mod web;
 
 mod helpers;
+mod served;
