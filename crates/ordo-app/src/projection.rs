@@ -31,6 +31,9 @@ pub struct OrderProjection {
     /// For a shard: which one, of how many partitions, and the lease every write is
     /// fenced by.
     shard: Option<Shard>,
+    /// Taken for each call into the store, when set: the shards of one process share a
+    /// few, so that they hold a few database connections at once, not one each.
+    permits: Option<Arc<tokio::sync::Semaphore>>,
     mode: tokio::sync::Mutex<Mode>,
     /// Where the events of every committed batch are counted, if anywhere.
     committed: OnceLock<Arc<AtomicU64>>,
@@ -98,6 +101,7 @@ impl OrderProjection {
             store,
             key: Self::NAME.to_owned(),
             shard: None,
+            permits: None,
             mode: tokio::sync::Mutex::new(Mode::Committed),
             committed: OnceLock::new(),
         }
@@ -122,6 +126,19 @@ impl OrderProjection {
                 lease,
             }),
             ..Self::new(store)
+        }
+    }
+
+    /// Each call into the store first takes one of `permits`.
+    pub fn sharing(mut self, permits: Arc<tokio::sync::Semaphore>) -> Self {
+        self.permits = Some(permits);
+        self
+    }
+
+    async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &self.permits {
+            Some(permits) => Arc::clone(permits).acquire_owned().await.ok(),
+            None => None,
         }
     }
 
@@ -232,6 +249,7 @@ impl Projection for OrderProjection {
 
     async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, ProjectionError> {
         self.settle_in_flight().await?;
+        let _permit = self.permit().await;
         let stored = self.store.load_checkpoint(&self.key).await?;
         match (&stored, &self.shard) {
             (None, Some(shard)) => self.seed(shard).await,
@@ -257,6 +275,7 @@ impl Projection for OrderProjection {
         }
         let mut mode = self.mode.lock().await;
         let Mode::Pipelined(previous) = &*mode else {
+            let _permit = self.permit().await;
             let states = self.store.load_views(&ids).await?;
             let batch = ReadModelBatch::fold(events, states)?;
             self.store
@@ -329,6 +348,7 @@ impl Projection for OrderProjection {
         };
         // Parking moves the checkpoint from `from`, where the last commit moves it.
         self.settle_in_flight().await?;
+        let _permit = self.permit().await;
         self.store
             .park_fenced(&self.key, parked, from, to, self.fence())
             .await?;

@@ -374,6 +374,10 @@ pub fn cursor_in(whole: &Checkpoint, partition: u32, partitions: u32) -> ordo_es
     }
 }
 
+/// The most partitions any event store has (Redis allows 1024): the shards a checkpoint
+/// key can name.
+pub const MAX_SHARDS: u32 = 1024;
+
 /// What `projection` has stored in `store` over the whole log of `partitions` (when
 /// `None`: as many as its checkpoints say): per partition, the cursor of that shard's
 /// checkpoint ([`shard_key`]), or where there is none, what the whole-log checkpoint
@@ -383,22 +387,11 @@ pub async fn stored_projection_checkpoint(
     projection: &str,
     partitions: Option<u32>,
 ) -> Result<Option<Checkpoint>, ReadStoreError> {
-    let partitions = match partitions {
-        Some(n) => n,
-        None => {
-            // A shard's checkpoint spans the whole log; else the whole-log one does.
-            let first = store
-                .load_checkpoints(&[projection.to_owned(), shard_key(projection, 0)])
-                .await?;
-            match (&first[0], &first[1]) {
-                (_, Some(shard)) => shard.partitions(),
-                (Some(whole), None) => whole.partitions(),
-                (None, None) => return Ok(None),
-            }
-        }
-    };
+    // Without the count, every key a shard can have (a shard with no event yet has no
+    // row) is read, and the count is the one the checkpoints found span.
+    let wanted = partitions.unwrap_or(MAX_SHARDS);
     let mut keys = vec![projection.to_owned()];
-    keys.extend((0..partitions).map(|p| shard_key(projection, p)));
+    keys.extend((0..wanted).map(|p| shard_key(projection, p)));
     let stored = store.load_checkpoints(&keys).await?;
     let (whole, shards) = stored
         .split_first()
@@ -406,6 +399,15 @@ pub async fn stored_projection_checkpoint(
     if whole.is_none() && shards.iter().all(Option::is_none) {
         return Ok(None);
     }
+    let partitions = partitions.unwrap_or_else(|| {
+        shards
+            .iter()
+            .flatten()
+            .chain(whole)
+            .map(Checkpoint::partitions)
+            .max()
+            .unwrap_or(1)
+    });
     let mut combined = Checkpoint::origin(partitions);
     for partition in 0..partitions {
         let cursor = match shards.get(partition as usize).and_then(Option::as_ref) {

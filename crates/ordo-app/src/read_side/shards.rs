@@ -33,6 +33,9 @@ use ordo_domain::read_store::ReadGeneration;
 const READ_WHILE_WAITED_FOR: Duration = Duration::from_millis(25);
 /// How often they are read otherwise.
 const READ_EVERY: Duration = Duration::from_secs(1);
+/// How many of this process's shards read the log or write the read models at once:
+/// each such call holds a database connection, and a process may hold every shard.
+const SHARDS_AT_ONCE: usize = 4;
 
 /// How a process takes part in the division of the projection into shards.
 #[derive(Clone, Debug)]
@@ -114,6 +117,11 @@ impl Demand {
 pub struct ShardGauge {
     pub(super) owned: AtomicU64,
     pub(super) demand: Demand,
+    /// Set once the shards held here had all caught up (in any generation): a shard
+    /// taken over later, or the shards started on a rebuilt generation, catch up their
+    /// few events without the whole projection counting as catching up again (which
+    /// `/ready` would report as not ready at every move).
+    pub(super) caught_up_once: std::sync::atomic::AtomicBool,
 }
 
 impl ShardGauge {
@@ -121,6 +129,13 @@ impl ShardGauge {
     pub fn owned(&self) -> u64 {
         self.owned.load(Ordering::Relaxed)
     }
+}
+
+/// What the runners a manager stopped had applied and parked.
+#[derive(Debug, Default)]
+struct Ended {
+    applied: AtomicU64,
+    parked: AtomicU64,
 }
 
 /// One shard held here: its lease and its runner.
@@ -155,10 +170,10 @@ pub(super) fn start_shards(
         status,
         held: BTreeMap::new(),
         stored: None,
-        applied_before: 0,
-        parked_before: 0,
+        ended: Arc::default(),
+        stopping: tokio::task::JoinSet::new(),
         changed: Arc::new(Notify::new()),
-        caught_up_once: false,
+        permits: Arc::new(tokio::sync::Semaphore::new(SHARDS_AT_ONCE)),
     };
     let task = tokio::spawn(manager.run(stopped));
     Running::managed(generation, handle, stop, task)
@@ -176,14 +191,13 @@ struct Manager {
     /// What every shard's holder has stored, last read.
     stored: Option<Checkpoint>,
     /// Events applied and parked by runners of this manager that have ended.
-    applied_before: u64,
-    parked_before: u64,
+    ended: Arc<Ended>,
+    /// Shards given up, stopping in the background.
+    stopping: tokio::task::JoinSet<()>,
     /// Rung by every runner here when it publishes.
     changed: Arc<Notify>,
-    /// Set once every shard held here had caught up: a shard taken over later catches
-    /// up its few events without the whole projection counting as catching up again
-    /// (which `/ready` would report as not ready at every move).
-    caught_up_once: bool,
+    /// Shared by the shards' reads of the log and writes to the read models.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Manager {
@@ -212,17 +226,27 @@ impl Manager {
                 () = gauge.demand.woken() => self.read_stored().await,
                 () = changed.notified() => {}
             }
+            while self.stopping.try_join_next().is_some() {}
             self.publish();
         }
         self.stop_all().await;
     }
 
-    /// One lease round: heartbeat, plan, give up, renew, take.
+    /// One lease round: heartbeat and renew first (a slow step later in the round must
+    /// not let this process's own leases lapse), then plan, give up, take. Every call to
+    /// the lease store is bounded by a third of the lease time; a shard given up is
+    /// stopped and released in the background.
     async fn round(&mut self) {
         let leases = Arc::clone(&self.options.leases);
         let me = self.options.owner.clone();
         let ttl = self.options.ttl;
+        let bound = (ttl / 3).max(Duration::from_millis(100));
         let name = OrderProjection::NAME;
+        let bounded = |what: &'static str| {
+            move |e: tokio::time::error::Elapsed| -> ordo_es::LeaseError {
+                ordo_es::LeaseError::Unavailable(format!("{what} took longer than {e}").into())
+            }
+        };
         // Runners fenced off since the last round: their lease is gone.
         let fenced: Vec<u32> = self
             .held
@@ -235,16 +259,51 @@ impl Manager {
                 shard,
                 "shard lost: a commit was refused because another projector holds its lease now (this process was paused or cut off past the lease time)"
             );
-            self.drop_shard(shard, false).await;
+            self.drop_shard(shard, false);
         }
-        let members = match leases.heartbeat(name, &me, ttl).await {
+        let members = match tokio::time::timeout(bound, leases.heartbeat(name, &me, ttl))
+            .await
+            .map_err(bounded("the heartbeat"))
+            .and_then(|r| r)
+        {
             Ok(members) => members,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot renew this projector's heartbeat; keeping the shards held until their leases are taken");
                 return;
             }
         };
-        let current = match leases.leases(name).await {
+        let renewing: Vec<u32> = self.held.keys().copied().collect();
+        for shard in renewing {
+            let Some(lease) = self.held.get(&shard).map(|h| h.lease.clone()) else {
+                continue;
+            };
+            match tokio::time::timeout(bound, leases.renew(&lease, ttl))
+                .await
+                .map_err(bounded("renewing a lease"))
+                .and_then(|r| r)
+            {
+                Ok(Some(renewed)) => {
+                    if let Some(h) = self.held.get_mut(&shard) {
+                        h.lease = renewed;
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!(
+                        shard,
+                        "shard lost: its lease was taken over before it was renewed (this process was paused or cut off past the lease time)"
+                    );
+                    self.drop_shard(shard, false);
+                }
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "cannot renew a shard's lease; its runner goes on until another projector takes it");
+                }
+            }
+        }
+        let current = match tokio::time::timeout(bound, leases.leases(name))
+            .await
+            .map_err(bounded("reading the leases"))
+            .and_then(|r| r)
+        {
             Ok(current) => current,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the shard leases");
@@ -279,45 +338,27 @@ impl Manager {
                 projectors = members.len(),
                 "giving up a shard: the shards are spread evenly over the live projectors"
             );
-            self.drop_shard(shard, true).await;
-        }
-        let renewing: Vec<u32> = self.held.keys().copied().collect();
-        for shard in renewing {
-            let Some(lease) = self.held.get(&shard).map(|h| h.lease.clone()) else {
-                continue;
-            };
-            match leases.renew(&lease, ttl).await {
-                Ok(Some(renewed)) => {
-                    if let Some(h) = self.held.get_mut(&shard) {
-                        h.lease = renewed;
-                    }
-                }
-                Ok(None) => {
-                    tracing::warn!(
-                        shard,
-                        "shard lost: its lease was taken over before it was renewed (this process was paused or cut off past the lease time)"
-                    );
-                    self.drop_shard(shard, false).await;
-                }
-                Err(e) => {
-                    tracing::warn!(shard, error = %e, "cannot renew a shard's lease; its runner goes on until another projector takes it");
-                }
-            }
+            self.drop_shard(shard, true);
         }
         for shard in mine {
             if self.held.contains_key(&shard) {
                 continue;
             }
-            match leases.acquire(name, shard, &me, ttl).await {
+            match tokio::time::timeout(bound, leases.acquire(name, shard, &me, ttl))
+                .await
+                .map_err(bounded("taking a lease"))
+                .and_then(|r| r)
+            {
                 Ok(Some(lease)) => {
-                    let from = current
+                    // The holder the round began with: a lease it still had then lapsed
+                    // since (a released one has no owner).
+                    let why = match current
                         .iter()
                         .find(|l| l.shard == shard && !l.owner.is_empty())
-                        .map(|l| l.owner.clone());
-                    let why = match &from {
+                    {
                         None => "free".to_owned(),
-                        Some(owner) if members.contains(owner) => format!("released by {owner}"),
-                        Some(owner) => format!("the lease of {owner} lapsed"),
+                        Some(l) if l.owner == me => "held by this process before".to_owned(),
+                        Some(l) => format!("the lease of {} lapsed", l.owner),
                     };
                     tracing::info!(shard, token = lease.token, reason = %why, "took a shard");
                     self.take_shard(shard, lease);
@@ -333,15 +374,22 @@ impl Manager {
     }
 
     fn take_shard(&mut self, shard: u32, lease: Lease) {
-        let projection = Arc::new(OrderProjection::shard(
-            self.generation.store.clone(),
-            shard,
-            self.partitions,
-            lease.clone(),
-        ));
+        let projection = Arc::new(
+            OrderProjection::shard(
+                self.generation.store.clone(),
+                shard,
+                self.partitions,
+                lease.clone(),
+            )
+            .sharing(Arc::clone(&self.permits)),
+        );
         projection.count_commits_into(Arc::clone(&self.runners.committed));
+        let log = Arc::new(Sharing {
+            inner: Arc::clone(&self.events),
+            permits: Arc::clone(&self.permits),
+        });
         let runner = ProjectionRunner::for_partition(
-            Arc::clone(&self.events),
+            log,
             shard,
             Arc::clone(&projection) as Arc<dyn ordo_es::Projection>,
             self.runners.config.clone(),
@@ -369,23 +417,27 @@ impl Manager {
         );
     }
 
-    /// Stops the runner of `shard` (it finishes the batch it is writing) and, when
-    /// `release`, gives the lease up so that its next holder can take it at once.
-    async fn drop_shard(&mut self, shard: u32, release: bool) {
+    /// Stops the runner of `shard` in the background (it finishes the batch it is
+    /// writing) and then, when `release`, gives the lease up so that its next holder can
+    /// take it at once. The shard is no longer held here from now on.
+    fn drop_shard(&mut self, shard: u32, release: bool) {
         let Some(held) = self.held.remove(&shard) else {
             return;
         };
         held.forward.abort();
-        let (_, handle) = held.running.stop().await;
-        let last = handle.status();
-        self.applied_before += last.events_applied;
-        self.parked_before += last.events_parked;
-        if let Some(checkpoint) = &last.checkpoint {
-            self.note_stored(shard, checkpoint);
-        }
-        if release && let Err(e) = self.options.leases.release(&held.lease).await {
-            tracing::warn!(shard, error = %e, "cannot release a shard's lease; it is taken once it lapses");
-        }
+        let leases = Arc::clone(&self.options.leases);
+        let ended = Arc::clone(&self.ended);
+        let changed = Arc::clone(&self.changed);
+        self.stopping.spawn(async move {
+            let (_, handle) = held.running.stop().await;
+            let last = handle.status();
+            ended.applied.fetch_add(last.events_applied, Ordering::Relaxed);
+            ended.parked.fetch_add(last.events_parked, Ordering::Relaxed);
+            if release && let Err(e) = leases.release(&held.lease).await {
+                tracing::warn!(shard, error = %e, "cannot release a shard's lease; it is taken once it lapses");
+            }
+            changed.notify_one();
+        });
         self.runners
             .shards_gauge
             .owned
@@ -428,12 +480,16 @@ impl Manager {
 
     /// The whole projection's status: the shards held here as their runners report them,
     /// the others as stored.
-    fn publish(&mut self) {
+    fn publish(&self) {
         let mut checkpoint = self.stored.clone();
         let mut state = ProjectionState::Running;
         let mut last_error = None;
         let mut last_event_at = None;
-        let (mut applied, mut parked, mut restarts) = (self.applied_before, self.parked_before, 0);
+        let (mut applied, mut parked, mut restarts) = (
+            self.ended.applied.load(Ordering::Relaxed),
+            self.ended.parked.load(Ordering::Relaxed),
+            0,
+        );
         let mut log_checked = true;
         for (shard, held) in &self.held {
             let s = held.running.handle.status();
@@ -468,9 +524,10 @@ impl Manager {
         if checkpoint.is_none() && state == ProjectionState::Running {
             state = ProjectionState::Starting;
         }
+        let caught_up_once = &self.runners.shards_gauge.caught_up_once;
         if state == ProjectionState::Running && !self.held.is_empty() {
-            self.caught_up_once = true;
-        } else if state == ProjectionState::CatchingUp && self.caught_up_once {
+            caught_up_once.store(true, Ordering::Relaxed);
+        } else if state == ProjectionState::CatchingUp && caught_up_once.load(Ordering::Relaxed) {
             state = ProjectionState::Running;
         }
         self.status.send_if_modified(|s| {
@@ -516,6 +573,8 @@ impl Manager {
                 (shard, h.lease, handle.status())
             });
         }
+        // Those given up before, first: nothing of this manager writes after it ends.
+        while self.stopping.join_next().await.is_some() {}
         let mut stopped = Vec::new();
         while let Some(done) = stops.join_next().await {
             match done {
@@ -524,8 +583,12 @@ impl Manager {
             }
         }
         for (shard, lease, last) in stopped {
-            self.applied_before += last.events_applied;
-            self.parked_before += last.events_parked;
+            self.ended
+                .applied
+                .fetch_add(last.events_applied, Ordering::Relaxed);
+            self.ended
+                .parked
+                .fetch_add(last.events_parked, Ordering::Relaxed);
             if let Some(c) = &last.checkpoint {
                 self.note_stored(shard, c);
             }
@@ -606,4 +669,78 @@ pub(super) async fn report(
         });
     }
     Ok(out)
+}
+
+/// The event store as the shards of one process read it: each read of the log and each
+/// count first takes one of the permits they share (the waits do not: they share one
+/// poll per store already).
+#[derive(Debug)]
+struct Sharing {
+    inner: Arc<dyn EventStore>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl EventStore for Sharing {
+    fn partitions(&self) -> u32 {
+        self.inner.partitions()
+    }
+
+    async fn append(
+        &self,
+        stream: &ordo_es::StreamId,
+        expected: ordo_es::ExpectedVersion,
+        events: Vec<ordo_es::NewEvent>,
+    ) -> Result<ordo_es::Appended, ordo_es::StoreError> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &ordo_es::StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<ordo_es::RecordedEvent>, ordo_es::StoreError> {
+        let _permit = self.permits.acquire().await;
+        self.inner.read_stream(stream, from_version, limit).await
+    }
+
+    async fn read_all(
+        &self,
+        after: &Checkpoint,
+        limit: usize,
+    ) -> Result<Vec<ordo_es::RecordedEvent>, ordo_es::StoreError> {
+        let _permit = self.permits.acquire().await;
+        self.inner.read_all(after, limit).await
+    }
+
+    async fn wait_for_events(
+        &self,
+        after: &Checkpoint,
+        timeout: Duration,
+    ) -> Result<(), ordo_es::StoreError> {
+        self.inner.wait_for_events(after, timeout).await
+    }
+
+    async fn count_after(&self, after: &Checkpoint) -> Result<u64, ordo_es::StoreError> {
+        let _permit = self.permits.acquire().await;
+        self.inner.count_after(after).await
+    }
+
+    async fn head(&self) -> Result<Checkpoint, ordo_es::StoreError> {
+        let _permit = self.permits.acquire().await;
+        self.inner.head().await
+    }
+
+    async fn event_id_at(
+        &self,
+        position: &Position,
+    ) -> Result<Option<uuid::Uuid>, ordo_es::StoreError> {
+        let _permit = self.permits.acquire().await;
+        self.inner.event_id_at(position).await
+    }
+
+    async fn ping(&self) -> Result<(), ordo_es::StoreError> {
+        self.inner.ping().await
+    }
 }

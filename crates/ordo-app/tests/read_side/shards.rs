@@ -477,3 +477,51 @@ async fn a_bulk_load_at_start_hands_over_to_every_processs_shards() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_stored_checkpoint_over_every_shard_is_found_without_the_partition_count() {
+    use ordo_domain::read_store::{shard_key, stored_projection_checkpoint};
+    let store = InMemoryReadStore::new();
+    let writer = Arc::clone(&store) as Arc<dyn ordo_domain::ReadModelWriter>;
+    assert_eq!(
+        stored_projection_checkpoint(writer.as_ref(), "orders", None)
+            .await
+            .expect("read"),
+        None,
+        "nothing stored"
+    );
+    // Only shard 2 of 4 has a row (the others never had an event); the whole-log
+    // checkpoint a rebuild left covers partitions 0 and 3.
+    let mut whole = Checkpoint::origin(4);
+    whole.advance(&Position::new(0, 5, 0));
+    whole.advance(&Position::new(3, 2, 0));
+    let mut shard = Checkpoint::origin(4);
+    shard.advance(&Position::new(2, 9, 0));
+    for (key, to) in [
+        ("orders".to_owned(), &whole),
+        (shard_key("orders", 2), &shard),
+    ] {
+        writer
+            .commit(
+                &key,
+                Arc::new(ReadModelBatch::default()),
+                &Checkpoint::origin(4),
+                to,
+            )
+            .await
+            .expect("commit");
+    }
+    let combined = stored_projection_checkpoint(writer.as_ref(), "orders", None)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(combined.partitions(), 4);
+    let cursors: Vec<u64> = combined.cursors().iter().map(|c| c.major).collect();
+    assert_eq!(cursors, vec![5, 0, 9, 2]);
+    assert_eq!(
+        stored_projection_checkpoint(writer.as_ref(), "orders", Some(4))
+            .await
+            .expect("read"),
+        Some(combined)
+    );
+}

@@ -16,6 +16,10 @@ use ordo_es::{Checkpoint, Lease};
 use super::{PgReadStore, bulk::bulk_state, corrupt, get_err, is_origin, parse_view, query_cached};
 use crate::db::DbError;
 
+/// How long a fenced write's transaction may sit idle (its client paused between two
+/// statements) before the server ends the session: well under the default lease time.
+const FENCED_IDLE_LIMIT: &str = "SET LOCAL idle_in_transaction_session_timeout = '5s'";
+
 impl PgReadStore {
     /// Moves the checkpoint of `projection` from `from` to `to` by compare-and-set, inside
     /// the caller's transaction. Done first: it takes the checkpoint row's lock, so a
@@ -33,6 +37,14 @@ impl PgReadStore {
         fence: Option<&Lease>,
     ) -> Result<(), ReadStoreError> {
         if let Some(lease) = fence {
+            // A projector paused inside this transaction (SIGSTOP, a frozen VM) must not
+            // keep it open: it holds the lease row (a takeover waits for it), rows other
+            // shards' commits need, and the database's xmin, below which alone the event
+            // log is read. Its session ends after this long idle, so the shard moves on
+            // within about the lease time, whatever the server-wide timeout.
+            tx.batch_execute(FENCED_IDLE_LIMIT)
+                .await
+                .map_err(DbError::from)?;
             let shard =
                 i32::try_from(lease.shard).map_err(|e| ReadStoreError::Other(Box::new(e)))?;
             let token =
