@@ -151,14 +151,8 @@ impl OrderProjection {
     /// nothing), so that the shard goes on from there. `None` when there is nothing to
     /// start from.
     async fn seed(&self, shard: &Shard) -> Result<Option<Checkpoint>, ProjectionError> {
-        let Some(whole) = self.store.load_checkpoint(Self::NAME).await? else {
-            return Ok(None);
-        };
-        let mut seed = Checkpoint::origin(shard.partitions);
-        seed.advance(&Position {
-            partition: shard.shard,
-            cursor: cursor_in(&whole, shard.shard, shard.partitions),
-        });
+        let whole = self.store.load_checkpoint(Self::NAME).await?;
+        let seed = shard_seed(whole.as_ref(), shard.shard, shard.partitions);
         if seed == Checkpoint::origin(shard.partitions) {
             return Ok(None);
         }
@@ -360,6 +354,20 @@ impl Projection for OrderProjection {
 }
 
 pub use ordo_domain::read_store::cursor_in;
+
+/// Where shard `shard` (of `partitions`) starts when it has no checkpoint of its own:
+/// what the whole-log checkpoint `whole` reached in its partition (the origin without
+/// one), as a checkpoint of the whole log moved in that partition only.
+pub fn shard_seed(whole: Option<&Checkpoint>, shard: u32, partitions: u32) -> Checkpoint {
+    let mut seed = Checkpoint::origin(partitions);
+    if let Some(whole) = whole {
+        seed.advance(&Position {
+            partition: shard,
+            cursor: cursor_in(whole, shard, partitions),
+        });
+    }
+    seed
+}
 
 /// What the projection has stored in `store` over the whole log of `partitions`, every
 /// shard's checkpoint included (see [`ordo_domain::read_store::stored_projection_checkpoint`]).

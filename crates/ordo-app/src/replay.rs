@@ -282,8 +282,9 @@ impl ReplayJobs {
             let store = self.read_side.store();
             // The key whose compare-and-set orders this repair with the live batches:
             // the shard's checkpoint; the whole-log one where the work is not divided
-            // into shards (no shard has a checkpoint); neither while this shard has not
-            // started yet (its first batch would not be ordered with the repair).
+            // into shards (no shard has a checkpoint). A shard that has not started
+            // yet (its holder stopped before, or none runs) gets its row first, where
+            // its runner would start it, so that its first batch is ordered with this.
             let mut keys = vec![OrderProjection::NAME.to_owned()];
             keys.extend(
                 (0..partitions)
@@ -303,8 +304,20 @@ impl ReplayJobs {
                         .unwrap_or_else(|| Checkpoint::origin(partitions)),
                 ),
                 None => {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
+                    let seed = crate::projection::shard_seed(stored[0].as_ref(), shard, partitions);
+                    match store
+                        .commit(
+                            &shard_key,
+                            Arc::new(ordo_domain::ReadModelBatch::default()),
+                            &Checkpoint::origin(partitions),
+                            &seed,
+                        )
+                        .await
+                    {
+                        // Seeded here, or by the shard's runner meanwhile: read again.
+                        Ok(()) | Err(ReadStoreError::CheckpointMoved) => continue,
+                        Err(e) => return Err(e.to_string()),
+                    }
                 }
             };
             let views = store.load_views(ids).await.map_err(|e| e.to_string())?;
