@@ -246,10 +246,11 @@ pub trait ReadModelWriter: Send + Sync + fmt::Debug + 'static {
 
     /// [`commit`](ReadModelWriter::commit), fenced by `fence` when given: in the same
     /// transaction, and before anything is written, the store checks that the lease is
-    /// still its shard's current one ([`ordo_es::LeaseStore::is_current`]), holding the
-    /// shard's lease row so that a takeover waits for the commit; otherwise
-    /// [`ReadStoreError::LeaseLost`] and no change. A store that keeps no leases refuses
-    /// every fence.
+    /// still its shard's current one ([`ordo_es::LeaseStore::is_current`]); otherwise
+    /// [`ReadStoreError::LeaseLost`] and no change. A takeover committed while this write
+    /// runs need not wait for it: the successor's first write moves the shard's
+    /// checkpoint from where this one does, and the compare-and-set lets one of them
+    /// commit. A store that keeps no leases refuses every fence.
     async fn commit_fenced(
         &self,
         projection: &str,

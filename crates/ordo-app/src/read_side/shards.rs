@@ -388,11 +388,16 @@ impl Manager {
             inner: Arc::clone(&self.events),
             permits: Arc::clone(&self.permits),
         });
+        // A process may hold every shard: their catch-up batches (each read ahead while
+        // the one before commits) share the memory one runner over the whole log has.
+        let mut config = self.runners.config.clone();
+        config.catch_up_batch_size =
+            (config.catch_up_batch_size / SHARDS_AT_ONCE).max(config.batch_size);
         let runner = ProjectionRunner::for_partition(
             log,
             shard,
             Arc::clone(&projection) as Arc<dyn ordo_es::Projection>,
-            self.runners.config.clone(),
+            config,
         );
         let running = super::runner::spawn_runner(
             runner,

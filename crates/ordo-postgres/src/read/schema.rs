@@ -139,7 +139,8 @@ pub(super) struct Statements {
     pub(super) load_checkpoint: String,
     pub(super) load_checkpoints: String,
     pub(super) cas_checkpoint: String,
-    /// The fence of a write: the shard's lease row, `FOR SHARE`, when the lease is current.
+    /// The fence of a write: the shard's lease row, `FOR KEY SHARE` (renewals and
+    /// takeovers do not wait for it; see `leases.rs`), when the lease is current.
     pub(super) fence: String,
     pub(super) insert_checkpoint: String,
     pub(super) load_views: String,
@@ -168,7 +169,7 @@ impl Statements {
             s: s.to_string(),
             fence: format!(
                 "SELECT 1 FROM {leases}.projection_leases \
-                 WHERE projection = $1 AND shard = $2 AND token = $3 AND owner <> '' FOR SHARE"
+                 WHERE projection = $1 AND shard = $2 AND token = $3 AND owner <> '' FOR KEY SHARE"
             ),
             load_checkpoint: format!("SELECT checkpoint FROM {s}.checkpoints WHERE projection = $1"),
             load_checkpoints: format!(

@@ -26,8 +26,10 @@ impl PgReadStore {
     /// second writer of the same projection waits here and then finds the checkpoint
     /// moved. [`ReadStoreError::CheckpointMoved`] when the stored one is not `from`
     /// (nothing stored counts as the origin). With a `fence`, the shard's lease row is
-    /// read `FOR SHARE` before that: [`ReadStoreError::LeaseLost`] unless the lease is
-    /// still current, and a takeover (which updates the row) waits for this transaction.
+    /// read `FOR KEY SHARE` before that: [`ReadStoreError::LeaseLost`] unless the lease is
+    /// still current. A takeover does not wait for this transaction; should it commit
+    /// meanwhile, the successor's first write and this one move the shard's checkpoint
+    /// from the same place, and only one of them commits.
     async fn move_checkpoint(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
@@ -38,9 +40,8 @@ impl PgReadStore {
     ) -> Result<(), ReadStoreError> {
         if let Some(lease) = fence {
             // A projector paused inside this transaction (SIGSTOP, a frozen VM) must not
-            // keep it open: it holds the lease row (a takeover waits for it), rows other
-            // shards' commits need, and the database's xmin, below which alone the event
-            // log is read. Its session ends after this long idle, so the shard moves on
+            // keep it open: it holds rows other shards' commits need, and the database's
+            // xmin, below which alone the event log is read. Its session ends after this long idle, so the shard moves on
             // within about the lease time, whatever the server-wide timeout.
             tx.batch_execute(FENCED_IDLE_LIMIT)
                 .await
