@@ -200,6 +200,10 @@ struct ScaleArgs {
     /// Time limit of one run, seconds (past it, how far the projectors got is reported).
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
+    /// Keep the projectors' logs of every run (the path is printed); without it only
+    /// those of a run that did not end caught up are kept.
+    #[arg(long)]
+    keep_logs: bool,
     /// The server binary (build it first: cargo build --release -p ordo).
     #[arg(long, default_value = "target/release/ordo")]
     ordo_bin: PathBuf,
@@ -230,6 +234,7 @@ impl ScaleArgs {
             pg_pool_size: self.pg_pool_size,
             poll: Duration::from_millis(self.poll_ms.max(1)),
             timeout: Duration::from_secs(self.timeout),
+            keep_logs: self.keep_logs,
             backends: self.backends.clone(),
         })
     }

@@ -62,6 +62,9 @@ pub struct ScaleSpec {
     pub pg_pool_size: Option<u32>,
     pub poll: Duration,
     pub timeout: Duration,
+    /// Keep every run's projector logs (else only those of a run that did not end caught
+    /// up).
+    pub keep_logs: bool,
     pub backends: Backends,
 }
 
@@ -637,8 +640,7 @@ async fn run_one(
             eprintln!("ordo-load: scale-out: pid {}: {line}", proc_.pid);
         }
     }
-    if status.is_err() {
-        // Keep the logs of a run that did not end caught up.
+    if status.is_err() || spec.keep_logs {
         let kept = dir.keep();
         eprintln!(
             "ordo-load: scale-out: the projectors' logs are kept in {}",
