@@ -19,6 +19,8 @@
 //!   drives load.
 //! - [`sustain`]: the search for the highest paced create rate the projection keeps up
 //!   with.
+//! - [`scaleout`]: projection throughput with 1, 2, 3... projector processes dividing
+//!   the shards of one event log.
 //! - [`stats`] and [`report`]: percentiles and the markdown tables.
 
 mod driver;
@@ -28,6 +30,7 @@ mod mix;
 mod rebuild;
 mod replay;
 mod report;
+mod scaleout;
 mod server;
 mod stats;
 mod sustain;
@@ -68,6 +71,10 @@ enum Cmd {
     FloorHttp(LoadArgs),
     /// Seed N events through a store's API, then time a full rebuild of the read models.
     Replay(ReplayArgs),
+    /// Seed N events once per event store, then time P projector processes (P = 1, 2,
+    /// 3 by default) catching up from nothing on a fresh read store, batch by batch
+    /// through the shards; per process, the events it committed and the shards it owned.
+    ScaleOut(ScaleArgs),
     /// Internal: the parse-only HTTP server (`floor-http` starts it as a child process).
     #[command(hide = true)]
     ServeFloor {
@@ -161,6 +168,78 @@ struct ReplayArgs {
     load: LoadArgs,
 }
 
+#[derive(Debug, Clone, Args)]
+struct ScaleArgs {
+    /// Events to seed, once per event store (in this process, with ordo's own append).
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Projector counts, comma-separated: each run starts this many processes at once.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    projectors: Vec<usize>,
+    /// Runs of each projector count (all counts once, then all again, and so on).
+    #[arg(long, default_value_t = 2)]
+    repeats: u32,
+    /// Where the events are, comma-separated: postgres (a schema of its own), redis (a
+    /// key prefix of its own on --redis-addr). The read models are in PostgreSQL.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "postgres")]
+    event_stores: Vec<scaleout::EventsKind>,
+    /// Partitions of the PostgreSQL event log.
+    #[arg(long, default_value_t = 8)]
+    pg_partitions: u32,
+    /// Partitions of the Redis event log.
+    #[arg(long, default_value_t = 16)]
+    redis_partitions: u32,
+    /// Milliseconds between two polls of the projectors' /metrics.
+    #[arg(long, default_value_t = 100)]
+    poll_ms: u64,
+    /// Connections per pool of each projector (`pool_size=N` on both store URLs; the
+    /// product's default, 16, when not given). On a PostgreSQL shared with other work,
+    /// a lower one keeps P processes within its max_connections.
+    #[arg(long)]
+    pg_pool_size: Option<u32>,
+    /// Time limit of one run, seconds (past it, how far the projectors got is reported).
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+    /// Keep the projectors' logs of every run (the path is printed); without it only
+    /// those of a run that did not end caught up are kept.
+    #[arg(long)]
+    keep_logs: bool,
+    /// The server binary (build it first: cargo build --release -p ordo).
+    #[arg(long, default_value = "target/release/ordo")]
+    ordo_bin: PathBuf,
+    #[command(flatten)]
+    backends: Backends,
+}
+
+impl ScaleArgs {
+    fn spec(&self) -> anyhow::Result<scaleout::ScaleSpec> {
+        anyhow::ensure!(
+            !self.projectors.is_empty() && self.projectors.iter().all(|p| (1..=64).contains(p)),
+            "--projectors takes counts from 1 to 64"
+        );
+        anyhow::ensure!(self.repeats >= 1, "--repeats must be at least 1");
+        anyhow::ensure!(self.events >= 1, "--events must be at least 1");
+        anyhow::ensure!(
+            !self.event_stores.is_empty(),
+            "--event-stores names no store"
+        );
+        Ok(scaleout::ScaleSpec {
+            ordo_bin: self.ordo_bin.clone(),
+            events: self.events,
+            projectors: self.projectors.clone(),
+            repeats: self.repeats,
+            stores: self.event_stores.clone(),
+            pg_partitions: self.pg_partitions,
+            redis_partitions: self.redis_partitions,
+            pg_pool_size: self.pg_pool_size,
+            poll: Duration::from_millis(self.poll_ms.max(1)),
+            timeout: Duration::from_secs(self.timeout),
+            keep_logs: self.keep_logs,
+            backends: self.backends.clone(),
+        })
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The store crates' own logs (warnings; set RUST_LOG=info for the rebuild's steps).
@@ -200,6 +279,7 @@ fn main() -> ExitCode {
                 Ok(rows[0].result.errors == 0)
             }
             Cmd::Replay(args) => replay_cmd(args).await,
+            Cmd::ScaleOut(args) => scale_out(args).await,
         }
     });
     match result {
@@ -628,6 +708,35 @@ async fn all(args: AllArgs) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+async fn scale_out(args: ScaleArgs) -> anyhow::Result<bool> {
+    let spec = args.spec()?;
+    anyhow::ensure!(
+        spec.ordo_bin.exists(),
+        "{} not found: build it first (cargo build --release -p ordo) or pass --ordo-bin",
+        spec.ordo_bin.display()
+    );
+    let started = Instant::now();
+    let load_before = loadavg();
+    let (seeded, runs) = scaleout::run(&spec).await?;
+    let ok = runs.iter().all(|r| r.took.is_some() && r.status.is_ok());
+    println!(
+        "\nordo-load: {}; scale-out: {} events seeded per store, projectors {:?}, {} runs each, /metrics polled every {} ms; {:.0} s in all; load average (1 min) {} before, {} after\n",
+        machine(),
+        spec.events,
+        spec.projectors,
+        spec.repeats,
+        spec.poll.as_millis(),
+        started.elapsed().as_secs_f64(),
+        load_before,
+        loadavg()
+    );
+    println!("{}", report::scale_seed_table(&seeded));
+    println!("{}", report::scale_summary_table(&runs));
+    println!("{}", report::scale_run_table(&runs));
+    println!("{}", report::scale_process_table(&runs));
+    Ok(ok)
+}
+
 async fn replay_cmd(args: ReplayArgs) -> anyhow::Result<bool> {
     let env = StoreEnv::create(args.store, &args.load.backends).await?;
     let result = replay_in(&env, &args).await;
@@ -783,4 +892,48 @@ async fn replay_in(
         loaded_rss,
     };
     Ok((row, during))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scale(args: &[&str]) -> anyhow::Result<scaleout::ScaleSpec> {
+        let cli = Cli::try_parse_from(["ordo-load", "scale-out"].iter().chain(args))?;
+        match cli.command {
+            Cmd::ScaleOut(a) => a.spec(),
+            other => panic!("not scale-out: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn scale_out_flags_are_read() {
+        let spec = scale(&[]).expect("defaults");
+        assert_eq!(spec.events, 200_000);
+        assert_eq!(spec.projectors, vec![1, 2, 3]);
+        assert_eq!(spec.repeats, 2);
+        assert_eq!(spec.stores, vec![scaleout::EventsKind::Postgres]);
+        assert_eq!((spec.pg_partitions, spec.redis_partitions), (8, 16));
+        let spec = scale(&[
+            "--projectors",
+            "3,1",
+            "--event-stores",
+            "postgres,redis",
+            "--events",
+            "5000",
+            "--poll-ms",
+            "250",
+        ])
+        .expect("flags");
+        assert_eq!(spec.projectors, vec![3, 1]);
+        assert_eq!(
+            spec.stores,
+            vec![scaleout::EventsKind::Postgres, scaleout::EventsKind::Redis]
+        );
+        assert_eq!(spec.events, 5000);
+        assert_eq!(spec.poll, Duration::from_millis(250));
+        assert!(scale(&["--projectors", "0,2"]).is_err());
+        assert!(scale(&["--projectors", "two"]).is_err());
+        assert!(scale(&["--event-stores", "sqlite"]).is_err());
+    }
 }

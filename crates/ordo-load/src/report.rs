@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::driver::LoadResult;
 use crate::floors::FloorResult;
 use crate::rebuild::RebuildOutcome;
+use crate::scaleout::{RunResult, Seeded};
 use crate::stats::{fmt_ms, fmt_rate, fmt_ratio};
 use crate::sustain::LAG_P99_LIMIT;
 
@@ -352,6 +353,228 @@ pub fn sustain_steps_table(rows: &[SustainRow]) -> String {
     out
 }
 
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64()))
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".into();
+    }
+    format!("{:.1}%", part as f64 / whole as f64 * 100.0)
+}
+
+/// The seeded event logs of `ordo-load scale-out`.
+pub fn scale_seed_table(rows: &[Seeded]) -> String {
+    let mut out = String::from(
+        "| events store | partitions | events | seeding s | seeding events/s | events per partition (min - max) |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let min = r.per_partition.iter().min().copied().unwrap_or(0);
+        let max = r.per_partition.iter().max().copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {} | {} - {} |",
+            r.store,
+            r.partitions,
+            fmt_rate(r.events as f64),
+            r.seed_time.as_secs_f64(),
+            fmt_rate(per_sec(r.events, r.seed_time)),
+            fmt_rate(min as f64),
+            fmt_rate(max as f64),
+        );
+    }
+    out
+}
+
+/// One row per run of `ordo-load scale-out`.
+pub fn scale_run_table(runs: &[RunResult]) -> String {
+    let mut out = String::from(
+        "| events store | projectors | run | events | time s | events/s | first commit s | shard counts last changed s | shards under lease at the end | every shard 0 behind (ordo status) | load average before / after |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
+    );
+    for r in runs {
+        let time = match r.took {
+            Some(t) => format!("{:.1}", t.as_secs_f64()),
+            None => format!(
+                "{:.1} (time limit: {} of {} committed)",
+                r.elapsed.as_secs_f64(),
+                fmt_rate(r.committed as f64),
+                fmt_rate(r.events as f64)
+            ),
+        };
+        let status = match &r.status {
+            Ok(s) if *s < 0.5 => "yes".to_string(),
+            Ok(s) => format!("yes, after {s:.0} s more"),
+            Err(e) => format!("**no**: {e}"),
+        };
+        let _ = writeln!(
+            out,
+            "| {} ({} partitions) | {} | {} | {} | {time} | {} | {} | {} | {} of {} | {status} | {} / {} |",
+            r.store,
+            r.partitions,
+            r.projectors,
+            r.run,
+            fmt_rate(r.events as f64),
+            fmt_rate(r.events_per_sec()),
+            secs(r.first_commit),
+            secs(r.spread_settled),
+            r.processes
+                .iter()
+                .map(|p| p.shards_held.len())
+                .sum::<usize>(),
+            r.partitions,
+            r.load_before,
+            r.load_after,
+        );
+    }
+    out
+}
+
+/// One row per projector process of each run of `ordo-load scale-out`.
+pub fn scale_process_table(runs: &[RunResult]) -> String {
+    let mut out = String::from(
+        "| events store | projectors | run | process | events committed | share of all | its shards' share of the log | shards owned (metric) | shards held (leases) | shards owned over time (first seen at s) | CPU s | CPU µs / event committed | peak RSS MB | WARN / ERROR log lines |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|\n",
+    );
+    for r in runs {
+        for (i, p) in r.processes.iter().enumerate() {
+            let held = p
+                .shards_held
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let over_time = p
+                .owned_changes
+                .iter()
+                .map(|(t, n)| format!("{n} ({:.1})", t.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let committed = p.applied + p.parked;
+            let cpu_per_event = match p.cpu {
+                Some(c) if committed > 0 => {
+                    format!("{:.0}", c.as_secs_f64() * 1e6 / committed as f64)
+                }
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({held}) | {} | {} | {cpu_per_event} | {} | {} |",
+                r.store,
+                r.projectors,
+                r.run,
+                i + 1,
+                fmt_rate(committed as f64),
+                percent(committed, r.events),
+                percent(p.held_events, r.events),
+                p.shards_owned.map_or("-".into(), |n| n.to_string()),
+                p.shards_held.len(),
+                if over_time.is_empty() {
+                    "-".into()
+                } else {
+                    over_time
+                },
+                p.cpu
+                    .map_or("-".into(), |c| format!("{:.1}", c.as_secs_f64())),
+                mb(p.peak_rss),
+                p.log_problems,
+            );
+        }
+    }
+    out
+}
+
+/// Per event store and projector count, over the runs: the medians.
+pub fn scale_summary_table(runs: &[RunResult]) -> String {
+    let mut out = String::from(
+        "| events store | projectors | runs | events/s (each run) | events/s median | vs 1 projector | largest share of one process (median) | CPU s of the busiest process (median) | CPU s of all projectors (median) |\n\
+         |---|---:|---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    let mut keys: Vec<(&str, usize)> = Vec::new();
+    for r in runs {
+        if !keys.contains(&(r.store, r.projectors)) {
+            keys.push((r.store, r.projectors));
+        }
+    }
+    for (store, projectors) in keys {
+        let of: Vec<&RunResult> = runs
+            .iter()
+            .filter(|r| r.store == store && r.projectors == projectors)
+            .collect();
+        let rates: Vec<f64> = of.iter().map(|r| r.events_per_sec()).collect();
+        let rate = median(rates.clone());
+        let single = median(
+            runs.iter()
+                .filter(|r| r.store == store && r.projectors == 1)
+                .map(RunResult::events_per_sec)
+                .collect(),
+        );
+        let largest_share = median(
+            of.iter()
+                .map(|r| {
+                    let top = r
+                        .processes
+                        .iter()
+                        .map(|p| p.applied + p.parked)
+                        .max()
+                        .unwrap_or(0);
+                    top as f64 / r.events.max(1) as f64 * 100.0
+                })
+                .collect(),
+        );
+        let cpu = |f: fn(&RunResult) -> Option<f64>| {
+            median(of.iter().filter_map(|r| f(r)).collect())
+                .map_or("-".into(), |c| format!("{c:.1}"))
+        };
+        let busiest = cpu(|r| {
+            r.processes
+                .iter()
+                .filter_map(|p| p.cpu.map(|c| c.as_secs_f64()))
+                .reduce(f64::max)
+        });
+        let total = cpu(|r| {
+            r.processes
+                .iter()
+                .map(|p| p.cpu.map(|c| c.as_secs_f64()))
+                .sum()
+        });
+        let _ = writeln!(
+            out,
+            "| {store} | {projectors} | {} | {} | {} | {} | {} | {busiest} | {total} |",
+            of.len(),
+            rates
+                .iter()
+                .map(|r| fmt_rate(*r))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            rate.map_or("-".into(), fmt_rate),
+            match (rate, single) {
+                (Some(r), Some(s)) if s > 0.0 => format!("{:.2}x", r / s),
+                _ => "-".into(),
+            },
+            largest_share.map_or("-".into(), |s| format!("{s:.1}%")),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,5 +785,81 @@ mod tests {
             ),
             "{t}"
         );
+    }
+
+    #[test]
+    fn scale_out_tables_give_every_run_and_process() {
+        use crate::scaleout::ProcessResult;
+        let process = |applied, shards: Vec<u32>, cpu| ProcessResult {
+            pid: 1,
+            applied,
+            shards_owned: Some(shards.len() as u64),
+            held_events: 250 * shards.len() as u64,
+            shards_held: shards,
+            owned_changes: vec![(Duration::from_millis(300), 8), (Duration::from_secs(2), 4)],
+            cpu: Some(Duration::from_secs(cpu)),
+            ..ProcessResult::default()
+        };
+        let run = |projectors, run, secs, processes| RunResult {
+            store: "postgres",
+            partitions: 8,
+            projectors,
+            run,
+            events: 2000,
+            took: Some(Duration::from_secs(secs)),
+            elapsed: Duration::from_secs(secs),
+            committed: 2000,
+            first_commit: Some(Duration::from_millis(400)),
+            spread_settled: Some(Duration::from_secs(2)),
+            status: Ok(0.0),
+            processes,
+            load_before: "0.50".into(),
+            load_after: "2.00".into(),
+        };
+        let runs = vec![
+            run(1, 1, 10, vec![process(2000, (0..8).collect(), 8)]),
+            run(
+                2,
+                1,
+                8,
+                vec![
+                    process(1000, vec![0, 1, 2, 3], 4),
+                    process(1000, vec![4, 5, 6, 7], 5),
+                ],
+            ),
+            run(
+                2,
+                2,
+                12,
+                vec![
+                    process(1200, vec![0, 1, 2, 3], 5),
+                    process(800, vec![4, 5, 6, 7], 4),
+                ],
+            ),
+        ];
+        let cols = |l: &str| l.matches('|').count();
+        for table in [
+            scale_run_table(&runs),
+            scale_process_table(&runs),
+            scale_summary_table(&runs),
+        ] {
+            let first = table.lines().next().expect("a header");
+            for l in table.lines() {
+                assert_eq!(cols(l), cols(first), "{l}");
+            }
+        }
+        let summary = scale_summary_table(&runs);
+        let two = summary.lines().nth(3).expect("the row of 2 projectors");
+        assert_eq!(
+            two,
+            "| postgres | 2 | 2 | 250 / 167 | 208 | 1.04x | 55.0% | 5.0 | 9.0 |"
+        );
+        let processes = scale_process_table(&runs);
+        assert!(
+            processes.contains("| postgres | 2 | 1 | 2 | 1,000 | 50.0% | 50.0% | 4 | 4 (4, 5, 6, 7) | 8 (0.3), 4 (2.0) | 5.0 | 5000 | - | 0 |"),
+            "{processes}"
+        );
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(Vec::new()), None);
     }
 }

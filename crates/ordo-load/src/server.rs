@@ -32,6 +32,14 @@ impl Server {
         log: PathBuf,
         ready_within: Duration,
     ) -> anyhow::Result<Server> {
+        let mut server = Server::spawn(program, args, log)?;
+        server.wait_ready(ready_within).await?;
+        Ok(server)
+    }
+
+    /// Starts `program args...` as [`start`](Server::start) does, without waiting for it
+    /// to be ready (a projector catching up is not ready until it has caught up).
+    pub fn spawn(program: &Path, args: &[String], log: PathBuf) -> anyhow::Result<Server> {
         let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
         let log_file = std::fs::File::create(&log)
@@ -47,14 +55,25 @@ impl Server {
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
         let pid = child.id().context("the server exited at once")?;
-        let mut server = Server {
+        Ok(Server {
             child,
             pid,
             base: format!("http://{listen}"),
             log,
-        };
-        server.wait_ready(ready_within).await?;
-        Ok(server)
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 
     async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
@@ -123,6 +142,26 @@ impl Server {
     }
 }
 
+/// CPU time (user and system) a process has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_time_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
+/// The unit of the times in `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
+const USER_HZ: u64 = 100;
+
+/// utime + stime of a `/proc/<pid>/stat` line, in clock ticks. The command name (field
+/// 2) is in parentheses and may hold spaces: the fields are counted after its `)`.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime); `rest` starts at field 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// VmHWM of a process, in bytes.
 pub fn peak_rss_of(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -147,6 +186,15 @@ mod tests {
         let text = "Name:\tordo\nVmPeak:\t  200000 kB\nVmHWM:\t   51234 kB\nVmRSS:\t 40000 kB\n";
         assert_eq!(parse_kb_field(text, "VmHWM:"), Some(51234));
         assert_eq!(parse_kb_field(text, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn reads_cpu_ticks_after_the_command_name() {
+        let stat =
+            "4242 (ordo (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 37 0 0 20 0 9 0 100 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(287));
+        assert_eq!(parse_cpu_ticks("4242 (ordo) S 1"), None);
+        assert!(cpu_time_of(std::process::id()).is_some());
     }
 
     #[test]
