@@ -36,6 +36,8 @@ const READ_EVERY: Duration = Duration::from_secs(1);
 /// How many of this process's shards read the log or write the read models at once:
 /// each such call holds a database connection, and a process may hold every shard.
 const SHARDS_AT_ONCE: usize = 4;
+/// How long a projector waits after its first heartbeat before it plans.
+const SETTLE_AT_START: Duration = Duration::from_millis(500);
 
 /// How a process takes part in the division of the projection into shards.
 #[derive(Clone, Debug)]
@@ -203,7 +205,11 @@ struct Manager {
 impl Manager {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
         let round_every = (self.options.ttl / 3).max(Duration::from_millis(100));
-        let mut next_round = tokio::time::Instant::now();
+        // The first heartbeat alone, then a short pause: projectors started together
+        // see each other before planning, instead of the first taking every shard and
+        // handing them over one round later.
+        self.heartbeat_only().await;
+        let mut next_round = tokio::time::Instant::now() + round_every.min(SETTLE_AT_START);
         let mut next_read = tokio::time::Instant::now();
         let gauge = Arc::clone(&self.runners.shards_gauge);
         let changed = Arc::clone(&self.changed);
@@ -230,6 +236,24 @@ impl Manager {
             self.publish();
         }
         self.stop_all().await;
+    }
+
+    async fn heartbeat_only(&self) {
+        let bound = (self.options.ttl / 3).max(Duration::from_millis(100));
+        let beat = self.options.leases.heartbeat(
+            OrderProjection::NAME,
+            &self.options.owner,
+            self.options.ttl,
+        );
+        match tokio::time::timeout(bound, beat).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot send this projector's first heartbeat")
+            }
+            Err(_) => tracing::warn!(
+                "this projector's first heartbeat took longer than a third of the lease time"
+            ),
+        }
     }
 
     /// One lease round: heartbeat and renew first (a slow step later in the round must
