@@ -137,8 +137,9 @@ struct ShardJson {
     /// The position of the last event applied in the shard's partition, opaque; null
     /// before the first.
     position: Option<String>,
-    /// Events of the shard's partition not applied yet.
-    events_behind: u64,
+    /// Events of the shard's partition not applied yet; null when the event store did
+    /// not answer.
+    events_behind: Option<u64>,
 }
 
 async fn require_admin(

@@ -302,7 +302,8 @@
           el("th", { scope: "row", class: "num" }, String(s.shard)),
           el("td", { class: "mono" }, s.owner === null ? "–" : `${s.owner}${s.here ? " (this process)" : ""}`),
           el("td", { class: "mono" }, s.position ?? "–"),
-          el("td", { class: "num", "data-kind": s.eventsBehind > 0 ? "warn" : "" }, s.eventsBehind.toLocaleString()),
+          el("td", { class: "num", "data-kind": s.eventsBehind > 0 ? "warn" : "" },
+            s.eventsBehind === null ? "–" : s.eventsBehind.toLocaleString()),
           el("td", { "data-kind": s.owner === null || lapsed ? "error" : "" }, ...lease));
       }))));
   }

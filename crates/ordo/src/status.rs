@@ -325,36 +325,19 @@ async fn shards(
         .map(EventStore::partitions)
         .or_else(|| stored.as_ref().map(Checkpoint::partitions))
         .unwrap_or(1);
-    let mut out = Vec::new();
-    for shard in 0..partitions {
-        let lease = leases
-            .iter()
-            .find(|l| l.shard == shard && !l.owner.is_empty());
-        let cursor = stored
-            .as_ref()
-            .map_or(ordo_es::Cursor::ORIGIN, |c| c.cursor(shard));
-        let behind = match events {
-            Some(events) => events
-                .count_after(&Checkpoint::only(shard, cursor, partitions))
-                .await
-                .ok(),
-            None => None,
-        };
-        out.push(ShardStatus {
-            shard,
-            owner: lease.map(|l| l.owner.clone()),
-            token: lease.map(|l| l.token),
-            lease_expires_at: lease.map(|l| l.expires_at),
-            position: (cursor != ordo_es::Cursor::ORIGIN).then(|| {
-                Position {
-                    partition: shard,
-                    cursor,
-                }
-                .to_string()
-            }),
-            events_behind: behind,
-        });
-    }
+    let out =
+        ordo_app::read_side::shard_reports(events, &leases, stored.as_ref(), partitions, None)
+            .await
+            .into_iter()
+            .map(|s| ShardStatus {
+                shard: s.shard,
+                owner: s.owner,
+                token: s.token,
+                lease_expires_at: s.lease_expires_at,
+                position: s.position,
+                events_behind: s.events_behind,
+            })
+            .collect();
     Ok(Some(out))
 }
 

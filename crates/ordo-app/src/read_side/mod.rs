@@ -29,7 +29,7 @@ use ordo_domain::read_store::{OrderReadStore, ReadGeneration, ReadStoreError, Re
 use runner::{Runners, Running, start_runner};
 
 pub use rebuild::RebuildError;
-pub use shards::{ShardGauge, ShardOptions, ShardReport};
+pub use shards::{ShardGauge, ShardOptions, ShardReport, shard_reports};
 
 /// How often a process checks whether another one switched the active generation.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);

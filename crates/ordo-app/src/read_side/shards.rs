@@ -649,8 +649,9 @@ pub struct ShardReport {
     /// How far the shard's read models have got: the position of the last event applied
     /// in its partition (an opaque token); `None` before the first.
     pub position: Option<String>,
-    /// Events of its partition not applied yet.
-    pub events_behind: u64,
+    /// Events of its partition not applied yet; `None` when the event store did not
+    /// answer.
+    pub events_behind: Option<u64>,
 }
 
 /// The report of every shard, from the leases, the checkpoints stored in `store` and the
@@ -661,30 +662,50 @@ pub(super) async fn report(
     options: &ShardOptions,
 ) -> Result<Vec<ShardReport>, ordo_domain::ReadStoreError> {
     let partitions = events.partitions();
-    let unavailable =
-        |e: ordo_es::LeaseError| ordo_domain::ReadStoreError::Unavailable(Box::new(e));
     let leases = options
         .leases
         .leases(OrderProjection::NAME)
         .await
-        .map_err(unavailable)?;
-    let stored = stored_checkpoint(store, partitions)
-        .await?
-        .unwrap_or_else(|| Checkpoint::origin(partitions));
+        .map_err(|e| ordo_domain::ReadStoreError::Unavailable(Box::new(e)))?;
+    let stored = stored_checkpoint(store, partitions).await?;
+    Ok(shard_reports(
+        Some(events),
+        &leases,
+        stored.as_ref(),
+        partitions,
+        Some(&options.owner),
+    )
+    .await)
+}
+
+/// Each shard of a log of `partitions`, from its `leases` and the checkpoint `stored`
+/// over every shard; its backlog counted in `events` (`None` where there is no event
+/// store or it does not answer). `here`: this process's projector id, if it has one.
+/// What the admin report and `ordo status` show.
+pub async fn shard_reports(
+    events: Option<&dyn EventStore>,
+    leases: &[Lease],
+    stored: Option<&Checkpoint>,
+    partitions: u32,
+    here: Option<&str>,
+) -> Vec<ShardReport> {
     let mut out = Vec::with_capacity(partitions as usize);
     for shard in 0..partitions {
         let lease = leases
             .iter()
             .find(|l| l.shard == shard && !l.owner.is_empty());
-        let cursor = stored.cursor(shard);
-        let behind = events
-            .count_after(&Checkpoint::only(shard, cursor, partitions))
-            .await
-            .map_err(|e| ordo_domain::ReadStoreError::Unavailable(Box::new(e)))?;
+        let cursor = stored.map_or(ordo_es::Cursor::ORIGIN, |c| c.cursor(shard));
+        let behind = match events {
+            Some(events) => events
+                .count_after(&Checkpoint::only(shard, cursor, partitions))
+                .await
+                .ok(),
+            None => None,
+        };
         out.push(ShardReport {
             shard,
             owner: lease.map(|l| l.owner.clone()),
-            here: lease.is_some_and(|l| l.owner == options.owner),
+            here: lease.is_some_and(|l| Some(l.owner.as_str()) == here),
             token: lease.map(|l| l.token),
             lease_expires_at: lease.map(|l| l.expires_at),
             position: (cursor != ordo_es::Cursor::ORIGIN).then(|| {
@@ -697,7 +718,7 @@ pub(super) async fn report(
             events_behind: behind,
         });
     }
-    Ok(out)
+    out
 }
 
 /// The event store as the shards of one process read it: each read of the log and each

@@ -215,6 +215,31 @@ async fn caught_up(side: &ReadSide, head: &Checkpoint) {
     .await;
 }
 
+/// Waits until every one of `sides` covers the log's head now.
+async fn all_caught_up(cluster: &Cluster, sides: &[&ReadSide]) {
+    let head = cluster.head().await;
+    for side in sides {
+        caught_up(side, &head).await;
+    }
+}
+
+/// Two processes, `a` and `b`, holding half the shards each.
+async fn two_processes(
+    cluster: &Cluster,
+) -> ((Arc<ReadSide>, Arc<Link>), (Arc<ReadSide>, Arc<Link>)) {
+    let a = cluster.process("a").await;
+    let b = cluster.process("b").await;
+    owning(&a.0, 4).await;
+    owning(&b.0, 4).await;
+    (a, b)
+}
+
+/// That the events committed by `sides` together are exactly the log's.
+async fn assert_exactly_once(cluster: &Cluster, sides: &[&ReadSide], what: &str) {
+    let committed: u64 = sides.iter().map(|s| s.events_committed()).sum();
+    assert_eq!(committed, cluster.total_events().await, "{what}");
+}
+
 async fn owning(side: &ReadSide, shards: u64) {
     until(&format!("the read side holds {shards} shards"), || {
         let owned = side.shards_owned();
@@ -277,19 +302,15 @@ async fn assert_equals_replay(cluster: &Cluster, side: &ReadSide) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_split_the_shards_and_apply_every_event_once() {
     let cluster = Cluster::new();
-    let (a, _) = cluster.process("a").await;
-    let (b, _) = cluster.process("b").await;
-    owning(&a, 4).await;
-    owning(&b, 4).await;
+    let ((a, _), (b, _)) = two_processes(&cluster).await;
     cluster.create(0, 120).await;
-    let head = cluster.head().await;
-    caught_up(&a, &head).await;
-    caught_up(&b, &head).await;
-    assert_eq!(
-        a.events_committed() + b.events_committed(),
-        cluster.total_events().await,
-        "every event applied exactly once, by one of the two"
-    );
+    all_caught_up(&cluster, &[&a, &b]).await;
+    assert_exactly_once(
+        &cluster,
+        &[&a, &b],
+        "every event applied exactly once, by one of the two",
+    )
+    .await;
     assert!(a.events_committed() > 0 && b.events_committed() > 0);
     assert_equals_replay(&cluster, &a).await;
     a.shutdown().await;
@@ -306,18 +327,17 @@ async fn a_process_that_leaves_hands_its_shards_over_and_one_that_joins_takes_it
     owning(&b, 4).await;
     owning(&a, 4).await;
     cluster.create(40, 80).await;
-    let head = cluster.head().await;
-    caught_up(&a, &head).await;
-    caught_up(&b, &head).await;
+    all_caught_up(&cluster, &[&a, &b]).await;
     b.shutdown().await;
     owning(&a, 8).await;
     cluster.create(80, 120).await;
     caught_up(&a, &cluster.head().await).await;
-    assert_eq!(
-        a.events_committed() + b.events_committed(),
-        cluster.total_events().await,
-        "nothing applied twice or skipped across the moves"
-    );
+    assert_exactly_once(
+        &cluster,
+        &[&a, &b],
+        "nothing applied twice or skipped across the moves",
+    )
+    .await;
     assert_equals_replay(&cluster, &a).await;
     a.shutdown().await;
 }
@@ -325,14 +345,9 @@ async fn a_process_that_leaves_hands_its_shards_over_and_one_that_joins_takes_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_cut_off_past_its_leases_commits_nothing_more() {
     let cluster = Cluster::new();
-    let (a, _) = cluster.process("a").await;
-    let (b, b_link) = cluster.process("b").await;
-    owning(&a, 4).await;
-    owning(&b, 4).await;
+    let ((a, _), (b, b_link)) = two_processes(&cluster).await;
     cluster.create(0, 40).await;
-    let head = cluster.head().await;
-    caught_up(&a, &head).await;
-    caught_up(&b, &head).await;
+    all_caught_up(&cluster, &[&a, &b]).await;
     let b_before = b.events_committed();
     // b loses the lease store; its runners go on, their leases lapse, a takes them.
     b_link.cut.store(true, Ordering::SeqCst);
@@ -357,16 +372,10 @@ async fn a_process_cut_off_past_its_leases_commits_nothing_more() {
     owning(&b, 4).await;
     owning(&a, 4).await;
     cluster.create(100, 140).await;
-    let head = cluster.head().await;
-    caught_up(&a, &head).await;
-    caught_up(&b, &head).await;
+    all_caught_up(&cluster, &[&a, &b]).await;
     assert!(b.events_committed() > b_cut_off, "b projects again");
     assert!(b_cut_off >= b_before);
-    assert_eq!(
-        a.events_committed() + b.events_committed(),
-        cluster.total_events().await,
-        "every event applied exactly once"
-    );
+    assert_exactly_once(&cluster, &[&a, &b], "every event applied exactly once").await;
     assert_equals_replay(&cluster, &b).await;
     a.shutdown().await;
     b.shutdown().await;
@@ -375,10 +384,7 @@ async fn a_process_cut_off_past_its_leases_commits_nothing_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_with_shards_switches_every_process_over() {
     let cluster = Cluster::new();
-    let (a, _) = cluster.process("a").await;
-    let (b, _) = cluster.process("b").await;
-    owning(&a, 4).await;
-    owning(&b, 4).await;
+    let ((a, _), (b, _)) = two_processes(&cluster).await;
     cluster.create(0, 60).await;
     a.rebuild(&|_, _| {}).await.expect("the rebuild");
     until("b follows the switch", || {
@@ -387,9 +393,7 @@ async fn a_rebuild_with_shards_switches_every_process_over() {
     })
     .await;
     cluster.create(60, 90).await;
-    let head = cluster.head().await;
-    caught_up(&a, &head).await;
-    caught_up(&b, &head).await;
+    all_caught_up(&cluster, &[&a, &b]).await;
     owning(&a, 4).await;
     owning(&b, 4).await;
     assert_equals_replay(&cluster, &a).await;
@@ -402,10 +406,7 @@ async fn a_rebuild_with_shards_switches_every_process_over() {
 async fn repairs_are_ordered_with_each_shards_batches() {
     use ordo_app::{JobState, ReplayJobs, ReplayRequest};
     let cluster = Cluster::new();
-    let (a, _) = cluster.process("a").await;
-    let (b, _) = cluster.process("b").await;
-    owning(&a, 4).await;
-    owning(&b, 4).await;
+    let ((a, _), (b, _)) = two_processes(&cluster).await;
     cluster.create(0, 60).await;
     let service = OrderService::new(Arc::clone(&cluster.events));
     let jobs = ReplayJobs::new(Arc::clone(&a), service.clone());
@@ -437,9 +438,7 @@ async fn repairs_are_ordered_with_each_shards_batches() {
     .await;
     assert_eq!(jobs.status(job).map(|s| s.state), Some(JobState::Done));
     writes.await.expect("writes");
-    let head = cluster.head().await;
-    caught_up(&a, &head).await;
-    caught_up(&b, &head).await;
+    all_caught_up(&cluster, &[&a, &b]).await;
     assert_equals_replay(&cluster, &a).await;
     a.shutdown().await;
     b.shutdown().await;
@@ -470,9 +469,7 @@ async fn a_bulk_load_at_start_hands_over_to_every_processs_shards() {
     owning(&a, 4).await;
     owning(&b, 4).await;
     cluster.create(120, 160).await;
-    let head = cluster.head().await;
-    caught_up(&a, &head).await;
-    caught_up(&b, &head).await;
+    all_caught_up(&cluster, &[&a, &b]).await;
     assert_equals_replay(&cluster, &a).await;
     a.shutdown().await;
     b.shutdown().await;
