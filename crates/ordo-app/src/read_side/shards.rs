@@ -119,10 +119,11 @@ impl Demand {
 pub struct ShardGauge {
     pub(super) owned: AtomicU64,
     pub(super) demand: Demand,
-    /// Set once the shards held here had all caught up (in any generation): a shard
-    /// taken over later, or the shards started on a rebuilt generation, catch up their
-    /// few events without the whole projection counting as catching up again (which
-    /// `/ready` would report as not ready at every move).
+    /// Set once the read models held what the log held when this process's shards
+    /// started (in any generation): a shard taken over later, or the shards started on
+    /// a rebuilt generation, catch up their few events without the whole projection
+    /// counting as catching up again (which `/ready` would report as not ready at
+    /// every move).
     pub(super) caught_up_once: std::sync::atomic::AtomicBool,
 }
 
@@ -176,6 +177,7 @@ pub(super) fn start_shards(
         stopping: tokio::task::JoinSet::new(),
         changed: Arc::new(Notify::new()),
         permits: Arc::new(tokio::sync::Semaphore::new(SHARDS_AT_ONCE)),
+        start_head: None,
     };
     let task = tokio::spawn(manager.run(stopped));
     Running::managed(generation, handle, stop, task)
@@ -200,6 +202,9 @@ struct Manager {
     changed: Arc<Notify>,
     /// Shared by the shards' reads of the log and writes to the read models.
     permits: Arc<tokio::sync::Semaphore>,
+    /// The log's head when this started (`None` until read): the read models have
+    /// caught up once they hold it.
+    start_head: Option<Checkpoint>,
 }
 
 impl Manager {
@@ -209,6 +214,7 @@ impl Manager {
         // see each other before planning, instead of the first taking every shard and
         // handing them over one round later.
         self.heartbeat_only().await;
+        self.read_start_head().await;
         let mut next_round = tokio::time::Instant::now() + round_every.min(SETTLE_AT_START);
         let mut next_read = tokio::time::Instant::now();
         let gauge = Arc::clone(&self.runners.shards_gauge);
@@ -233,9 +239,30 @@ impl Manager {
                 () = changed.notified() => {}
             }
             while self.stopping.try_join_next().is_some() {}
+            if self.start_head.is_none() {
+                self.read_start_head().await;
+            }
             self.publish();
         }
         self.stop_all().await;
+    }
+
+    /// Reads the log's head, retried at every publish until it answers.
+    async fn read_start_head(&mut self) {
+        if self.start_head.is_some()
+            || self
+                .runners
+                .shards_gauge
+                .caught_up_once
+                .load(Ordering::Relaxed)
+        {
+            return;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), self.events.head()).await {
+            Ok(Ok(head)) => self.start_head = Some(head),
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the head of the event log yet"),
+            Err(_) => tracing::debug!("reading the head of the event log took over 5 s"),
+        }
     }
 
     async fn heartbeat_only(&self) {
@@ -553,10 +580,23 @@ impl Manager {
         if checkpoint.is_none() && state == ProjectionState::Running {
             state = ProjectionState::Starting;
         }
+        // Catching up, as one runner over the whole log would be, until the read models
+        // (every shard, wherever it is projected) hold what the log held when this
+        // started; from then on a shard moving here catches up its few events without
+        // the whole projection counting as catching up again (which `/ready` would
+        // report as not ready at every move).
         let caught_up_once = &self.runners.shards_gauge.caught_up_once;
-        if state == ProjectionState::Running && !self.held.is_empty() {
-            caught_up_once.store(true, Ordering::Relaxed);
-        } else if state == ProjectionState::CatchingUp && caught_up_once.load(Ordering::Relaxed) {
+        if !caught_up_once.load(Ordering::Relaxed) {
+            let reached = match (&checkpoint, &self.start_head) {
+                (Some(c), Some(head)) => c.is_at_or_past(head),
+                _ => false,
+            };
+            if reached && state == ProjectionState::Running {
+                caught_up_once.store(true, Ordering::Relaxed);
+            } else if matches!(state, ProjectionState::Running) && checkpoint.is_some() {
+                state = ProjectionState::CatchingUp;
+            }
+        } else if state == ProjectionState::CatchingUp {
             state = ProjectionState::Running;
         }
         self.status.send_if_modified(|s| {
