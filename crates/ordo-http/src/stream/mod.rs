@@ -197,7 +197,14 @@ pub fn parse_resume_token(raw: &str, partitions: u32) -> Result<Checkpoint, Toke
     let (position, checkpoint) = match raw.split_once('/') {
         Some((position, checkpoint)) => (
             position,
-            Some(Checkpoint::decode(checkpoint).map_err(|_| TokenError::Malformed)?),
+            // A reader's position never has a revision (that is the read models'
+            // stored checkpoint's): a token with one was not written by ordo.
+            Some(
+                Checkpoint::decode(checkpoint)
+                    .ok()
+                    .filter(|c| c.revision() == 0)
+                    .ok_or(TokenError::Malformed)?,
+            ),
         ),
         None => (raw, None),
     };
