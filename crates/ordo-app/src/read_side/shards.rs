@@ -435,18 +435,15 @@ impl Manager {
             .sharing(Arc::clone(&self.permits)),
         );
         projection.count_commits_into(Arc::clone(&self.runners.committed));
-        let log = Arc::new(Sharing {
-            inner: Arc::clone(&self.events),
-            permits: Arc::clone(&self.permits),
-        });
         // A process may hold every shard: their catch-up batches (each read ahead while
         // the one before commits) share the memory one runner over the whole log has.
         let mut config = self.runners.config.clone();
         config.catch_up_batch_size =
             (config.catch_up_batch_size / SHARDS_AT_ONCE).max(config.batch_size);
         let runner = ProjectionRunner::for_partition(
-            log,
+            Arc::clone(&self.events),
             shard,
+            Some(Arc::clone(&self.permits)),
             Arc::clone(&projection) as Arc<dyn ordo_es::Projection>,
             config,
         );
@@ -759,78 +756,4 @@ pub async fn shard_reports(
         });
     }
     out
-}
-
-/// The event store as the shards of one process read it: each read of the log and each
-/// count first takes one of the permits they share (the waits do not: they share one
-/// poll per store already).
-#[derive(Debug)]
-struct Sharing {
-    inner: Arc<dyn EventStore>,
-    permits: Arc<tokio::sync::Semaphore>,
-}
-
-#[async_trait::async_trait]
-impl EventStore for Sharing {
-    fn partitions(&self) -> u32 {
-        self.inner.partitions()
-    }
-
-    async fn append(
-        &self,
-        stream: &ordo_es::StreamId,
-        expected: ordo_es::ExpectedVersion,
-        events: Vec<ordo_es::NewEvent>,
-    ) -> Result<ordo_es::Appended, ordo_es::StoreError> {
-        self.inner.append(stream, expected, events).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &ordo_es::StreamId,
-        from_version: u64,
-        limit: usize,
-    ) -> Result<Vec<ordo_es::RecordedEvent>, ordo_es::StoreError> {
-        let _permit = self.permits.acquire().await;
-        self.inner.read_stream(stream, from_version, limit).await
-    }
-
-    async fn read_all(
-        &self,
-        after: &Checkpoint,
-        limit: usize,
-    ) -> Result<Vec<ordo_es::RecordedEvent>, ordo_es::StoreError> {
-        let _permit = self.permits.acquire().await;
-        self.inner.read_all(after, limit).await
-    }
-
-    async fn wait_for_events(
-        &self,
-        after: &Checkpoint,
-        timeout: Duration,
-    ) -> Result<(), ordo_es::StoreError> {
-        self.inner.wait_for_events(after, timeout).await
-    }
-
-    async fn count_after(&self, after: &Checkpoint) -> Result<u64, ordo_es::StoreError> {
-        let _permit = self.permits.acquire().await;
-        self.inner.count_after(after).await
-    }
-
-    async fn head(&self) -> Result<Checkpoint, ordo_es::StoreError> {
-        let _permit = self.permits.acquire().await;
-        self.inner.head().await
-    }
-
-    async fn event_id_at(
-        &self,
-        position: &Position,
-    ) -> Result<Option<uuid::Uuid>, ordo_es::StoreError> {
-        let _permit = self.permits.acquire().await;
-        self.inner.event_id_at(position).await
-    }
-
-    async fn ping(&self) -> Result<(), ordo_es::StoreError> {
-        self.inner.ping().await
-    }
 }

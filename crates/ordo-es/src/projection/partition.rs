@@ -12,14 +12,25 @@ use crate::event::{NewEvent, RecordedEvent, StreamId};
 use crate::position::{Checkpoint, Position};
 use crate::store::{Appended, EventStore, ExpectedVersion, StoreError};
 
-/// One partition of `inner`'s log.
+/// One partition of `inner`'s log. With `permits`, each read of the log (and each
+/// count, head and point read) first takes one of them: the shards of one process share
+/// a few, so that they hold a few database connections at once, not one each (waits
+/// take none: a store shares one poll among its waiters).
 #[derive(Debug)]
 pub(super) struct PartitionView {
     pub(super) inner: Arc<dyn EventStore>,
     pub(super) partition: u32,
+    pub(super) permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl PartitionView {
+    async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        match &self.permits {
+            Some(permits) => permits.acquire().await.ok(),
+            None => None,
+        }
+    }
+
     fn pin(&self, after: &Checkpoint) -> Checkpoint {
         let partitions = after.partitions().max(self.inner.partitions());
         Checkpoint::only(self.partition, after.cursor(self.partition), partitions)
@@ -47,6 +58,7 @@ impl EventStore for PartitionView {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let _permit = self.permit().await;
         self.inner.read_stream(stream, from_version, limit).await
     }
 
@@ -55,7 +67,10 @@ impl EventStore for PartitionView {
         after: &Checkpoint,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let events = self.inner.read_all(&self.pin(after), limit).await?;
+        let events = {
+            let _permit = self.permit().await;
+            self.inner.read_all(&self.pin(after), limit).await?
+        };
         // A store that ignored the pins would hand this shard another's events.
         if let Some(stray) = events
             .iter()
@@ -78,14 +93,17 @@ impl EventStore for PartitionView {
     }
 
     async fn count_after(&self, after: &Checkpoint) -> Result<u64, StoreError> {
+        let _permit = self.permit().await;
         self.inner.count_after(&self.pin(after)).await
     }
 
     async fn head(&self) -> Result<Checkpoint, StoreError> {
+        let _permit = self.permit().await;
         self.inner.head().await
     }
 
     async fn event_id_at(&self, position: &Position) -> Result<Option<Uuid>, StoreError> {
+        let _permit = self.permit().await;
         self.inner.event_id_at(position).await
     }
 

@@ -74,16 +74,19 @@ impl ProjectionRunner {
 
     /// A runner of one partition of `store`'s log (a projection shard): it reads, waits
     /// for and counts the events of `partition` only, and its checkpoint moves in that
-    /// partition only.
+    /// partition only. With `permits`, each of its reads of the log first takes one (the
+    /// runners of one process's shards share them, to bound their store connections).
     pub fn for_partition(
         store: Arc<dyn EventStore>,
         partition: u32,
+        permits: Option<Arc<tokio::sync::Semaphore>>,
         projection: Arc<dyn Projection>,
         config: RunnerConfig,
     ) -> Self {
         let view = super::partition::PartitionView {
             inner: store,
             partition,
+            permits,
         };
         Self::new(Arc::new(view), projection, config)
     }
