@@ -101,9 +101,9 @@ impl Models {
     /// The name of the customer's most recent counted order, as the SQL stores pick it.
     fn customer_name(&self, email: &EmailKey) -> String {
         self.live()
-            .filter(|v| v.customer_key() == *email && v.counts_as_revenue())
+            .filter(|v| v.customer_key().as_ref() == Some(email) && v.counts_as_revenue())
             .max_by_key(|v| (v.created_at, v.order_id))
-            .map(|v| v.customer_name.clone())
+            .and_then(|v| v.customer_name.clone())
             .unwrap_or_default()
     }
 }
@@ -113,7 +113,7 @@ fn matches(query: &ListQuery, view: &OrderView) -> bool {
         && query
             .customer_email
             .as_ref()
-            .is_none_or(|e| view.customer_key() == *e)
+            .is_none_or(|e| view.customer_key().as_ref() == Some(e))
         && query.min_total.is_none_or(|m| view.total_amount >= m)
         && query.max_total.is_none_or(|m| view.total_amount <= m)
         && query.created_from.is_none_or(|t| view.created_at >= t)

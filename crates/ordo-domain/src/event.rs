@@ -8,17 +8,28 @@ use ordo_es::{DecodeError, DomainEvent, Payload};
 use crate::money::Money;
 use crate::values::{Currency, CustomerEmail, LineItem, ShippingAddress, Status};
 
-/// `OrderCreated`, schema version 1. Totals are decided once, here, and never recomputed
-/// by a reader.
+/// `OrderCreated`, schema version 3 (see `upcast` for the history). Totals are decided
+/// once, here, and never recomputed by a reader.
+///
+/// The customer's name, e-mail and address are personal data: the event store holds
+/// them sealed under the customer's key (`privacy::sealed`), and this is the opened
+/// form. When the key was destroyed (the customer's personal data erased), the three are
+/// `None` and `personal_data_erased` is true; an order always has them otherwise.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderCreated {
-    pub customer_name: String,
-    pub customer_email: CustomerEmail,
+    pub customer_name: Option<String>,
+    pub customer_email: Option<CustomerEmail>,
     pub currency: Currency,
     pub items: Vec<LineItem>,
     pub total_amount: Money,
     pub shipping_address: Option<ShippingAddress>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub personal_data_erased: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +69,7 @@ impl OrderEvent {
     pub const CANCELLED: &'static str = "OrderCancelled";
     pub const DELETED: &'static str = "OrderDeleted";
     /// OrderCreated's current schema version (see `upcast` for the history).
-    pub const CREATED_VERSION: u32 = 2;
+    pub const CREATED_VERSION: u32 = 3;
 
     /// The schema version this code writes for `event_type`.
     pub fn current_version(event_type: &str) -> u32 {

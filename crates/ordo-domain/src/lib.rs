@@ -42,6 +42,7 @@ pub mod money;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod order;
+pub mod privacy;
 pub mod read_store;
 pub mod upcast;
 pub mod values;

@@ -101,12 +101,13 @@ impl Aggregate for Order {
                 let items: Vec<_> = create.items.iter().map(|i| i.priced()).collect();
                 let total_amount = items.iter().map(|i| i.line_total).sum();
                 Ok(vec![OrderEvent::Created(OrderCreated {
-                    customer_name: create.customer_name,
-                    customer_email: create.customer_email,
+                    customer_name: Some(create.customer_name),
+                    customer_email: Some(create.customer_email),
                     currency: create.currency,
                     items,
                     total_amount,
                     shipping_address: create.shipping_address,
+                    personal_data_erased: false,
                 })])
             }
             OrderCommand::UpdateStatus { status: to } => {
@@ -174,8 +175,8 @@ mod tests {
 
     fn created() -> OrderEvent {
         OrderEvent::Created(OrderCreated {
-            customer_name: "Ada".into(),
-            customer_email: CustomerEmail::parse("ada@example.com").expect("email"),
+            customer_name: Some("Ada".into()),
+            customer_email: Some(CustomerEmail::parse("ada@example.com").expect("email")),
             currency: Currency::parse("EUR").expect("currency"),
             items: vec![
                 LineItem {
@@ -195,6 +196,7 @@ mod tests {
             ],
             total_amount: Money::from_cents(4148),
             shipping_address: None,
+            personal_data_erased: false,
         })
     }
 

@@ -98,11 +98,14 @@ impl ListQuery {
 }
 
 /// The text searched for an order: id, name, e-mail and product names, lower-cased and
-/// separated by newlines (which no searched term can contain).
+/// separated by newlines (which no searched term can contain). An order whose personal
+/// data is erased is found by its id and products only.
 pub fn search_text(view: &OrderView) -> String {
     let mut text = format!(
         "{}\n{}\n{}",
-        view.order_id, view.customer_name, view.customer_email
+        view.order_id,
+        view.customer_name.as_deref().unwrap_or(""),
+        view.customer_email.as_deref().unwrap_or("")
     );
     for item in &view.items {
         text.push('\n');
@@ -161,8 +164,9 @@ impl ReadModelBatch {
                     self.revenue_delta - revenue
                 };
             }
-            if let Some(view) = state.live() {
-                let email = &view.customer_key();
+            // An order whose personal data is erased belongs to no customer.
+            if let Some((view, email)) = state.live().and_then(|v| Some((v, v.customer_key()?))) {
+                let email = &email;
                 if !self.customers.contains(email) {
                     self.customers.insert(email.clone());
                 }

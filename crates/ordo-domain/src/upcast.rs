@@ -5,9 +5,15 @@
 //! - **v1** (the original design): `shippingAddress` was one free-text string (or null),
 //!   `currency` could be missing (meaning USD), and items carried only `quantity` and
 //!   `unitPrice`: readers computed totals.
-//! - **v2** (current): `shippingAddress` is structured (`line1`, `line2`, `city`, `region`,
+//! - **v2**: `shippingAddress` is structured (`line1`, `line2`, `city`, `region`,
 //!   `postalCode`, `country`), `currency` is always present, and the decision records
 //!   each `lineTotal` and the `totalAmount`, so no reader recomputes them.
+//! - **v3** (current): the personal fields (`customerName`, `customerEmail`,
+//!   `shippingAddress`) are stored sealed under the customer's key, in `personalData`
+//!   (`privacy::sealed`), and read back opened; a customer whose key is gone reads as
+//!   `null` fields with `personalDataErased: true`. The opened v3 is v2 with those fields
+//!   allowed to be null, so v2 → v3 changes nothing; stored v1 and v2 events are sealed
+//!   by the one-time migration (`ordo_app::privacy::seal_stored_events`).
 //!
 //! v1 → v2 computes the totals exactly (integer cents) and splits the address text
 //! `"line1[, line2], city, postalCode, country"` when its last part is a two-letter
@@ -27,7 +33,9 @@ use crate::money::Money;
 pub fn chain() -> &'static UpcasterChain {
     static CHAIN: OnceLock<UpcasterChain> = OnceLock::new();
     CHAIN.get_or_init(|| {
-        UpcasterChain::new().register(OrderEvent::CREATED, 1, order_created_v1_to_v2)
+        UpcasterChain::new()
+            .register(OrderEvent::CREATED, 1, order_created_v1_to_v2)
+            .register(OrderEvent::CREATED, 2, Ok)
     })
 }
 

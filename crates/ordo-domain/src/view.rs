@@ -19,8 +19,11 @@ use crate::values::{EmailKey, LineItem, ShippingAddress, Status};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderView {
     pub order_id: Uuid,
-    pub customer_name: String,
-    pub customer_email: String,
+    /// Null once the customer's personal data is erased (`personal_data_erased`).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub customer_name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub customer_email: Option<String>,
     pub items: Vec<LineItem>,
     pub total_amount: Money,
     pub currency: String,
@@ -34,6 +37,10 @@ pub struct OrderView {
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     pub version: u64,
+    /// True once the customer's personal data is erased: name, e-mail and address are
+    /// null, and the order is found by no customer query, search or top-customers row.
+    #[serde(default)]
+    pub personal_data_erased: bool,
 }
 
 impl OrderView {
@@ -45,8 +52,9 @@ impl OrderView {
     /// The key of the order's customer, which the read models index and count it
     /// under. Made from the view's e-mail rather than trusted to be one: a view stored
     /// before stored events decoded lower-cased may hold capitals.
-    pub fn customer_key(&self) -> EmailKey {
-        EmailKey::new(&self.customer_email)
+    /// `None` once the personal data is erased: the order belongs to no customer.
+    pub fn customer_key(&self) -> Option<EmailKey> {
+        self.customer_email.as_deref().map(EmailKey::new)
     }
 }
 
@@ -93,7 +101,7 @@ impl ViewState {
             (_, OrderEvent::Created(e)) => ViewState::Live(Box::new(OrderView {
                 order_id,
                 customer_name: e.customer_name.clone(),
-                customer_email: e.customer_email.as_str().to_string(),
+                customer_email: e.customer_email.as_ref().map(|m| m.as_str().to_string()),
                 items: e.items.clone(),
                 total_amount: e.total_amount,
                 currency: e.currency.as_str().to_string(),
@@ -103,6 +111,7 @@ impl ViewState {
                 created_at: at,
                 updated_at: at,
                 version,
+                personal_data_erased: e.personal_data_erased,
             })),
             (ViewState::Live(mut view), OrderEvent::StatusChanged(e)) => {
                 view.status = e.to;

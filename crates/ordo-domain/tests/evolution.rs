@@ -21,8 +21,8 @@ fn every_old_event_decodes_to_its_modern_equivalent() {
     let created = OrderEvent::decode("OrderCreated", 2, &new[0].data).expect("decode");
     assert_eq!(
         created.schema_version(),
-        2,
-        "new events are written in the current version"
+        3,
+        "new events are written in the current version (sealed: see privacy::sealed)"
     );
 }
 
@@ -66,6 +66,6 @@ fn an_e_mail_stored_with_capitals_reads_and_projects_lower_cased() {
         assert_eq!(upper.customers, lower.customers, "{fixture}");
         assert_eq!(upper.customer_deltas, lower.customer_deltas, "{fixture}");
         let ada = upper.views[0].1.live().expect("live");
-        assert_eq!(ada.customer_email, "ada@example.com");
+        assert_eq!(ada.customer_email.as_deref(), Some("ada@example.com"));
     }
 }

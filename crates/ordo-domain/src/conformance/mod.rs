@@ -23,12 +23,14 @@
 mod daily;
 mod fencing;
 mod generations;
+mod keys;
 mod queries;
 mod writes;
 
 pub use daily::*;
 pub use fencing::*;
 pub use generations::*;
+pub use keys::*;
 pub use queries::*;
 pub use writes::*;
 
@@ -186,8 +188,8 @@ impl Projector {
 pub(crate) fn live_view(email: &str, cents: i128) -> ViewState {
     ViewState::Live(Box::new(OrderView {
         order_id: Uuid::now_v7(),
-        customer_name: "Ada".into(),
-        customer_email: email.into(),
+        customer_name: Some("Ada".into()),
+        customer_email: Some(email.into()),
         items: Vec::new(),
         total_amount: Money::from_cents(cents),
         currency: "USD".into(),
@@ -197,6 +199,7 @@ pub(crate) fn live_view(email: &str, cents: i128) -> ViewState {
         created_at: datetime!(2026-01-01 00:00 UTC),
         updated_at: datetime!(2026-01-01 00:00 UTC),
         version: 1,
+        personal_data_erased: false,
     }))
 }
 
@@ -214,8 +217,8 @@ pub(crate) fn storing(states: Vec<ViewState>) -> ReadModelBatch {
 pub fn created(name: &str, email: &str, product: &str, cents: i128) -> OrderEvent {
     let price = Money::from_cents(cents);
     OrderEvent::Created(OrderCreated {
-        customer_name: name.into(),
-        customer_email: CustomerEmail::parse(email).expect("email"),
+        customer_name: Some(name.into()),
+        customer_email: Some(CustomerEmail::parse(email).expect("email")),
         currency: Currency::usd(),
         items: vec![LineItem {
             product_id: "p-1".into(),
@@ -226,6 +229,7 @@ pub fn created(name: &str, email: &str, product: &str, cents: i128) -> OrderEven
         }],
         total_amount: price,
         shipping_address: None,
+        personal_data_erased: false,
     })
 }
 

@@ -131,6 +131,24 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             GROUP BY 1;
     "#,
     },
+    Migration {
+        version: 5,
+        description: "orders whose personal data is erased",
+        sql: r#"
+        -- A live order whose customer's personal data was erased has no e-mail and no
+        -- name: the row check no longer asks for them.
+        DO $$
+        DECLARE c text;
+        BEGIN
+            FOR c IN SELECT conname FROM pg_constraint
+                     WHERE conrelid = '{s}.orders'::regclass AND contype = 'c' LOOP
+                EXECUTE format('ALTER TABLE {s}.orders DROP CONSTRAINT %I', c);
+            END LOOP;
+        END $$;
+        ALTER TABLE {s}.orders ADD CONSTRAINT orders_live_complete CHECK (deleted OR (doc IS NOT NULL
+            AND status IS NOT NULL AND total_cents IS NOT NULL AND created_at IS NOT NULL));
+    "#,
+    },
 ];
 
 #[derive(Debug)]

@@ -108,8 +108,9 @@ impl OrderRows {
                 self.deleted.push(false);
                 self.docs.push(Some(doc));
                 self.statuses.push(Some(view.status.as_str().to_string()));
-                self.emails.push(Some(view.customer_key().into_string()));
-                self.names.push(Some(view.customer_name.clone()));
+                self.emails
+                    .push(view.customer_key().map(|k| k.into_string()));
+                self.names.push(view.customer_name.clone());
                 self.totals
                     .push(Some(view.total_amount.cents().to_string()));
                 self.created_at.push(Some(view.created_at));

@@ -55,9 +55,11 @@ pub(super) fn apply_view(
     search: Option<&mut Vec<i64>>,
 ) -> Result<(), BlockingError> {
     let key = id.to_string();
-    let existing: Option<(i64, bool)> = if search.is_some() {
-        tx.prepare_cached("SELECT rowid, deleted FROM orders WHERE order_id = ?1")?
-            .query_row([&key], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))
+    let existing: Option<(i64, bool, Option<String>)> = if search.is_some() {
+        tx.prepare_cached("SELECT rowid, deleted, search_text FROM orders WHERE order_id = ?1")?
+            .query_row([&key], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
+            })
             .optional()?
     } else {
         None
@@ -83,7 +85,7 @@ pub(super) fn apply_view(
                         key,
                         view.version as i64,
                         view.status.as_str(),
-                        view.customer_key().as_str(),
+                        view.customer_key().as_ref().map(|k| k.as_str()),
                         view.customer_name,
                         cents_i64(view.total_amount)?,
                         micros(view.created_at),
@@ -92,16 +94,25 @@ pub(super) fn apply_view(
                     ],
                     |r| r.get(0),
                 )?;
-            // An order's search text never changes: it is indexed once, when the order is
-            // first stored (or stored again after a deletion).
-            if let Some(added) = search
-                && existing.is_none_or(|(_, deleted)| deleted)
-            {
-                added.push(rowid);
+            // An order's search text changes only when its personal data is erased: it
+            // is indexed when the order is first stored (or stored again after a
+            // deletion), and indexed again without the erased text.
+            if let Some(added) = search {
+                match existing {
+                    None | Some((_, true, _)) => added.push(rowid),
+                    Some((_, false, Some(indexed))) if indexed == text => {}
+                    Some((old, false, _)) => {
+                        for index in SEARCH_INDEXES {
+                            tx.prepare_cached(&format!("DELETE FROM {index} WHERE rowid = ?1"))?
+                                .execute([old])?;
+                        }
+                        added.push(rowid);
+                    }
+                }
             }
         }
         ViewState::Deleted { version } => {
-            if let Some((rowid, false)) = existing {
+            if let Some((rowid, false, _)) = existing {
                 for index in SEARCH_INDEXES {
                     tx.prepare_cached(&format!("DELETE FROM {index} WHERE rowid = ?1"))?
                         .execute([rowid])?;
