@@ -15,7 +15,11 @@
 //!   projection batch in one transaction with its checkpoint.
 //! - [`SqliteReadStores`] (`generations.rs`): generations of the read store for
 //!   blue-green rebuilds, with a durable pointer to the active one.
-//! - `pool.rs`: the read-connection pool shared by both.
+//! - [`SqliteKeys`] (`keys.rs`): the key store of crypto-shredding (customers' wrapped
+//!   data keys and the record of erasures), in a file of its own (`keys.sqlite`) so that
+//!   no copy of the event store holds key material; an erasure zeroes the key's bytes
+//!   (`secure_delete`) and empties the log.
+//! - `pool.rs`: the read-connection pool of the event and read stores.
 //!
 //! ## Durability
 //!
@@ -30,9 +34,11 @@
 mod events;
 mod files;
 mod generations;
+mod keys;
 mod pool;
 mod read;
 
 pub use events::SqliteEventStore;
 pub use generations::SqliteReadStores;
+pub use keys::SqliteKeys;
 pub use read::SqliteReadStore;
