@@ -145,6 +145,7 @@ async fn processes_starting_together_migrate_once() {
             ("read_models".to_string(), 2),
             ("read_models".to_string(), 3),
             ("read_models".to_string(), 4),
+            ("read_models".to_string(), 5),
         ]
     );
     testdb::drop_schema(&schema).await;
