@@ -26,6 +26,9 @@
 //!   one.
 //! - [`PgLeases`] (`leases.rs`): the [`LeaseStore`](ordo_es::LeaseStore) of projection
 //!   shards, in the read store's configured schema, with the database's clock.
+//! - [`PgKeys`] (`keys.rs`): the [`KeyStore`](ordo_domain::privacy::KeyStore) of
+//!   crypto-shredding (customers' wrapped data keys and the record of erasures), in the
+//!   event store's schema; an erasure is one transaction, followed by a `VACUUM`.
 //! - `db.rs`: what the stores share: the URL's ordo parameters, the pool, error classification
 //!   (connection failures are `Unavailable`), and the migration runner.
 
@@ -33,6 +36,7 @@ mod db;
 mod durability;
 mod events;
 mod generations;
+mod keys;
 mod leases;
 mod read;
 #[cfg(test)]
@@ -41,5 +45,6 @@ mod testdb;
 pub use db::DEFAULT_SCHEMA;
 pub use events::{PgEventStore, append_sql};
 pub use generations::PgReadStores;
+pub use keys::PgKeys;
 pub use leases::PgLeases;
 pub use read::PgReadStore;
