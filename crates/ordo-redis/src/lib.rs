@@ -14,6 +14,9 @@
 //!   one atomic step.
 //! - `codec.rs`: events to stream fields and back (JSON text kept byte for byte).
 //! - `wait.rs`: `wait_for_events` as blocking XREADs on dedicated connections.
+//! - `data_keys.rs`: [`RedisKeys`], the [`KeyStore`](ordo_domain::privacy::KeyStore) of
+//!   crypto-shredding (customers' wrapped data keys and the record of erasures): every
+//!   key under the one hash tag `{<prefix>:keys}`, every operation one Lua script.
 //! - `durability.rs`: the start-up check of `appendonly`/`appendfsync`.
 //! - `link.rs`, `url.rs`: the multiplexed command connection and the connection string.
 //!
@@ -42,6 +45,7 @@
 mod append;
 pub use append::APPEND_SCRIPT;
 mod codec;
+mod data_keys;
 mod durability;
 mod keys;
 mod link;
@@ -50,6 +54,7 @@ mod store;
 mod url;
 mod wait;
 
+pub use data_keys::RedisKeys;
 pub use keys::{key_slot, log_key, stream_key};
 pub use snapshots::snapshots_key;
 pub use store::RedisEventStore;

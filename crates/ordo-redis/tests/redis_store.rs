@@ -1,5 +1,6 @@
-//! ordo-redis against real servers: the conformance suite twice (one Redis, a Redis
-//! Cluster of three masters), and the properties only this backend has.
+//! ordo-redis against real servers: the conformance suites twice (one Redis, a Redis
+//! Cluster of three masters), the event store's and the key store's, and the properties
+//! only this backend has.
 //!
 //! - One server: `ORDO_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`.
 //! - Cluster: `ORDO_TEST_REDIS_CLUSTER_URL`, default
@@ -14,10 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use ordo_domain::privacy::{EraseOutcome, KeyStore, KeyStoreError, Subject, WrappedKey};
 use ordo_es::{
     Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, partition_of,
 };
-use ordo_redis::{RedisEventStore, key_slot, log_key, stream_key};
+use ordo_redis::{RedisEventStore, RedisKeys, key_slot, log_key, stream_key};
 use ordo_testkit::{error_chain, eventually};
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{FromRedisValue, Value};
@@ -210,6 +212,125 @@ mod single_snapshot_conformance {
 mod cluster_snapshot_conformance {
     use super::{Target, fresh_store};
     ordo_es::snapshot_store_conformance!(async { fresh_store(Target::Cluster).await });
+}
+
+// ---------------------------------------------------------------------------------------
+// The key store: its conformance suite twice, each case under a prefix of its own.
+
+async fn fresh_keys(target: Target) -> RedisKeys {
+    let url = with_params(&target.url(), &format!("prefix={}", unique_prefix()));
+    RedisKeys::connect(&url).await.unwrap_or_else(|err| {
+        let (var, _) = target.env();
+        panic!(
+            "cannot use the {target:?} Redis at {} ({var}): {err}. This test needs a live \
+             server: {}",
+            target.url(),
+            target.how_to_start()
+        )
+    })
+}
+
+mod single_key_store_conformance {
+    use super::{Target, fresh_keys};
+    ordo_domain::key_store_conformance!(async { fresh_keys(Target::Single).await });
+}
+
+mod cluster_key_store_conformance {
+    use super::{Target, fresh_keys};
+    ordo_domain::key_store_conformance!(async { fresh_keys(Target::Cluster).await });
+}
+
+/// The key store's keys as documented (`data_keys.rs`).
+fn key_store_keys(prefix: &str) -> Vec<String> {
+    ["wrapped", "subject", "created", "live", "ids", "erasures"]
+        .iter()
+        .map(|name| format!("{prefix}:{{{prefix}:keys}}:{name}"))
+        .collect()
+}
+
+fn wrapped_key(subject: u8) -> WrappedKey {
+    WrappedKey {
+        id: Uuid::now_v7(),
+        subject: Subject::from_bytes([subject; 32]),
+        wrapped: (0..56u8).map(|i| i.wrapping_mul(29) ^ subject).collect(),
+        created_at: ordo_es::now_micros(),
+    }
+}
+
+/// Every key of the key store is in one slot by the server's count, so each script
+/// runs on one node; and an erasure leaves the wrapped key in none of them.
+async fn the_key_store_is_one_slot_and_an_erased_key_is_in_none_of_its_keys(target: Target) {
+    let keys = fresh_keys(target).await;
+    let raw = Raw::open(target).await;
+    let names = key_store_keys(keys.prefix());
+    let doomed = keys.create_key(wrapped_key(1)).await.expect("create");
+    let kept = keys.create_key(wrapped_key(2)).await.expect("create");
+    if matches!(target, Target::Cluster) {
+        for name in &names {
+            let server_slot: u16 = raw
+                .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(name))
+                .await;
+            assert_eq!(server_slot, key_slot(&names[0]), "{name}");
+        }
+    }
+    let stored: Vec<u8> = raw
+        .query(redis::cmd("HGET").arg(&names[0]).arg(doomed.id.to_string()))
+        .await;
+    assert_eq!(stored, doomed.wrapped, "the layout is the documented one");
+    let erased = keys
+        .erase(&doomed.subject, ordo_es::now_micros(), "admin")
+        .await
+        .expect("erase");
+    assert!(matches!(erased, EraseOutcome::Erased(_)), "{erased:?}");
+    let mut everything: Vec<u8> = Vec::new();
+    for name in &names {
+        let kind: String = raw.query(redis::cmd("TYPE").arg(name)).await;
+        let values: Vec<Vec<u8>> = match kind.as_str() {
+            "hash" => raw.query(redis::cmd("HGETALL").arg(name)).await,
+            "zset" => {
+                raw.query(redis::cmd("ZRANGE").arg(name).arg(0).arg(-1))
+                    .await
+            }
+            other => panic!("{name} is a {other}"),
+        };
+        everything.extend(values.into_iter().flatten());
+    }
+    assert!(
+        !everything
+            .windows(doomed.wrapped.len())
+            .any(|w| w == doomed.wrapped.as_slice()),
+        "the erased key is still stored"
+    );
+    assert!(
+        !everything
+            .windows(36)
+            .any(|w| w == doomed.id.to_string().as_bytes()),
+        "the erased key's id is still stored"
+    );
+    assert_eq!(keys.keys(&[kept.id]).await.expect("keys"), vec![kept]);
+}
+
+/// The scripts' cache does not survive a restart or a failover: each script is loaded
+/// again on NOSCRIPT.
+async fn the_key_store_survives_a_flushed_script_cache(target: Target) {
+    let keys = fresh_keys(target).await;
+    let raw = Raw::open(target).await;
+    let made = keys.create_key(wrapped_key(3)).await.expect("create");
+    let mut flush = redis::cmd("SCRIPT");
+    flush.arg("FLUSH");
+    match raw.clone() {
+        Raw::Single(_) => raw.query::<()>(&flush).await,
+        Raw::Cluster(mut c) => {
+            let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+            c.route_command(flush, routing)
+                .await
+                .expect("SCRIPT FLUSH on every master");
+        }
+    }
+    assert_eq!(
+        keys.live_key(&made.subject).await.expect("live"),
+        Some(made)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -749,6 +870,8 @@ on_both_targets!(
     repeating_an_append_with_the_same_events_returns_the_first_outcome,
     a_retry_reports_the_positions_the_events_were_stored_at,
     reads_of_the_log_longer_than_one_chunk_are_whole_and_in_order,
+    the_key_store_is_one_slot_and_an_erased_key_is_in_none_of_its_keys,
+    the_key_store_survives_a_flushed_script_cache,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -919,4 +1042,12 @@ async fn a_malformed_url_is_invalid() {
         .await
         .expect_err("zero partitions");
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_key_store_is_unavailable() {
+    let err = RedisKeys::connect("redis://127.0.0.1:1?prefix=nobody")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(matches!(err, KeyStoreError::Unavailable(_)), "{err:?}");
 }
