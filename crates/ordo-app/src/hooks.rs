@@ -200,6 +200,10 @@ impl ReadStoreLifecycle for Hooked {
     async fn ping(&self) -> Result<(), ReadStoreError> {
         self.inner.ping().await
     }
+
+    async fn purge_deleted(&self) -> Result<(), ReadStoreError> {
+        self.inner.purge_deleted().await
+    }
 }
 
 /// How a generation was handed out.

@@ -20,6 +20,8 @@
 //!   bounded queue.
 //! - [`hooks`]: [`Hooked`] read stores, with hooks before their calls (the gate, the
 //!   tests' fault injections).
+//! - [`privacy`]: [`Erasures`]: erasing a customer's personal data (destroying their
+//!   keys, then folding their orders' read models again).
 //! - [`memory`]: [`InMemoryReadStores`], read stores kept in memory, for tests of the
 //!   read side that are not about a database.
 //!
@@ -35,6 +37,7 @@
 pub mod gated;
 pub mod hooks;
 pub mod memory;
+pub mod privacy;
 pub mod projection;
 pub mod read_side;
 pub mod replay;
@@ -43,6 +46,7 @@ pub mod service;
 pub use gated::gate_queries;
 pub use hooks::{Handed, Held, Hooked, HookedStores, Query, ReadStoreHooks};
 pub use memory::{InMemoryReadStore, InMemoryReadStores};
+pub use privacy::{EraseError, ErasureReport, Erasures};
 pub use projection::OrderProjection;
 pub use read_side::{ReadSide, ReadSideOptions, RebuildError};
 pub use replay::{JobState, JobStatus, ReplayJobs, ReplayRequest, StartError};

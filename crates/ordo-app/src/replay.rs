@@ -256,6 +256,12 @@ impl ReplayJobs {
         }
     }
 
+    /// Folds these orders again from their events and rewrites their read models, now
+    /// (not as a job): an erasure's last step.
+    pub async fn repair_orders(&self, ids: &[Uuid]) -> Result<(), String> {
+        self.repair(ids).await
+    }
+
     /// Folds each order again from its whole stream and rewrites its read models.
     /// Divided into shards, the orders of each shard are repaired in a commit of their
     /// own, compare-and-set on that shard's checkpoint, so that each is ordered with the

@@ -340,6 +340,14 @@ pub trait ReadStoreLifecycle: Send + Sync + fmt::Debug + 'static {
     }
 
     async fn ping(&self) -> Result<(), ReadStoreError>;
+
+    /// After an erasure rewrote read models: removes what the store keeps of the old
+    /// rows where it can (SQLite: merges the full-text indexes, so the erased text's
+    /// entries go, and empties the log; PostgreSQL: VACUUM). Stores that keep nothing
+    /// behind do nothing.
+    async fn purge_deleted(&self) -> Result<(), ReadStoreError> {
+        Ok(())
+    }
 }
 
 /// Where the order read models live (SQLite, PostgreSQL, memory): the three sides of the

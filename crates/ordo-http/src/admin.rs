@@ -18,8 +18,9 @@ use uuid::Uuid;
 
 use ordo_es::ProjectionState;
 
-use ordo_app::{JobStatus, OrderProjection, ReplayRequest, StartError};
-use ordo_domain::{FieldError, ParkedEvent};
+use ordo_app::{EraseError, JobStatus, OrderProjection, ReplayRequest, StartError};
+use ordo_domain::privacy::KeyRingError;
+use ordo_domain::{CustomerEmail, FieldError, ParkedEvent};
 
 use crate::auth::{SecretToken, bearer, same_secret};
 use crate::error::ApiError;
@@ -34,6 +35,7 @@ pub fn router(admin_token: Option<SecretToken>) -> OpenApiRouter<AppState> {
         .routes(routes!(replay_status))
         .routes(routes!(take_snapshot))
         .routes(routes!(projections))
+        .routes(routes!(erase_personal_data))
         .route_layer(middleware::from_fn_with_state(admin_token, require_admin))
 }
 
@@ -332,6 +334,89 @@ async fn take_snapshot(
             .into_response()),
         None => Err(ApiError::NotFound("no order with this id".into())),
     }
+}
+
+/// What an erasure did.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ErasureDone {
+    /// The e-mail as given (normalised): the caller's own input, echoed.
+    #[schema(example = "ada@example.com")]
+    customer_email: String,
+    /// Orders whose personal data this call removed from the read models: 0 when the
+    /// erasure is repeated.
+    orders_affected: u64,
+    /// When the customer's keys were destroyed (the first erasure's time when repeated).
+    #[serde(with = "time::serde::rfc3339")]
+    erased_at: OffsetDateTime,
+}
+
+/// Erase one customer's personal data (crypto-shredding).
+///
+/// Destroys the customer's data keys, so that their name, e-mail and address can no
+/// longer be read from any copy of their events, records the erasure (when, by which
+/// admin token's holder, without the personal data), and rebuilds their orders' read
+/// models: the orders stay, with null personal fields and `personalDataErased: true`,
+/// and no customer query, search or top-customers row finds them. Repeating it answers
+/// 200 again and changes nothing. An order placed later with the same e-mail gets a new
+/// key and is not erased. See docs/privacy.md.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/customers/{email}/personal-data",
+    tag = "admin",
+    operation_id = "erasePersonalData",
+    security(("admin" = [])),
+    params(("email" = String, Path, description = "The customer's e-mail address (compared case-insensitively).", example = "ada@example.com")),
+    responses(
+        (status = 200, description = "Erased (or erased before).", body = ErasureDone),
+        (status = 400, response = BadRequest),
+        AdminErrors,
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
+async fn erase_personal_data(
+    State(state): State<AppState>,
+    Path(email): Path<String>,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let email = CustomerEmail::parse(&email)
+        .map_err(|e| ApiError::BadRequest(format!("email (path) {e}")))?;
+    let by = match crate::auth::bearer_of(&request_headers) {
+        Some(token) => format!(
+            "admin-token:{}",
+            ordo_domain::privacy::crypto::token_fingerprint(token)
+        ),
+        None => "admin-token".to_owned(),
+    };
+    let report = state
+        .erasures
+        .erase(&email, &by)
+        .await
+        .map_err(|e| match e {
+            EraseError::NotFound => {
+                ApiError::NotFound("no order ever had this customer e-mail".into())
+            }
+            EraseError::ReadModelsBehind | EraseError::RebuildRunning => ApiError::Unavailable {
+                detail: e.to_string(),
+                retry_after_secs: 5,
+            },
+            EraseError::Keys(KeyRingError::Store(_))
+            | EraseError::Events(_)
+            | EraseError::Reads(_) => ApiError::Unavailable {
+                detail:
+                    "a store did not answer; the erasure may be partly done: ask again to finish it"
+                        .into(),
+                retry_after_secs: 2,
+            },
+            other => ApiError::Internal(anyhow::Error::new(other)),
+        })?;
+    Ok(Json(ErasureDone {
+        customer_email: report.customer_email,
+        orders_affected: report.orders_affected,
+        erased_at: report.erased_at,
+    })
+    .into_response())
 }
 
 /// The repair of a projection halted by an event log that went backwards.

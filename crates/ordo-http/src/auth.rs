@@ -180,11 +180,12 @@ pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
 
 /// The token of `Authorization: Bearer <token>` (the scheme name in any case).
 pub(crate) fn bearer(request: &Request) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    bearer_of(request.headers())
+}
+
+/// The bearer token of these request headers.
+pub(crate) fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

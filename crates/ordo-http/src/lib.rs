@@ -83,6 +83,8 @@ pub struct AppState {
     /// The live read models (queries) and their projection.
     pub read_side: Arc<ReadSide>,
     pub jobs: Arc<ReplayJobs>,
+    /// Erasing customers' personal data.
+    pub erasures: Arc<ordo_app::Erasures>,
     pub metrics: Arc<Metrics>,
     /// Partitions of the event store's log (to reject foreign consistency tokens).
     pub partitions: u32,

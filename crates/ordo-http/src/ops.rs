@@ -75,9 +75,11 @@ async fn ready(
     let ping_timeout =
         PING_TIMEOUT.min(crate::limits::consistency_wait_cap(state.request_deadline));
     let reads = state.reads();
-    let (events_ping, reads_ping) = tokio::join!(
+    let keys = state.erasures.ring().store();
+    let (events_ping, reads_ping, keys_ping) = tokio::join!(
         tokio::time::timeout(ping_timeout, state.service.store().ping()),
         tokio::time::timeout(ping_timeout, reads.ping()),
+        tokio::time::timeout(ping_timeout, keys.ping()),
     );
     match events_ping {
         Ok(Ok(())) => {}
@@ -94,6 +96,14 @@ async fn ready(
             problems.push("the read store does not answer".to_string());
         }
         Err(_) => problems.push("the read store did not answer in time".to_string()),
+    }
+    match keys_ping {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(request_id = %request_id, error = %e, "readiness: key store");
+            problems.push("the key store does not answer".to_string());
+        }
+        Err(_) => problems.push("the key store did not answer in time".to_string()),
     }
     let projection = state.read_side.status();
     if state.read_side.runs_projection() {

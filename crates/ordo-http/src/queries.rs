@@ -321,6 +321,22 @@ pub struct EventJson<'a> {
     stream_id: &'a str,
     /// 1-based, per order.
     version: u64,
+    /// On events that carry personal data (OrderCreated): true once the customer's
+    /// personal data is erased (the payload's personal fields are then null). Absent on
+    /// the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    personal_data_erased: Option<bool>,
+}
+
+/// Whether `e` carries personal data, and if so whether it was erased.
+pub fn personal_data_erased(e: &RecordedEvent) -> Option<bool> {
+    (e.event_type == ordo_domain::OrderEvent::CREATED).then(|| {
+        e.data
+            .to_value()
+            .ok()
+            .and_then(|v| v.get(ordo_domain::privacy::sealed::ERASED_FIELD)?.as_bool())
+            .unwrap_or(false)
+    })
 }
 
 /// Who and what caused an event; absent keys were not known.
@@ -349,6 +365,7 @@ pub fn event_json(e: &RecordedEvent) -> EventJson<'_> {
         schema_version: e.schema_version,
         stream_id: e.stream_id.as_str(),
         version: e.version,
+        personal_data_erased: personal_data_erased(e),
     }
 }
 

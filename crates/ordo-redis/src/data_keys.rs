@@ -191,10 +191,16 @@ impl RedisKeys {
             invocation.arg(*arg);
         }
         let mut link = self.link.clone();
-        invocation
-            .invoke_async(&mut link)
-            .await
-            .map_err(|e| failure(what, e))
+        match invocation.invoke_async(&mut link).await {
+            // The first command after the server came back finds the old connection
+            // broken (the connection manager reconnects for the next one). Every script
+            // here can run twice: a create finds its own key, an erase its own record.
+            Err(e) if e.is_io_error() || e.is_connection_dropped() => invocation
+                .invoke_async(&mut link)
+                .await
+                .map_err(|e| failure(what, e)),
+            other => other.map_err(|e| failure(what, e)),
+        }
     }
 }
 

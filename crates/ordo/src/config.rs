@@ -30,6 +30,13 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Take a snapshot of one order now.
     Snapshot(SnapshotArgs),
+    /// Erase one customer's personal data (crypto-shredding): destroy their keys, record
+    /// the erasure and rebuild their orders' read models; prints what it did as JSON.
+    Erase(EraseArgs),
+    /// Rewrap every data key under the master key now configured, opening those not yet
+    /// rewrapped with --previous-master-key-file (docs/privacy.md, "Rotating the master
+    /// key"). Safe to run while the service runs, and to run again.
+    RotateMasterKey(RotateArgs),
     /// Report the stores, the projections (position, lag, state, parked events) and any
     /// running rebuild, read from the stores directly; with the live state of a server
     /// that answers. Changes nothing. Exits non-zero when something does not answer.
@@ -64,6 +71,20 @@ pub struct StatusArgs {
     /// The server's admin token, to read its projections' live state.
     #[arg(long, env = "ORDO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+    #[command(flatten)]
+    pub stores: StoreArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EraseArgs {
+    /// The customer's e-mail address (compared case-insensitively).
+    pub email: String,
+    #[command(flatten)]
+    pub stores: StoreArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RotateArgs {
     #[command(flatten)]
     pub stores: StoreArgs,
 }
@@ -132,6 +153,26 @@ pub struct StoreArgs {
         global = true
     )]
     pub lease_ttl: u64,
+    /// Key store URL, where each customer's data key lives (docs/privacy.md):
+    /// sqlite://PATH, redis://..., redis+cluster://... or postgres://... [default: beside
+    /// the event store: keys.db in the data dir for the embedded store, the event store
+    /// itself otherwise]
+    #[arg(long, env = "ORDO_KEY_STORE", global = true, hide_env_values = true)]
+    pub key_store: Option<String>,
+    /// A file holding the master key (64 hex digits), which wraps every data key. The
+    /// environment variable ORDO_MASTER_KEY may hold the key itself instead. [default:
+    /// master.key in the data dir, generated on a new key store]
+    #[arg(long, env = "ORDO_MASTER_KEY_FILE", value_name = "PATH", global = true)]
+    pub master_key_file: Option<PathBuf>,
+    /// While rotating the master key: a file holding the previous one, which still opens
+    /// the data keys not yet rewrapped (`ordo rotate-master-key`).
+    #[arg(
+        long,
+        env = "ORDO_PREVIOUS_MASTER_KEY_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub previous_master_key_file: Option<PathBuf>,
 }
 
 /// See [`StoreArgs::projection_nice`].
@@ -151,6 +192,9 @@ impl StoreArgs {
             bulk_load_from: ordo_app::read_side::BULK_START_MIN_EVENTS,
             projection_nice: DEFAULT_PROJECTION_NICE,
             lease_ttl: DEFAULT_LEASE_TTL_S,
+            key_store: None,
+            master_key_file: None,
+            previous_master_key_file: None,
         }
     }
 
@@ -158,6 +202,24 @@ impl StoreArgs {
         self.event_store
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("events.db").display()))
+    }
+
+    /// The key store: as given, or beside the event store.
+    pub fn key_store_url(&self) -> String {
+        if let Some(url) = &self.key_store {
+            return url.clone();
+        }
+        let events = self.event_store_url();
+        match crate::sqlite_path(&events) {
+            Some(path) => {
+                let dir = std::path::Path::new(path)
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default();
+                format!("sqlite://{}", dir.join("keys.db").display())
+            }
+            None => events,
+        }
     }
 
     pub fn read_store_url(&self) -> String {

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod config;
 pub mod events;
+pub mod keys;
 mod role;
 mod runtime;
 mod server;
@@ -26,6 +27,7 @@ use tokio::net::TcpListener;
 use ordo_app::read_side::ShardOptions;
 use ordo_app::{OrderService, ReadSide, ReadSideOptions, ReplayJobs, gate_queries};
 use ordo_domain::ReadStoreProvider;
+use ordo_domain::privacy::{KeyRing, SealedEventStore};
 use ordo_es::{
     Admission, EventStore, GatedEventStore, GatedSnapshotStore, LeaseStore, RunnerConfig,
     SnapshotStore,
@@ -40,7 +42,13 @@ pub use server::Limits;
 /// The stores the service runs on.
 #[derive(Clone, Debug)]
 pub struct Stores {
+    /// The events, as everything above the store sees them: personal data sealed on
+    /// the way in and opened on the way out ([`SealedEventStore`]).
     pub events: Arc<dyn EventStore>,
+    /// The customers' data keys and the master key.
+    pub keys: Arc<KeyRing>,
+    /// How the keys are cached, and how long an erasure waits for other processes.
+    pub key_caching: keys::KeyCaching,
     /// Snapshots of aggregates (beside the events).
     pub snapshots: Arc<dyn SnapshotStore>,
     /// The read models, in generations for blue-green rebuilds.
@@ -59,7 +67,10 @@ pub struct Stores {
 impl Stores {
     /// Opens the event store and read store named by `args` (embedded by default).
     pub async fn open(args: &StoreArgs) -> anyhow::Result<Stores> {
-        let (events, snapshots) = open_event_store(args).await?;
+        let (stored, snapshots) = open_event_store(args).await?;
+        let (keys, key_caching) = keys::open_ring(args).await?;
+        let events: Arc<dyn EventStore> =
+            Arc::new(SealedEventStore::new(stored, Arc::clone(&keys)));
         let reads = open_read_store(args).await?;
         let shards = open_leases(args).await?.map(|leases| ShardOptions {
             leases,
@@ -68,6 +79,8 @@ impl Stores {
         });
         Ok(Stores {
             events,
+            keys,
+            key_caching,
             snapshots,
             reads,
             snapshot_every: args.snapshot_every,
@@ -275,8 +288,16 @@ pub async fn run(
     let tail = role
         .serves_api()
         .then(|| tokio::spawn(Arc::clone(&event_feed).follow_log()));
+    let jobs = ReplayJobs::new(Arc::clone(&read_side), service.clone());
+    let erasures = Arc::new(ordo_app::Erasures::new(
+        Arc::clone(&stores.keys),
+        Arc::clone(&read_side),
+        Arc::clone(&jobs),
+        stores.key_caching.settle,
+    ));
     let state = AppState {
-        jobs: ReplayJobs::new(Arc::clone(&read_side), service.clone()),
+        jobs,
+        erasures,
         service,
         read_side: Arc::clone(&read_side),
         metrics,

@@ -33,6 +33,8 @@ fn main() -> ExitCode {
             Some(Command::Events(args)) => print_events(args).await,
             Some(Command::Replay(args)) => ordo::tools::replay(args).await,
             Some(Command::Snapshot(args)) => ordo::tools::snapshot(args).await,
+            Some(Command::Erase(args)) => ordo::tools::erase(args).await,
+            Some(Command::RotateMasterKey(args)) => ordo::tools::rotate_master_key(args).await,
             Some(Command::Status(args)) => ordo::status::run(args).await,
         }
     });

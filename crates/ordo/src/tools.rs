@@ -1,4 +1,5 @@
-//! `ordo replay` and `ordo snapshot`: operator tools that run on the stores directly.
+//! `ordo replay`, `ordo snapshot`, `ordo erase` and `ordo rotate-master-key`: operator
+//! tools that run on the stores directly.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use ordo_app::{JobState, ReplayJobs, ReplayRequest};
 
-use crate::config::{ReplayArgs, SnapshotArgs};
+use crate::config::{EraseArgs, ReplayArgs, RotateArgs, SnapshotArgs};
 use crate::{Stores, follow_read_side, start_read_side};
 
 /// Runs one replay job in this process, drawing a progress bar on standard error.
@@ -86,4 +87,58 @@ pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
         }
         None => bail!("no order {id}"),
     }
+}
+
+/// Erases one customer's personal data and prints `{"customerEmail", "ordersAffected",
+/// "erasedAt"}`, as the admin endpoint answers.
+pub async fn erase(args: EraseArgs) -> anyhow::Result<()> {
+    let email = ordo_domain::CustomerEmail::parse(&args.email)
+        .map_err(|e| anyhow::anyhow!("the e-mail {e}"))?;
+    let stores = Stores::open(&args.stores).await?;
+    // The projection runs here too (taking part in the shards, where there are shards,
+    // until it exits): the erasure waits for the read models to cover what is stored,
+    // which needs a projection even when no service runs.
+    let read_side = start_read_side(&stores).await?;
+    let jobs = ReplayJobs::new(read_side.clone(), stores.service());
+    let erasures = ordo_app::Erasures::new(
+        std::sync::Arc::clone(&stores.keys),
+        read_side.clone(),
+        jobs,
+        stores.key_caching.settle,
+    );
+    let outcome = erasures.erase(&email, "cli").await;
+    read_side.shutdown().await;
+    match outcome {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "customerEmail": report.customer_email,
+                    "ordersAffected": report.orders_affected,
+                    "erasedAt": report.erased_at.format(&Rfc3339)?,
+                })
+            );
+            Ok(())
+        }
+        Err(ordo_app::EraseError::NotFound) => {
+            bail!("no order ever had the customer e-mail {}", email.as_str())
+        }
+        Err(e) => bail!("erasure failed: {e}"),
+    }
+}
+
+/// Rewraps every data key under the configured master key.
+pub async fn rotate_master_key(args: RotateArgs) -> anyhow::Result<()> {
+    if args.stores.previous_master_key_file.is_none() {
+        bail!(
+            "give the master key being replaced with --previous-master-key-file (ORDO_PREVIOUS_MASTER_KEY_FILE), and the new one as the master key (docs/privacy.md)"
+        );
+    }
+    let (ring, _) = crate::keys::open_ring(&args.stores).await?;
+    let rewrapped = ring.rewrap_all().await?;
+    eprintln!(
+        "rewrapped {rewrapped} keys under the master key {}; restart every process without --previous-master-key-file",
+        ring.master_fingerprint()
+    );
+    Ok(())
 }

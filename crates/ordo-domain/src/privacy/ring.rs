@@ -277,10 +277,12 @@ impl KeyRing {
     ) -> Result<(Subject, EraseOutcome), KeyRingError> {
         let subject = self.subject(normalised_email);
         self.lock().forget(&subject);
-        let outcome = self
-            .store
-            .erase(&subject, OffsetDateTime::now_utc(), by)
-            .await?;
+        // Stores keep microseconds: the answer now says what a repeat will.
+        let now = OffsetDateTime::now_utc();
+        let at = now
+            .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(now);
+        let outcome = self.store.erase(&subject, at, by).await?;
         // Forgotten again: a sealing in flight may have cached the key meanwhile.
         self.lock().forget(&subject);
         Ok((subject, outcome))

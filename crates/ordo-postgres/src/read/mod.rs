@@ -242,6 +242,12 @@ impl ReadStoreLifecycle for PgReadStore {
         write::reset(self).await
     }
 
+    /// VACUUM of the tables an erasure rewrote: the old row versions' space becomes
+    /// reusable (PostgreSQL does not zero it: docs/privacy.md says what that means).
+    async fn purge_deleted(&self) -> Result<(), ReadStoreError> {
+        write::vacuum(self).await
+    }
+
     async fn ping(&self) -> Result<(), ReadStoreError> {
         let client = self.pool.get().await.map_err(DbError::from)?;
         client

@@ -373,3 +373,17 @@ pub(super) async fn parked(
         })
         .collect()
 }
+
+/// VACUUM of the tables whose rows an erasure rewrites (one statement per table: VACUUM
+/// runs outside a transaction). A failure is reported, not fatal to the erasure.
+pub(super) async fn vacuum(store: &PgReadStore) -> Result<(), ReadStoreError> {
+    let client = store.pool.get().await.map_err(DbError::from)?;
+    let s = &store.sql.s;
+    for table in ["orders", "order_search", "top_customers"] {
+        client
+            .simple_query(&format!("VACUUM {s}.{table}"))
+            .await
+            .map_err(DbError::from)?;
+    }
+    Ok(())
+}

@@ -168,6 +168,10 @@ impl SqliteReadStore {
             "NORMAL"
         };
         let mut conn = open_writer(&path, synchronous, LIVE_CACHE_MIB).map_err(unavailable)?;
+        // What the writer deletes or overwrites (an erased customer's name in a row
+        // rewritten by the erasure) is zeroed in the file, not left in a free page.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(unavailable)?;
         migrate(&mut conn, SCHEMA).map_err(unavailable)?;
         let checkpointer = start_checkpointer(&path, &conn, synchronous).map_err(unavailable)?;
         Ok(Self {
@@ -425,6 +429,28 @@ impl ReadStoreLifecycle for SqliteReadStore {
     async fn ping(&self) -> Result<(), ReadStoreError> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
+    }
+
+    /// The writer zeroes what it deletes and overwrites (`secure_delete`, set at open),
+    /// but FTS5 keeps a removed row's terms in its segments until they are merged, and
+    /// the log keeps old page images until it is checkpointed: both are done here.
+    async fn purge_deleted(&self) -> Result<(), ReadStoreError> {
+        self.write(|conn| {
+            for index in schema::SEARCH_INDEXES {
+                conn.execute(&format!("INSERT INTO {index} ({index}) VALUES ('optimize')"), [])?;
+            }
+            let (busy, _, _): (i64, i64, i64) =
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            if busy != 0 {
+                tracing::warn!(
+                    "readers kept the read models' log from being emptied after an erasure: it is emptied at the next checkpoint"
+                );
+            }
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -104,7 +104,7 @@ async fn a_snapshot_can_be_taken_on_demand_and_changes_no_answer() {
     expect_problem(malformed, StatusCode::NOT_FOUND).await;
 }
 
-async fn wait_for_job(app: &TestApp, job: &str) -> Value {
+pub(crate) async fn wait_for_job(app: &TestApp, job: &str) -> Value {
     eventually(Duration::from_secs(60), || async {
         let status = json_of(
             app.admin(Method::GET, &format!("/api/v1/admin/replay/{job}"))
@@ -124,7 +124,7 @@ async fn wait_for_job(app: &TestApp, job: &str) -> Value {
     .unwrap_or_else(|status| panic!("replay job {job} did not finish: {status}"))
 }
 
-async fn start_job(app: &TestApp, body: Option<Value>) -> String {
+pub(crate) async fn start_job(app: &TestApp, body: Option<Value>) -> String {
     let mut request = app.admin(Method::POST, "/api/v1/admin/replay");
     if let Some(body) = body {
         request = request.json(&body);

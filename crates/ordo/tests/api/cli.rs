@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::helpers::*;
 
 /// Runs `ordo <args>` with the store flags of `app`.
-async fn ordo(app_args: &ordo::StoreArgs, args: &[&str]) -> Output {
+pub(crate) async fn ordo(app_args: &ordo::StoreArgs, args: &[&str]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ordo"));
     command
         .args(args)

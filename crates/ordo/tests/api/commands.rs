@@ -364,7 +364,7 @@ async fn commands_carry_metadata_into_the_events() {
     assert_eq!(event["metadata"]["userAgent"], "ordo-tests/1");
     assert_eq!(event["eventType"], "OrderCreated");
     assert_eq!(
-        event["schemaVersion"], 2,
+        event["schemaVersion"], 3,
         "OrderCreated is written in its current schema version"
     );
     assert_eq!(event["version"], 1);
