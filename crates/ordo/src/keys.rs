@@ -82,23 +82,33 @@ fn read_key_file(path: &Path) -> anyhow::Result<SecretKey> {
     SecretKey::from_hex(&text).with_context(|| format!("the master key file {}", path.display()))
 }
 
-/// Writes a new key to `path`, readable by its owner only; fails if the file exists.
-fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+/// Writes `key` to `path`, readable by its owner only, unless another process sharing
+/// the data dir wrote one first: then that one is the key. The file appears whole or not
+/// at all (written aside, synced, then linked into place, which fails if it exists).
+fn write_key_file(path: &Path, key: SecretKey) -> anyhow::Result<(SecretKey, bool)> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let aside = dir.join(format!(".master.key.{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create the master key file {}", path.display()))?;
-    let mut text = key.to_hex();
-    text.push('\n');
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write the master key file {}", path.display()))
+    let written = options.open(&aside).and_then(|mut file| {
+        let mut text = key.to_hex();
+        text.push('\n');
+        file.write_all(text.as_bytes())?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&aside, path));
+    let _ = std::fs::remove_file(&aside);
+    match linked {
+        Ok(()) => Ok((key, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok((read_key_file(path)?, false))
+        }
+        Err(e) => Err(e)
+            .with_context(|| format!("cannot write the master key file {}", path.display())),
+    }
 }
 
 /// The master key: ORDO_MASTER_KEY, else the file `--master-key-file` names, else
@@ -130,8 +140,10 @@ pub async fn master_key(args: &StoreArgs, store: &dyn KeyStore) -> anyhow::Resul
             config::redact(&args.key_store_url())
         );
     }
-    let key = SecretKey::generate()?;
-    write_key_file(&path, &key)?;
+    let (key, generated) = write_key_file(&path, SecretKey::generate()?)?;
+    if !generated {
+        return Ok(MasterKey::new(key));
+    }
     tracing::warn!(
         path = %path.display(),
         fingerprint = %key.fingerprint(),
