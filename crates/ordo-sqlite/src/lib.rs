@@ -16,6 +16,10 @@
 //! - [`SqliteReadStores`] (`generations.rs`): generations of the read store for
 //!   blue-green rebuilds, with a durable pointer to the active one.
 //! - `pool.rs`: the read-connection pool shared by both.
+//! - The [`EventRewriter`](ordo_es::EventRewriter) of one-time migrations (`events.rs`):
+//!   a rewrite is one UPDATE transaction on the writer thread; the events file runs with
+//!   `secure_delete` on, so overwritten content is zeroed, and a purge rebuilds the file
+//!   (`VACUUM`) and empties the write-ahead log (`wal_checkpoint(TRUNCATE)`).
 //!
 //! ## Durability
 //!
