@@ -15,6 +15,9 @@
 //! - `codec.rs`: events to stream fields and back (JSON text kept byte for byte).
 //! - `wait.rs`: `wait_for_events` as blocking XREADs on dedicated connections.
 //! - `durability.rs`: the start-up check of `appendonly`/`appendfsync`.
+//! - `rewrite.rs`: the [`ordo_es::EventRewriter`] of one-time migrations: a partition's
+//!   keys copied with the payloads rewritten, then swapped in by one guarded script, and
+//!   the server's AOF and RDB files written afresh.
 //! - `link.rs`, `url.rs`: the multiplexed command connection and the connection string.
 //!
 //! ## How data flows
@@ -45,6 +48,7 @@ mod codec;
 mod durability;
 mod keys;
 mod link;
+mod rewrite;
 mod snapshots;
 mod store;
 mod url;
