@@ -32,6 +32,9 @@
 //!   [`GatedEventStore`] puts one in front of a whole store.
 //! - [`upcast`]: the [`UpcasterChain`] that reads old event schema versions in the
 //!   current shape.
+//! - [`rewrite`]: the [`EventRewriter`] of one-time migrations that must rewrite stored
+//!   payloads in place (sealing personal data stored before encryption), beside the
+//!   append-only [`EventStore`].
 //! - [`testkit`]: given / when / then tests for aggregates, with no I/O.
 //!
 //! ## How data flows
@@ -54,6 +57,7 @@ pub mod lease;
 mod memory;
 pub mod position;
 pub mod projection;
+pub mod rewrite;
 pub mod snapshot;
 pub mod store;
 pub mod testkit;
@@ -74,6 +78,7 @@ pub use projection::{
     Projection, ProjectionError, ProjectionHandle, ProjectionRunner, ProjectionState,
     ProjectionStatus, RunnerConfig,
 };
+pub use rewrite::{EventRewriter, Rewrite, RewriteCursor};
 pub use snapshot::{NoSnapshots, Snapshot, SnapshotStore};
 pub use store::{Appended, BoxError, EventStore, ExpectedVersion, StoreError};
 pub use upcast::{UpcastFn, UpcasterChain};

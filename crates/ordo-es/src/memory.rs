@@ -10,7 +10,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::event::{NewEvent, RecordedEvent, StreamId};
-use crate::position::{Checkpoint, Position, partition_of};
+use crate::position::{Checkpoint, Cursor, Position, partition_of};
+use crate::rewrite::{EventRewriter, Rewrite, RewriteCursor, check_rewrites};
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::store::{Appended, EventStore, ExpectedVersion, StoreError};
 
@@ -259,6 +260,78 @@ impl EventStore for InMemoryStore {
     }
 }
 
+/// The reference rewriter: [`rewrite`](EventRewriter::rewrite) replaces the events under
+/// the store's lock, all of them in one step. Nothing is ever written to a file, so
+/// [`purge_old_versions`](EventRewriter::purge_old_versions) has nothing to do (the old
+/// payloads are freed, not zeroed, like any memory the process frees).
+#[async_trait]
+impl EventRewriter for InMemoryStore {
+    async fn legacy_events(
+        &self,
+        event_type: &str,
+        below: u32,
+        after: Option<RewriteCursor>,
+        limit: usize,
+    ) -> Result<(Vec<RecordedEvent>, Option<RewriteCursor>), StoreError> {
+        let limit = limit.max(1);
+        let mut cursor = after.unwrap_or_else(|| RewriteCursor::start(self.partitions));
+        let mut found = Vec::new();
+        let inner = self.lock();
+        for (p, log) in inner.logs.iter().enumerate() {
+            let partition = p as u32;
+            let from = cursor.cursor(partition);
+            if from == Cursor::END {
+                continue;
+            }
+            // An event's cursor major is its index + 1: the next one to look at is at
+            // index `from.major`.
+            let start = usize::try_from(from.major).unwrap_or(usize::MAX);
+            for event in log.iter().skip(start) {
+                if found.len() == limit {
+                    return Ok((found, cursor.into_next(self.partitions)));
+                }
+                cursor.advance(&event.position);
+                if event.event_type == event_type && event.schema_version < below {
+                    found.push(event.clone());
+                }
+            }
+            cursor.finish(partition);
+        }
+        Ok((found, cursor.into_next(self.partitions)))
+    }
+
+    async fn rewrite(&self, changes: &[Rewrite]) -> Result<u64, StoreError> {
+        check_rewrites(changes)?;
+        let mut inner = self.lock();
+        let mut rewritten = 0;
+        for change in changes {
+            let position = change.position;
+            let index = match position.cursor.major.checked_sub(1) {
+                Some(index) if position.cursor.minor == 0 => usize::try_from(index).ok(),
+                _ => None,
+            };
+            let event = index.and_then(|i| {
+                inner
+                    .logs
+                    .get_mut(position.partition as usize)
+                    .and_then(|log| log.get_mut(i))
+            });
+            if let Some(event) = event
+                && change.matches(event)
+            {
+                event.schema_version = change.schema_version;
+                event.data = change.data.clone();
+                rewritten += 1;
+            }
+        }
+        Ok(rewritten)
+    }
+
+    async fn purge_old_versions(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl SnapshotStore for InMemoryStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
@@ -298,4 +371,14 @@ mod conformance_single {
 #[cfg(all(test, feature = "conformance"))]
 mod conformance_partitioned {
     crate::event_store_conformance!(async { crate::InMemoryStore::with_partitions(4) });
+}
+
+#[cfg(all(test, feature = "conformance"))]
+mod rewriter_conformance_single {
+    crate::event_rewriter_conformance!(async { crate::InMemoryStore::new() });
+}
+
+#[cfg(all(test, feature = "conformance"))]
+mod rewriter_conformance_partitioned {
+    crate::event_rewriter_conformance!(async { crate::InMemoryStore::with_partitions(4) });
 }

@@ -14,9 +14,11 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
+use ordo_es::rewrite::check_rewrites;
 use ordo_es::{
-    Appended, Checkpoint, Cursor, EventStore, ExpectedVersion, Metadata, NewEvent, Payload,
-    Position, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, partition_of,
+    Appended, Checkpoint, Cursor, EventRewriter, EventStore, ExpectedVersion, Metadata, NewEvent,
+    Payload, Position, RecordedEvent, Rewrite, RewriteCursor, Snapshot, SnapshotStore, StoreError,
+    StreamId, partition_of,
 };
 
 use crate::db::{
@@ -32,6 +34,9 @@ const SETTLE_STEP: Duration = Duration::from_millis(5);
 /// Positions per transaction when `connect` gives the events of an older log their
 /// partition: the streams met among them are partitioned together.
 const FILL_RANGE: i64 = 5_000;
+/// How long `purge_old_versions` waits for transactions older than the rewrite to end.
+const PURGE_WAIT: Duration = Duration::from_secs(60);
+const PURGE_POLL: Duration = Duration::from_millis(100);
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -117,6 +122,10 @@ struct Statements {
     count_after: String,
     head: String,
     event_id_at: String,
+    legacy_events: String,
+    rewrite: String,
+    purge: String,
+    older_snapshots: String,
     load_snapshot: String,
     save_snapshot: String,
     delete_snapshots: String,
@@ -184,6 +193,49 @@ impl Statements {
                 "SELECT e.event_id FROM {s}.events e \
                  WHERE e.position = $2 AND e.tx_id = $1::text::xid8 AND e.partition = $3"
             ),
+            // One partition's events of a type below a schema version after a cursor: a
+            // range scan of the (partition, tx_id, position) index, filtered.
+            legacy_events: format!(
+                "SELECT {COLUMNS} FROM {s}.events e \
+                 WHERE e.partition = $1 AND (e.tx_id, e.position) > ($2::text::xid8, $3) \
+                   AND e.event_type = $4 AND e.schema_version < $5 \
+                 ORDER BY e.tx_id, e.position LIMIT $6"
+            ),
+            // Each row rewritten only when it still holds the event where and as it was
+            // read. Event id, (stream_id, version) and position are each unique and
+            // indexed, so every change is one index lookup, whichever the planner takes
+            // (the (stream_id, version) one, on a table of 200,000 rows).
+            rewrite: format!(
+                "UPDATE {s}.events e SET schema_version = u.schema_version, data = u.data \
+                 FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int4[], $5::text[], \
+                             $6::int8[], $7::int4[], $8::int4[], $9::json[]) \
+                     AS u(event_id, stream_id, version, partition, tx_id, position, \
+                          expected_schema_version, schema_version, data) \
+                 WHERE e.event_id = u.event_id AND e.stream_id = u.stream_id \
+                   AND e.version = u.version AND e.partition = u.partition \
+                   AND e.tx_id = u.tx_id::xid8 AND e.position = u.position \
+                   AND e.schema_version = u.expected_schema_version"
+            ),
+            purge: format!("VACUUM FULL {s}.events"),
+            // What may still see row versions that transaction `$1` (xid8 as text) saw
+            // dead: sessions of this database (or of none: WAL senders with hot standby
+            // feedback) whose snapshot or transaction is older, replication slots holding
+            // an older xmin, and older prepared transactions. VACUUM keeps the old row
+            // versions for them.
+            older_snapshots: "WITH x AS (SELECT age($1::text::xid8::xid) AS age) \
+                 SELECT coalesce(string_agg(h, ', '), '') FROM ( \
+                     SELECT 'session ' || a.pid AS h FROM pg_stat_activity a, x \
+                     WHERE a.pid <> pg_backend_pid() \
+                       AND (a.datname = current_database() OR a.datname IS NULL) \
+                       AND (age(a.backend_xmin) > x.age OR age(a.backend_xid) > x.age) \
+                     UNION ALL \
+                     SELECT 'replication slot ' || r.slot_name FROM pg_replication_slots r, x \
+                     WHERE age(r.xmin) > x.age \
+                     UNION ALL \
+                     SELECT 'prepared transaction ' || p.gid FROM pg_prepared_xacts p, x \
+                     WHERE age(p.transaction) > x.age \
+                 ) holders"
+                .to_owned(),
             load_snapshot: format!(
                 "SELECT stream_id, aggregate_type, version, schema_version, state, taken_at \
                  FROM {s}.snapshots WHERE stream_id = $1"
@@ -1015,6 +1067,198 @@ impl EventStore for PgEventStore {
     }
 }
 
+/// The columns of a rewrite, one array per column, as the rewrite statement binds them.
+#[derive(Debug, Default)]
+struct RewriteArrays {
+    event_ids: Vec<Uuid>,
+    stream_ids: Vec<String>,
+    versions: Vec<i64>,
+    partitions: Vec<i32>,
+    tx_ids: Vec<String>,
+    positions: Vec<i64>,
+    expected_schema_versions: Vec<i32>,
+    schema_versions: Vec<i32>,
+    data: Vec<Json<Payload>>,
+}
+
+impl RewriteArrays {
+    /// The changes this store could hold; one that names a place no event of it can be
+    /// at (numbers out of range) is left out, as it would match no row.
+    fn new(changes: &[Rewrite]) -> Result<Self, StoreError> {
+        let mut a = RewriteArrays::default();
+        for change in changes {
+            let schema_version = i32::try_from(change.schema_version).map_err(|_| {
+                StoreError::Invalid(format!(
+                    "schema version {} is too large",
+                    change.schema_version
+                ))
+            })?;
+            let (Ok(version), Ok(partition), Ok(position), Ok(expected)) = (
+                i64::try_from(change.version),
+                i32::try_from(change.position.partition),
+                i64::try_from(change.position.cursor.minor),
+                i32::try_from(change.expected_schema_version),
+            ) else {
+                continue;
+            };
+            a.event_ids.push(change.event_id);
+            a.stream_ids.push(change.stream_id.as_str().to_owned());
+            a.versions.push(version);
+            a.partitions.push(partition);
+            a.tx_ids.push(change.position.cursor.major.to_string());
+            a.positions.push(position);
+            a.expected_schema_versions.push(expected);
+            a.schema_versions.push(schema_version);
+            a.data.push(Json(change.data.clone()));
+        }
+        Ok(a)
+    }
+}
+
+/// Legacy events are read without waiting for transactions in flight (unlike
+/// [`read_all`](EventStore::read_all)): they were stored long before the migration runs.
+/// A rewrite is one UPDATE statement, so one transaction: all of it or nothing. It
+/// leaves each row's `tx_id` and position as they were, so the log's order is kept.
+#[async_trait]
+impl EventRewriter for PgEventStore {
+    async fn legacy_events(
+        &self,
+        event_type: &str,
+        below: u32,
+        after: Option<RewriteCursor>,
+        limit: usize,
+    ) -> Result<(Vec<RecordedEvent>, Option<RewriteCursor>), StoreError> {
+        let limit = limit.max(1);
+        let below = i32::try_from(below).unwrap_or(i32::MAX);
+        let mut cursor = after.unwrap_or_else(|| RewriteCursor::start(self.partitions));
+        let mut found = Vec::new();
+        for partition in 0..self.partitions {
+            let from = cursor.cursor(partition);
+            if from == Cursor::END {
+                continue;
+            }
+            let wanted = limit - found.len();
+            let rows = self
+                .query(
+                    &self.sql.legacy_events,
+                    &[
+                        &(partition as i32),
+                        &from.major.to_string(),
+                        &i64::try_from(from.minor).unwrap_or(i64::MAX),
+                        &event_type,
+                        &below,
+                        &limit_param(wanted),
+                    ],
+                )
+                .await?;
+            let events = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+            let short = events.len() < wanted;
+            if let Some(last) = events.last() {
+                cursor.advance(&last.position);
+            }
+            found.extend(events);
+            if !short {
+                break;
+            }
+            cursor.finish(partition);
+        }
+        Ok((found, cursor.into_next(self.partitions)))
+    }
+
+    async fn rewrite(&self, changes: &[Rewrite]) -> Result<u64, StoreError> {
+        check_rewrites(changes)?;
+        let a = RewriteArrays::new(changes)?;
+        if a.event_ids.is_empty() {
+            return Ok(0);
+        }
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.sql.rewrite)
+            .await
+            .map_err(DbError::from)?;
+        Ok(client
+            .execute(
+                &statement,
+                &[
+                    &a.event_ids,
+                    &a.stream_ids,
+                    &a.versions,
+                    &a.partitions,
+                    &a.tx_ids,
+                    &a.positions,
+                    &a.expected_schema_versions,
+                    &a.schema_versions,
+                    &a.data,
+                ],
+            )
+            .await
+            .map_err(DbError::from)?)
+    }
+
+    /// `VACUUM FULL` of the events table (and its TOAST table), without the statement
+    /// timeout. An UPDATE leaves the old row version in the table's pages as a dead
+    /// tuple; a plain VACUUM only marks its space free, to be reused, so its bytes stay
+    /// in the files until overwritten. VACUUM FULL writes the table anew and removes the
+    /// old files, but it copies the old row versions too while any transaction that may
+    /// still see them is open. So it first waits (up to a minute) until no session of the
+    /// database has a snapshot older than the call, and no replication slot or prepared
+    /// transaction holds one; past that it is [`StoreError::Unavailable`], naming them.
+    /// Telling other sessions' snapshots needs a superuser or `pg_read_all_stats`
+    /// (others' are hidden, and not waited for).
+    ///
+    /// VACUUM FULL holds an ACCESS EXCLUSIVE lock on the table meanwhile (appends and
+    /// reads wait), takes time and disk space in proportion to the table, and needs the
+    /// table's owner.
+    ///
+    /// What it cannot reach: the write-ahead log (segments not yet recycled, and recycled
+    /// ones, which keep their content until overwritten), archived WAL, and base backups
+    /// and dumps taken before, all of which still hold the old rows; replicas replay the
+    /// VACUUM FULL from the WAL, but their own WAL and archives are the same; and the
+    /// disk blocks of the removed files, which the file system frees without wiping.
+    async fn purge_old_versions(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        // A transaction of its own, committed now: every rewrite that returned before
+        // this call has a smaller id.
+        let now: String = client
+            .query_one("SELECT pg_current_xact_id()::text", &[])
+            .await
+            .map_err(DbError::from)?
+            .get(0);
+        let waited_from = Instant::now();
+        loop {
+            let holders: String = client
+                .query_one(&self.sql.older_snapshots, &[&now])
+                .await
+                .map_err(DbError::from)?
+                .get(0);
+            if holders.is_empty() {
+                break;
+            }
+            if waited_from.elapsed() >= PURGE_WAIT {
+                return Err(StoreError::Unavailable(
+                    format!(
+                        "older transactions may still see the rewritten events' old rows \
+                         ({holders}), and VACUUM FULL would keep them: end those and purge again"
+                    )
+                    .into(),
+                ));
+            }
+            tokio::time::sleep(PURGE_POLL).await;
+        }
+        // VACUUM cannot run in a transaction block: two statements of their own. The
+        // connection is closed afterwards rather than returned to the pool with its
+        // statement timeout lifted.
+        client
+            .batch_execute("SET statement_timeout = 0")
+            .await
+            .map_err(DbError::from)?;
+        let vacuumed = client.batch_execute(&self.sql.purge).await;
+        drop(deadpool_postgres::Object::take(client));
+        vacuumed.map_err(DbError::from)?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl SnapshotStore for PgEventStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
@@ -1245,6 +1489,129 @@ mod tests {
             assert!(checkpoint.covers(&later.positions[0]));
             assert_eq!(store.count_after(checkpoint).await.expect("count"), 0);
         }
+        drop(store);
+        testdb::drop_schema(&schema).await;
+    }
+
+    /// The bytes of `table`'s file and of its TOAST table's, as the server keeps them on
+    /// disk once a checkpoint has written its buffers out (the test server's superuser
+    /// may read them).
+    async fn table_files(client: &tokio_postgres::Client, table: &str) -> Vec<u8> {
+        client
+            .batch_execute("CHECKPOINT")
+            .await
+            .expect("checkpoint");
+        let rows = client
+            .query(
+                "SELECT pg_read_binary_file(pg_relation_filepath(c.oid::regclass)) \
+                 FROM pg_class c \
+                 WHERE c.oid = $1::text::regclass \
+                    OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = $1::text::regclass)",
+                &[&table],
+            )
+            .await
+            .expect("read the table's files");
+        assert!(!rows.is_empty(), "no files of {table}");
+        rows.iter().flat_map(|r| r.get::<_, Vec<u8>>(0)).collect()
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_plain_text_is_left_in_the_table_files_after_a_rewrite_and_a_purge() {
+        const MARKER: &[u8] = b"Plain Ada Lovelace";
+        let (url, schema) = testdb::fresh_url().await;
+        let store = PgEventStore::connect(&format!("{url}&partitions=3"))
+            .await
+            .expect("connect");
+        for s in 0..60u64 {
+            let legacy = NewEvent {
+                event_type: "OrderCreated".into(),
+                data: json!({ "customerName": format!("Plain Ada Lovelace {s}"), "n": s }).into(),
+                ..event(s)
+            };
+            store
+                .append(
+                    &StreamId::new(format!("order-{s}")),
+                    ExpectedVersion::NoStream,
+                    vec![legacy, event(s)],
+                )
+                .await
+                .expect("append");
+        }
+        let client = testdb::raw_client().await;
+        let table = format!("\"{schema}\".events");
+        assert!(
+            contains(&table_files(&client, &table).await, MARKER),
+            "the check cannot see the plain text where it is stored"
+        );
+
+        // A reader whose snapshot is older than the rewrite: VACUUM FULL would keep the
+        // old rows for it, so the purge must wait until it is gone.
+        let mut reader = testdb::raw_client().await;
+        let snapshot = reader
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .expect("begin");
+        // Not reading the table: a lock on it would hold VACUUM FULL back by itself.
+        snapshot
+            .query("SELECT 1", &[])
+            .await
+            .expect("take the snapshot");
+
+        let mut after = None;
+        let mut rewritten = 0;
+        loop {
+            let (page, next) = store
+                .legacy_events("OrderCreated", 3, after, 7)
+                .await
+                .expect("legacy events");
+            let changes: Vec<Rewrite> = page
+                .iter()
+                .map(|e| Rewrite::of(e, 3, json!({ "personalData": "sealed" }).into()))
+                .collect();
+            rewritten += store.rewrite(&changes).await.expect("rewrite");
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!(rewritten, 60);
+        let store = Arc::new(store);
+        let purge = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.purge_old_versions().await })
+        };
+        // Time for a purge that did not wait to run its VACUUM FULL under the snapshot
+        // (the check below would then find the old rows); not an assertion.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        snapshot.commit().await.expect("end the old snapshot");
+        purge.await.expect("purge task").expect("purge");
+        assert!(
+            !contains(&table_files(&client, &table).await, MARKER),
+            "plain text left in the table's files"
+        );
+
+        // The store goes on as before: reads, the log, appends.
+        let read = store
+            .read_stream(&StreamId::new("order-7"), 1, 10)
+            .await
+            .expect("read");
+        assert_eq!((read.len(), read[0].schema_version), (2, 3));
+        let mut whole = Checkpoint::origin(3);
+        assert_eq!(read_n(&store, &mut whole, 120).await.len(), 120);
+        store
+            .append(
+                &StreamId::new("order-7"),
+                ExpectedVersion::Exact(2),
+                vec![event(1)],
+            )
+            .await
+            .expect("append after the purge");
         drop(store);
         testdb::drop_schema(&schema).await;
     }

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use ordo_es::{
-    Appended, Checkpoint, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Snapshot,
-    SnapshotStore, StoreError, StreamId,
+    Appended, Checkpoint, EventRewriter, EventStore, ExpectedVersion, NewEvent, Position,
+    RecordedEvent, Rewrite, RewriteCursor, Snapshot, SnapshotStore, StoreError, StreamId,
 };
 use ordo_postgres::PgEventStore;
 use tokio_postgres::NoTls;
@@ -186,7 +186,37 @@ impl SnapshotStore for TestStore {
     }
 }
 
+#[async_trait]
+impl EventRewriter for TestStore {
+    async fn legacy_events(
+        &self,
+        event_type: &str,
+        below: u32,
+        after: Option<RewriteCursor>,
+        limit: usize,
+    ) -> Result<(Vec<RecordedEvent>, Option<RewriteCursor>), StoreError> {
+        self.inner
+            .legacy_events(event_type, below, after, limit)
+            .await
+    }
+
+    async fn rewrite(&self, changes: &[Rewrite]) -> Result<u64, StoreError> {
+        self.inner.rewrite(changes).await
+    }
+
+    async fn purge_old_versions(&self) -> Result<(), StoreError> {
+        self.inner.purge_old_versions().await
+    }
+}
+
 ordo_es::event_store_conformance!(async { fresh_store().await });
+
+/// The rewriter suite (a migration's rewrite in place), each case in a schema of its own.
+mod rewriter {
+    use super::fresh_store;
+
+    ordo_es::event_rewriter_conformance!(async { fresh_store().await });
+}
 
 /// The snapshot-store suite, each case in a schema of its own as well.
 mod snapshots {

@@ -7,6 +7,11 @@
 //! <prefix>:{<prefix>:p<N>}:log                  partition log, entry ids <seq>-0
 //! <prefix>:{<prefix>:p<N>}:seq                  last seq handed out in partition N
 //! <prefix>:partitions                           the partition count, fixed at first use
+//!
+//! while a migration rewrites payloads in place (see `rewrite.rs`):
+//! <prefix>:{<prefix>:p<N>}:rewrite:log          the partition log's copy being built
+//! <prefix>:{<prefix>:p<N>}:rewrite:stream:<id>  an aggregate stream's copy being built
+//! <prefix>:{<prefix>:p<N>}:rewrite:generation   rewrites committed in partition N
 //! ```
 //!
 //! N is [`partition_of`]`(stream id, partitions)`. The hash tag is the text between the
@@ -34,6 +39,26 @@ pub fn log_key(prefix: &str, partition: u32) -> String {
 /// The key of one partition's sequence counter (the seq of its newest log entry).
 pub fn seq_key(prefix: &str, partition: u32) -> String {
     format!("{prefix}:{{{}}}:seq", tag(prefix, partition))
+}
+
+/// The copy a rewrite builds of one partition's log, in its slot.
+pub(crate) fn rewrite_log_key(prefix: &str, partition: u32) -> String {
+    format!("{prefix}:{{{}}}:rewrite:log", tag(prefix, partition))
+}
+
+/// The copy a rewrite builds of an aggregate stream, in its slot.
+pub(crate) fn rewrite_stream_key(prefix: &str, partitions: u32, stream_id: &str) -> String {
+    let partition = partition_of(stream_id, partitions);
+    format!(
+        "{prefix}:{{{}}}:rewrite:stream:{stream_id}",
+        tag(prefix, partition)
+    )
+}
+
+/// How many rewrites were committed in a partition: a rewrite whose copies were made
+/// before another one committed must not replace the other's work.
+pub(crate) fn rewrite_generation_key(prefix: &str, partition: u32) -> String {
+    format!("{prefix}:{{{}}}:rewrite:generation", tag(prefix, partition))
 }
 
 /// The key holding the partition count chosen when the store was first used.
@@ -113,6 +138,14 @@ mod tests {
                 let stream = stream_key("ordo", partitions, id);
                 assert_eq!(key_slot(&stream), key_slot(&log_key("ordo", p)), "{stream}");
                 assert_eq!(key_slot(&stream), key_slot(&seq_key("ordo", p)), "{stream}");
+                for copy in [
+                    rewrite_stream_key("ordo", partitions, id),
+                    rewrite_log_key("ordo", p),
+                    rewrite_generation_key("ordo", p),
+                ] {
+                    assert_eq!(key_slot(&stream), key_slot(&copy), "{copy}");
+                    assert_ne!(copy, stream);
+                }
                 assert_eq!(
                     Slot::for_key(&stream),
                     Slot::for_key(log_key("ordo", p)),

@@ -18,6 +18,9 @@
 //!   crypto-shredding (customers' wrapped data keys and the record of erasures): every
 //!   key under the one hash tag `{<prefix>:keys}`, every operation one Lua script.
 //! - `durability.rs`: the start-up check of `appendonly`/`appendfsync`.
+//! - `rewrite.rs`: the [`ordo_es::EventRewriter`] of one-time migrations: a partition's
+//!   keys copied with the payloads rewritten, then swapped in by one guarded script, and
+//!   the server's AOF and RDB files written afresh.
 //! - `link.rs`, `url.rs`: the multiplexed command connection and the connection string.
 //!
 //! ## How data flows
@@ -49,6 +52,7 @@ mod data_keys;
 mod durability;
 mod keys;
 mod link;
+mod rewrite;
 mod snapshots;
 mod store;
 mod url;

@@ -153,6 +153,11 @@ impl RedisEventStore {
         self.url.partitions
     }
 
+    /// The command connection.
+    pub(crate) fn link(&self) -> &Link {
+        &self.link
+    }
+
     /// Sends one command, classifying a failure with `context`.
     pub(crate) async fn send<T: redis::FromRedisValue>(
         &self,
@@ -417,7 +422,7 @@ impl fmt::Debug for RedisEventStore {
 }
 
 /// Classifies a Redis error by the store's error contract.
-fn failure(context: String, source: RedisError) -> StoreError {
+pub(crate) fn failure(context: String, source: RedisError) -> StoreError {
     match source.code() {
         Some("ORDO_CORRUPT") => {
             return StoreError::Corrupt(source.detail().unwrap_or("append refused").to_owned());

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use ordo_domain::privacy::{EraseOutcome, KeyStore, KeyStoreError, Subject, WrappedKey};
 use ordo_es::{
-    Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, partition_of,
+    Checkpoint, EventRewriter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent,
+    Rewrite, StoreError, StreamId, partition_of,
 };
 use ordo_redis::{RedisEventStore, RedisKeys, key_slot, log_key, stream_key};
 use ordo_testkit::{error_chain, eventually};
@@ -202,6 +203,16 @@ mod single_conformance {
 mod cluster_conformance {
     use super::{Target, fresh_store};
     ordo_es::event_store_conformance!(async { fresh_store(Target::Cluster).await });
+}
+
+mod single_rewriter_conformance {
+    use super::{Target, fresh_store};
+    ordo_es::event_rewriter_conformance!(async { fresh_store(Target::Single).await });
+}
+
+mod cluster_rewriter_conformance {
+    use super::{Target, fresh_store};
+    ordo_es::event_rewriter_conformance!(async { fresh_store(Target::Cluster).await });
 }
 
 mod single_snapshot_conformance {
@@ -839,6 +850,216 @@ async fn reads_of_the_log_longer_than_one_chunk_are_whole_and_in_order(target: T
     );
 }
 
+/// The copy a rewrite builds of a partition's log (the documented key layout).
+fn rewrite_log_key(prefix: &str, partition: u32) -> String {
+    log_key(prefix, partition).replace(":log", ":rewrite:log")
+}
+
+fn legacy(n: u64) -> NewEvent {
+    NewEvent {
+        event_type: "OrderCreated".into(),
+        data: serde_json::json!({ "n": n, "customerName": format!("Plain {n}") }).into(),
+        ..event(n)
+    }
+}
+
+fn sealed(event: &RecordedEvent) -> Rewrite {
+    Rewrite::of(
+        event,
+        3,
+        serde_json::json!({ "sealed": event.event_id.to_string() }).into(),
+    )
+}
+
+/// Every legacy `OrderCreated` of the store, in one pass.
+async fn all_legacy(store: &RedisEventStore) -> Vec<RecordedEvent> {
+    let mut found = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, next) = store
+            .legacy_events("OrderCreated", 3, after, 10_000)
+            .await
+            .expect("legacy events");
+        found.extend(page);
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => return found,
+        }
+    }
+}
+
+/// The stream and log keys of every partition agree as the append script requires: a
+/// stream's length is its top version, a counter its log's length.
+async fn assert_invariants(store: &RedisEventStore, raw: &Raw, streams: &[StreamId]) {
+    for stream in streams {
+        let read = store.read_stream(stream, 1, 100_000).await.expect("read");
+        assert_eq!(
+            raw.xlen(&store.stream_key(stream)).await,
+            read.last().map_or(0, |e| e.version),
+            "{stream}"
+        );
+    }
+    for partition in 0..store.partitions() {
+        let counter: Option<u64> = raw
+            .query(redis::cmd("GET").arg(seq_key(store.prefix(), partition)))
+            .await;
+        assert_eq!(
+            raw.xlen(&store.log_key(partition)).await,
+            counter.unwrap_or(0)
+        );
+        let exists: u64 = raw
+            .query(redis::cmd("EXISTS").arg(rewrite_log_key(store.prefix(), partition)))
+            .await;
+        assert_eq!(exists, 0, "a copy of partition {partition} was left behind");
+    }
+}
+
+async fn a_rewrite_of_logs_longer_than_one_copy_chunk_keeps_every_entry(target: Target) {
+    let store = connect_with(target, &format!("prefix={}&partitions=2", unique_prefix())).await;
+    let raw = Raw::open(target).await;
+    // 1,300 events in a few streams (more than two chunks of the copy in a partition),
+    // every fifth legacy.
+    let streams: Vec<StreamId> = (0..4)
+        .map(|s| StreamId::new(format!("order-{s}")))
+        .collect();
+    for round in 0..13u64 {
+        for (s, stream) in streams.iter().enumerate() {
+            let batch = (0..25u64)
+                .map(|i| {
+                    let n = round * 1_000 + s as u64 * 100 + i;
+                    if n.is_multiple_of(5) {
+                        legacy(n)
+                    } else {
+                        event(n)
+                    }
+                })
+                .collect();
+            store
+                .append(stream, ExpectedVersion::Any, batch)
+                .await
+                .expect("append");
+        }
+    }
+    let before = store
+        .read_all(&Checkpoint::origin(2), 10_000)
+        .await
+        .expect("read");
+    assert_eq!(before.len(), 1_300);
+    let legacy_events = all_legacy(&store).await;
+    assert_eq!(legacy_events.len(), 260);
+    let changes: Vec<Rewrite> = legacy_events.iter().map(sealed).collect();
+    assert_eq!(store.rewrite(&changes).await.expect("rewrite"), 260);
+
+    let after = store
+        .read_all(&Checkpoint::origin(2), 10_000)
+        .await
+        .expect("read");
+    let expected: Vec<RecordedEvent> = before
+        .iter()
+        .map(
+            |e| match changes.iter().find(|c| c.event_id == e.event_id) {
+                Some(change) => RecordedEvent {
+                    schema_version: 3,
+                    data: change.data.clone(),
+                    ..e.clone()
+                },
+                None => e.clone(),
+            },
+        )
+        .collect();
+    assert_eq!(after, expected);
+    assert!(all_legacy(&store).await.is_empty());
+    assert_invariants(&store, &raw, &streams).await;
+    let appended = store
+        .append(&streams[0], ExpectedVersion::Exact(325), events(2))
+        .await
+        .expect("append after the rewrite");
+    assert_eq!(appended.last_version, 327);
+}
+
+async fn appends_during_a_rewrite_are_never_lost(target: Target) {
+    let store =
+        Arc::new(connect_with(target, &format!("prefix={}&partitions=1", unique_prefix())).await);
+    let raw = Raw::open(target).await;
+    let streams: Vec<StreamId> = (0..3)
+        .map(|s| StreamId::new(format!("order-{s}")))
+        .collect();
+    for stream in &streams {
+        let batch = (0..300).map(|n: u64| {
+            if n.is_multiple_of(2) {
+                legacy(n)
+            } else {
+                event(n)
+            }
+        });
+        store
+            .append(stream, ExpectedVersion::NoStream, batch.collect())
+            .await
+            .expect("append");
+    }
+    // Appenders on every stream of the one partition, while the legacy events are
+    // rewritten in small batches: each rewrite either swaps its copies in or gives up
+    // (Unavailable); no append is lost either way.
+    let done = Arc::new(AtomicBool::new(false));
+    let appenders: Vec<_> = streams
+        .iter()
+        .cloned()
+        .map(|stream| {
+            let (store, done) = (Arc::clone(&store), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut acknowledged = 0u64;
+                while !done.load(Ordering::SeqCst) {
+                    store
+                        .append(&stream, ExpectedVersion::Any, events(1))
+                        .await
+                        .expect("append during the rewrite");
+                    acknowledged += 1;
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let (mut swapped, mut gave_up) = (0u64, 0u64);
+    for batch in all_legacy(&store).await.chunks(50) {
+        let changes: Vec<Rewrite> = batch.iter().map(sealed).collect();
+        match store.rewrite(&changes).await {
+            Ok(n) => swapped += n,
+            Err(StoreError::Unavailable(_)) => gave_up += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    let mut acknowledged = 0;
+    for appender in appenders {
+        acknowledged += appender.await.expect("appender");
+    }
+    // Quiet now: what is left is rewritten at once.
+    let rest: Vec<Rewrite> = all_legacy(&store).await.iter().map(sealed).collect();
+    swapped += store.rewrite(&rest).await.expect("rewrite without appends");
+    assert_eq!(
+        swapped, 450,
+        "every legacy event rewritten once ({gave_up} gave up)"
+    );
+    let logged = store
+        .read_all(&Checkpoint::origin(1), 100_000)
+        .await
+        .expect("read");
+    assert_eq!(
+        logged.len() as u64,
+        900 + acknowledged,
+        "an append was lost"
+    );
+    assert_eq!(
+        logged
+            .iter()
+            .map(|e| e.position.cursor.major)
+            .collect::<Vec<_>>(),
+        (1..=900 + acknowledged).collect::<Vec<_>>()
+    );
+    assert!(all_legacy(&store).await.is_empty());
+    assert_invariants(&store, &raw, &streams).await;
+}
+
 macro_rules! on_both_targets {
     ($($case:ident),+ $(,)?) => {
         mod single {
@@ -872,6 +1093,8 @@ on_both_targets!(
     reads_of_the_log_longer_than_one_chunk_are_whole_and_in_order,
     the_key_store_is_one_slot_and_an_erased_key_is_in_none_of_its_keys,
     the_key_store_survives_a_flushed_script_cache,
+    a_rewrite_of_logs_longer_than_one_copy_chunk_keeps_every_entry,
+    appends_during_a_rewrite_are_never_lost,
 );
 
 // ---------------------------------------------------------------------------------------

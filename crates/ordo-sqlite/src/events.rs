@@ -10,9 +10,11 @@ use time::OffsetDateTime;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
+use ordo_es::rewrite::check_rewrites;
 use ordo_es::{
-    Appended, Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, Payload, Position,
-    RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId,
+    Appended, Checkpoint, Cursor, EventRewriter, EventStore, ExpectedVersion, Metadata, NewEvent,
+    Payload, Position, RecordedEvent, Rewrite, RewriteCursor, Snapshot, SnapshotStore, StoreError,
+    StreamId,
 };
 
 use crate::pool::{Checkpointer, ReadPool, open_writer, start_checkpointer};
@@ -56,6 +58,10 @@ enum WriteRequest {
     Append(AppendRequest),
     SaveSnapshot(Snapshot, oneshot::Sender<Result<(), StoreError>>),
     DeleteSnapshots(oneshot::Sender<Result<u64, StoreError>>),
+    /// A migration's rewrite of stored payloads ([`EventRewriter::rewrite`]).
+    Rewrite(Vec<Rewrite>, oneshot::Sender<Result<u64, StoreError>>),
+    /// [`EventRewriter::purge_old_versions`].
+    Purge(oneshot::Sender<Result<(), StoreError>>),
 }
 
 struct AppendRequest {
@@ -156,6 +162,7 @@ impl SqliteEventStore {
         // Appends touch the right edge of the log and of the (stream, version) index (ids
         // are time-ordered) and a stream's last page: a few MiB of cache hold them all.
         let mut conn = open_writer(&path, "FULL", 4).map_err(unavailable)?;
+        zero_deleted_content(&conn)?;
         if migrate_schema {
             migrate(&mut conn, SCHEMA).map_err(unavailable)?;
         }
@@ -196,6 +203,26 @@ impl SqliteEventStore {
     }
 }
 
+/// `PRAGMA secure_delete = ON` on the writer, the one connection that changes the file:
+/// content that is deleted or overwritten (a payload a migration rewrites, see
+/// [`EventRewriter`]) is overwritten with zeros in its page, and freed pages are zeroed,
+/// instead of lingering in the file until reused. Nothing else changes: it works with WAL
+/// and every other setting of the writer (the read-only connections never write), and
+/// costs little, as appends free next to nothing (snapshot updates free their old state).
+/// A SQLite that does not report it on is refused rather than left to keep old bytes.
+fn zero_deleted_content(conn: &Connection) -> Result<(), StoreError> {
+    let on: i64 = conn
+        .pragma_update_and_check(None, "secure_delete", "ON", |r| r.get(0))
+        .map_err(unavailable)?;
+    if on != 1 {
+        return Err(StoreError::Other(
+            format!("this SQLite does not take PRAGMA secure_delete = ON (it answered {on})")
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 fn classify(e: rusqlite::Error) -> StoreError {
     match e {
         rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
@@ -223,7 +250,7 @@ fn writer_loop(
         let first = match first {
             WriteRequest::Append(append) => append,
             other => {
-                write_snapshot_request(&conn, other);
+                write_other(&mut conn, other);
                 continue;
             }
         };
@@ -264,7 +291,8 @@ fn writer_loop(
     }
 }
 
-fn write_snapshot_request(conn: &Connection, request: WriteRequest) {
+/// Every write but an append (those are grouped): one at a time.
+fn write_other(conn: &mut Connection, request: WriteRequest) {
     match request {
         WriteRequest::SaveSnapshot(snapshot, reply) => {
             let result = (|| -> rusqlite::Result<()> {
@@ -292,6 +320,12 @@ fn write_snapshot_request(conn: &Connection, request: WriteRequest) {
             let result = conn.execute("DELETE FROM snapshots", []).map(|n| n as u64);
             let _ = reply.send(result.map_err(unavailable));
         }
+        WriteRequest::Rewrite(changes, reply) => {
+            let _ = reply.send(rewrite_events(conn, &changes).map_err(unavailable));
+        }
+        WriteRequest::Purge(reply) => {
+            let _ = reply.send(purge(conn));
+        }
         WriteRequest::Append(_) => unreachable!("appends are grouped by the caller"),
     }
 }
@@ -318,6 +352,72 @@ fn commit_group(conn: &mut Connection, group: &[AppendRequest]) -> rusqlite::Res
     }
     tx.commit()?;
     Ok((results, last_position))
+}
+
+/// Rewrites the events in one transaction: each row found by its position (the rowid)
+/// and rewritten only when it still holds the event as the migration read it.
+fn rewrite_events(conn: &mut Connection, changes: &[Rewrite]) -> rusqlite::Result<u64> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut rewritten = 0;
+    {
+        let mut update = tx.prepare_cached(
+            "UPDATE events SET schema_version = ?1, data = ?2
+             WHERE position = ?3 AND event_id = ?4 AND stream_id = ?5 AND version = ?6
+               AND schema_version = ?7",
+        )?;
+        for change in changes {
+            let position = change.position;
+            let (0, Ok(row), 0) = (
+                position.partition,
+                i64::try_from(position.cursor.major),
+                position.cursor.minor,
+            ) else {
+                continue;
+            };
+            let Ok(version) = i64::try_from(change.version) else {
+                continue;
+            };
+            rewritten += update.execute(params![
+                change.schema_version,
+                change.data.as_str(),
+                row,
+                change.event_id.to_string(),
+                change.stream_id.as_str(),
+                version,
+                change.expected_schema_version,
+            ])? as u64;
+        }
+    }
+    tx.commit()?;
+    Ok(rewritten)
+}
+
+/// Rebuilds the database file and empties the log (why: the docs of
+/// `purge_old_versions` in the [`EventRewriter`] impl below).
+fn purge(conn: &Connection) -> Result<(), StoreError> {
+    // VACUUM builds the new database in a temporary one first: in a file rather than in
+    // memory (the writer's setting), which would take as much memory as the database.
+    conn.pragma_update(None, "temp_store", "FILE")
+        .map_err(unavailable)?;
+    let vacuumed = conn.execute_batch("VACUUM");
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(unavailable)?;
+    vacuumed.map_err(unavailable)?;
+    let (busy, log, checkpointed): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .map_err(unavailable)?;
+    if busy != 0 {
+        return Err(StoreError::Unavailable(
+            format!(
+                "the checkpoint that empties the write-ahead log could not finish \
+                 ({checkpointed} of {log} pages copied): readers held it; try again"
+            )
+            .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn append_one(
@@ -557,6 +657,94 @@ impl SqliteEventStore {
     }
 }
 
+/// A rewrite is one transaction on the writer thread (appends wait for it), each row
+/// found by its rowid. With `secure_delete` on (see [`SqliteEventStore::open`]), the old
+/// payload is overwritten with zeros where it was stored, in the new page images; the
+/// old page images themselves are still in the write-ahead log until
+/// [`purge_old_versions`](EventRewriter::purge_old_versions) empties it.
+#[async_trait]
+impl EventRewriter for SqliteEventStore {
+    async fn legacy_events(
+        &self,
+        event_type: &str,
+        below: u32,
+        after: Option<RewriteCursor>,
+        limit: usize,
+    ) -> Result<(Vec<RecordedEvent>, Option<RewriteCursor>), StoreError> {
+        let limit = limit.max(1);
+        let mut cursor = after.unwrap_or_else(|| RewriteCursor::start(1));
+        let from = cursor.cursor(0);
+        if from == Cursor::END {
+            return Ok((Vec::new(), None));
+        }
+        let from = i64::try_from(from.major).unwrap_or(i64::MAX);
+        let event_type = event_type.to_string();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events
+             WHERE position > ?1 AND event_type = ?2 AND schema_version < ?3
+             ORDER BY position LIMIT ?4"
+        );
+        let events: Vec<RecordedEvent> = self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(
+                    params![
+                        from,
+                        event_type,
+                        below,
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    row_to_event,
+                )?;
+                rows.collect()
+            })
+            .await?;
+        if events.len() < limit {
+            cursor.finish(0);
+        } else if let Some(last) = events.last() {
+            cursor.advance(&last.position);
+        }
+        Ok((events, cursor.into_next(1)))
+    }
+
+    async fn rewrite(&self, changes: &[Rewrite]) -> Result<u64, StoreError> {
+        check_rewrites(changes)?;
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.submit(WriteRequest::Rewrite(changes.to_vec(), reply))?;
+        answer.await.map_err(|_| Self::writer_gone())?
+    }
+
+    /// `VACUUM`, then `PRAGMA wal_checkpoint(TRUNCATE)`, on the writer thread (appends
+    /// wait meanwhile).
+    ///
+    /// `secure_delete` zeroes a rewritten payload where it was, but not every copy: when
+    /// SQLite rebuilds a page (a row grown by its rewrite no longer fits, and rows move to
+    /// a new page), the space the moved rows left is not wiped, so older copies of them
+    /// may linger in pages until overwritten (this file's test of the raw bytes found
+    /// one before VACUUM was added). VACUUM rebuilds the whole file from the rows as they are now, every page written afresh, so no
+    /// such copy is left (the cost: time and a temporary file of the database's size,
+    /// and the log grows to that size until the checkpoint).
+    ///
+    /// Then the write-ahead log: it still holds the page images of earlier commits, the
+    /// old plain text among them. A PASSIVE checkpoint (the background one) copies them
+    /// into the database and leaves the log as it is, to be overwritten bit by bit;
+    /// TRUNCATE copies every page, waits for readers of older pages, then cuts the log
+    /// to zero bytes. When readers keep it from finishing within the busy timeout it is
+    /// [`StoreError::Unavailable`]: try again.
+    ///
+    /// What it cannot reach: copies outside the files (backups, file-system snapshots),
+    /// and the disk blocks that the truncated log, the shrunk database and the
+    /// temporary file used to occupy, which the file system frees without wiping.
+    async fn purge_old_versions(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(WriteRequest::Purge(reply))?;
+        answer.await.map_err(|_| Self::writer_gone())?
+    }
+}
+
 #[async_trait]
 impl SnapshotStore for SqliteEventStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
@@ -607,6 +795,11 @@ mod conformance {
 }
 
 #[cfg(test)]
+mod rewriter_conformance {
+    ordo_es::event_rewriter_conformance!(guarded async { super::tests::temp_store() });
+}
+
+#[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
@@ -651,6 +844,86 @@ pub(crate) mod tests {
             data: serde_json::json!({"x": 1}).into(),
             metadata: Metadata::default(),
         }
+    }
+
+    /// Whether `needle` occurs anywhere in the file at `path` (a missing file holds
+    /// nothing).
+    fn file_contains(path: &Path, needle: &[u8]) -> bool {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        bytes.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_plain_text_is_left_in_the_files_after_a_rewrite_and_a_purge() {
+        const MARKER: &[u8] = b"Plain Ada Lovelace";
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("events.db");
+        let wal = crate::files::with_suffix(&path, "-wal");
+        let store = SqliteEventStore::open(&path).expect("open");
+        // Legacy events of many sizes among others, so that pages fill and split while
+        // the rewrite makes most of them larger and some smaller.
+        for s in 0..300u64 {
+            let legacy = NewEvent {
+                event_type: "OrderCreated".into(),
+                data: serde_json::json!({
+                    "customerName": format!("Plain Ada Lovelace {s}"),
+                    "note": "n".repeat((s as usize * 37) % 900),
+                })
+                .into(),
+                ..event()
+            };
+            store
+                .append(
+                    &StreamId::new(format!("order-{s}")),
+                    ExpectedVersion::NoStream,
+                    vec![legacy, event()],
+                )
+                .await
+                .expect("append");
+        }
+        assert!(
+            file_contains(&path, MARKER) || file_contains(&wal, MARKER),
+            "the check cannot see the plain text where it is stored"
+        );
+
+        let mut after = None;
+        let mut rewritten = 0;
+        loop {
+            let (page, next) = store
+                .legacy_events("OrderCreated", 3, after, 7)
+                .await
+                .expect("legacy events");
+            let changes: Vec<Rewrite> = page
+                .iter()
+                .map(|e| {
+                    let size = if e.version % 5 == 0 { 10 } else { 1_500 };
+                    let sealed = serde_json::json!({ "personalData": "s".repeat(size) });
+                    Rewrite::of(e, 3, sealed.into())
+                })
+                .collect();
+            rewritten += store.rewrite(&changes).await.expect("rewrite");
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!(rewritten, 300);
+        store.purge_old_versions().await.expect("purge");
+
+        assert!(
+            !file_contains(&path, MARKER),
+            "plain text left in the database file"
+        );
+        assert!(
+            !file_contains(&wal, MARKER),
+            "plain text left in the write-ahead log"
+        );
+        assert_eq!(std::fs::metadata(&wal).map_or(0, |m| m.len()), 0);
+        let read = store
+            .read_stream(&StreamId::new("order-7"), 1, 10)
+            .await
+            .expect("read");
+        assert_eq!((read[0].schema_version, read.len()), (3, 2));
     }
 
     #[tokio::test]

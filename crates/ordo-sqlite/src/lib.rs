@@ -20,6 +20,10 @@
 //!   no copy of the event store holds key material; an erasure zeroes the key's bytes
 //!   (`secure_delete`) and empties the log.
 //! - `pool.rs`: the read-connection pool of the event and read stores.
+//! - The [`EventRewriter`](ordo_es::EventRewriter) of one-time migrations (`events.rs`):
+//!   a rewrite is one UPDATE transaction on the writer thread; the events file runs with
+//!   `secure_delete` on, so overwritten content is zeroed, and a purge rebuilds the file
+//!   (`VACUUM`) and empties the write-ahead log (`wal_checkpoint(TRUNCATE)`).
 //!
 //! ## Durability
 //!

@@ -106,8 +106,9 @@ fn write_key_file(path: &Path, key: SecretKey) -> anyhow::Result<(SecretKey, boo
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             Ok((read_key_file(path)?, false))
         }
-        Err(e) => Err(e)
-            .with_context(|| format!("cannot write the master key file {}", path.display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot write the master key file {}", path.display()))
+        }
     }
 }
 

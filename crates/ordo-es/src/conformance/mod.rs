@@ -13,7 +13,9 @@
 //! Each case is a public function here, so a store can also call one directly.
 
 mod lease;
+mod rewrite;
 pub use lease::*;
+pub use rewrite::*;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
