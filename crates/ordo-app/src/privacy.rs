@@ -24,10 +24,11 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use ordo_domain::privacy::{EraseOutcome, KeyRing, KeyRingError};
+use ordo_domain::privacy::sealed::SEALED_SINCE;
+use ordo_domain::privacy::{EraseOutcome, KeyRing, KeyRingError, SealedEventStore};
 use ordo_domain::read_store::ReadStoreError;
-use ordo_domain::{CustomerEmail, ListQuery};
-use ordo_es::{Position, StoreError};
+use ordo_domain::{CustomerEmail, ListQuery, OrderEvent};
+use ordo_es::{DomainEvent, EventRewriter, Position, Rewrite, StoreError};
 
 use crate::read_side::ReadSide;
 use crate::replay::ReplayJobs;
@@ -204,4 +205,77 @@ impl Erasures {
             page += 1;
         }
     }
+}
+
+/// Events read and rewritten per step of the migration.
+const MIGRATION_BATCH: usize = 500;
+
+/// The one-time migration of events stored before encryption: every `OrderCreated` of
+/// schema version 1 or 2 is upcast to the current shape, its personal fields sealed under
+/// its customer's key, and written back in place as version 3; then the store purges the
+/// old bytes where it can (`EventRewriter::purge_old_versions`). Returns how many events
+/// it sealed. Idempotent (an event rewritten already is not found again), and recorded
+/// in the key store once complete, so that later starts skip the scan.
+///
+/// An event that does not decode (stored malformed: the projection parks it) has its
+/// personal fields sealed as they are, so that no plain text stays behind either.
+pub async fn seal_stored_events(
+    rewriter: &dyn EventRewriter,
+    sealed: &SealedEventStore,
+) -> Result<u64, StoreError> {
+    let ring = sealed.ring();
+    let failure = |e: KeyRingError| StoreError::Other(Box::new(e));
+    if ring.migrated().await.map_err(failure)? {
+        return Ok(0);
+    }
+    let mut after = None;
+    let mut sealed_count = 0u64;
+    loop {
+        let (events, next) = rewriter
+            .legacy_events(OrderEvent::CREATED, SEALED_SINCE, after, MIGRATION_BATCH)
+            .await?;
+        let mut changes = Vec::with_capacity(events.len());
+        for event in &events {
+            let opened = match OrderEvent::decode(
+                &event.event_type,
+                event.schema_version,
+                &event.data,
+            ) {
+                Ok(decoded) => decoded.encode(),
+                Err(e) => {
+                    tracing::warn!(
+                        event_id = %event.event_id,
+                        error = %e,
+                        "an event stored before encryption does not decode: its personal fields are sealed as they are"
+                    );
+                    event.data.clone()
+                }
+            };
+            let stored = sealed.seal_payload(event.event_id, &opened).await?;
+            changes.push(Rewrite::of(event, OrderEvent::CREATED_VERSION, stored));
+        }
+        if !changes.is_empty() {
+            sealed_count += rewriter.rewrite(&changes).await?;
+        }
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    // The purge runs on any store that holds events, not only when this run sealed
+    // some: a start that sealed them and then failed to purge has left no mark, and the
+    // next start purges. A new, empty store has nothing to purge.
+    let head = sealed.inner().head().await?;
+    let holds_events = head.cursors().iter().any(|c| *c != ordo_es::Cursor::ORIGIN);
+    if holds_events {
+        rewriter.purge_old_versions().await?;
+    }
+    if sealed_count > 0 {
+        tracing::info!(
+            events = sealed_count,
+            "sealed the personal data of the events stored before encryption, and purged the old bytes"
+        );
+    }
+    ring.mark_migrated().await.map_err(failure)?;
+    Ok(sealed_count)
 }

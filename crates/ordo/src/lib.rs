@@ -29,8 +29,8 @@ use ordo_app::{OrderService, ReadSide, ReadSideOptions, ReplayJobs, gate_queries
 use ordo_domain::ReadStoreProvider;
 use ordo_domain::privacy::{KeyRing, SealedEventStore};
 use ordo_es::{
-    Admission, EventStore, GatedEventStore, GatedSnapshotStore, LeaseStore, RunnerConfig,
-    SnapshotStore,
+    Admission, EventRewriter, EventStore, GatedEventStore, GatedSnapshotStore, LeaseStore,
+    RunnerConfig, SnapshotStore,
 };
 use ordo_http::{ApiTokens, AppState, EventFeed, Metrics, SecretToken, StreamLimits};
 
@@ -67,10 +67,14 @@ pub struct Stores {
 impl Stores {
     /// Opens the event store and read store named by `args` (embedded by default).
     pub async fn open(args: &StoreArgs) -> anyhow::Result<Stores> {
-        let (stored, snapshots) = open_event_store(args).await?;
+        let (stored, snapshots, rewriter) = open_event_store(args).await?;
         let (keys, key_caching) = keys::open_ring(args).await?;
-        let events: Arc<dyn EventStore> =
-            Arc::new(SealedEventStore::new(stored, Arc::clone(&keys)));
+        let sealed = SealedEventStore::new(stored, Arc::clone(&keys));
+        // Events stored before encryption are sealed once, before anything reads them.
+        ordo_app::privacy::seal_stored_events(rewriter.as_ref(), &sealed)
+            .await
+            .context("cannot seal the personal data of the events stored before encryption")?;
+        let events: Arc<dyn EventStore> = Arc::new(sealed);
         let reads = open_read_store(args).await?;
         let shards = open_leases(args).await?.map(|leases| ShardOptions {
             leases,
@@ -106,16 +110,28 @@ pub(crate) fn sqlite_path(url: &str) -> Option<&str> {
         .or_else(|| url.strip_prefix("sqlite:"))
 }
 
-async fn open_event_store(
-    args: &StoreArgs,
-) -> anyhow::Result<(Arc<dyn EventStore>, Arc<dyn SnapshotStore>)> {
+/// The event store as stored, without sealing or opening: for tests and tools that must
+/// see (or write) the stored bytes, such as events of an older version. Everything else
+/// goes through [`Stores::open`].
+pub async fn open_stored_events(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
+    Ok(open_event_store(args).await?.0)
+}
+
+/// The event store, its snapshots, and its rewriter (for the one-time migration).
+type OpenedEvents = (
+    Arc<dyn EventStore>,
+    Arc<dyn SnapshotStore>,
+    Arc<dyn EventRewriter>,
+);
+
+async fn open_event_store(args: &StoreArgs) -> anyhow::Result<OpenedEvents> {
     let url = args.event_store_url();
     if let Some(path) = sqlite_path(&url) {
         let store = Arc::new(
             ordo_sqlite::SqliteEventStore::open(Path::new(path))
                 .with_context(|| format!("cannot open the embedded event store at {path}"))?,
         );
-        return Ok((store.clone(), store));
+        return Ok((store.clone(), store.clone(), store));
     }
     if is_postgres(&url) {
         let store = Arc::new(
@@ -128,7 +144,7 @@ async fn open_event_store(
                     )
                 })?,
         );
-        return Ok((store.clone(), store));
+        return Ok((store.clone(), store.clone(), store));
     }
     if url.starts_with("redis://") || url.starts_with("redis+cluster://") {
         let store = Arc::new(
@@ -142,7 +158,7 @@ async fn open_event_store(
                 })?,
         );
         // `connect` has already warned about persistence settings that can lose writes.
-        return Ok((store.clone(), store));
+        return Ok((store.clone(), store.clone(), store));
     }
     bail!(
         "unsupported --event-store {}: use sqlite://PATH, redis://HOST:PORT, redis+cluster://HOST:PORT[,HOST:PORT...] or postgres://...",

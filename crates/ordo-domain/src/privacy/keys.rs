@@ -20,6 +20,11 @@ impl Subject {
     /// output is never all zeros in practice: 2^-256).
     pub const INDEX: Subject = Subject([0; 32]);
 
+    /// The reserved subject whose key marks that every event stored before encryption
+    /// was sealed (the one-time migration ran to its end), so that later starts skip the
+    /// scan. Its key seals nothing.
+    pub const MIGRATED: Subject = Subject([0xff; 32]);
+
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Subject(bytes)
     }

@@ -181,6 +181,28 @@ impl KeyRing {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the one-time migration of events stored before encryption has run to its
+    /// end on this key store ([`Subject::MIGRATED`]).
+    pub async fn migrated(&self) -> Result<bool, KeyRingError> {
+        Ok(self.store.live_key(&Subject::MIGRATED).await?.is_some())
+    }
+
+    /// Records that the one-time migration has run to its end.
+    pub async fn mark_migrated(&self) -> Result<(), KeyRingError> {
+        let id = Uuid::max();
+        self.store
+            .create_key(WrappedKey {
+                id,
+                subject: Subject::MIGRATED,
+                wrapped: self
+                    .master
+                    .wrap(id, &Subject::MIGRATED, &SecretKey::generate()?)?,
+                created_at: OffsetDateTime::now_utc(),
+            })
+            .await?;
+        Ok(())
+    }
+
     /// The subject of a normalised e-mail address (see `CustomerEmail`).
     pub fn subject(&self, normalised_email: &str) -> Subject {
         subject_of(&self.subject_key, normalised_email)

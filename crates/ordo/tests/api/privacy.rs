@@ -418,3 +418,103 @@ async fn an_erasure_racing_the_customers_orders_loses_no_command_and_leaves_noth
     assert_eq!(found(&events, &ADA_TRACES), Vec::<&str>::new());
     app.shutdown().await;
 }
+
+/// Stores the events of a fixture file (an older ordo's events, in plain text) straight
+/// into the event store, with `mark` as the second-last character of each order's id.
+async fn store_fixture(events: &dyn ordo_es::EventStore, fixture: &str, mark: char) {
+    for event in ordo_testkit::recorded_fixture(fixture) {
+        let id = event.stream_id.as_str();
+        let stream = format!("{}{mark}{}", &id[..34], &id[35..]);
+        let new = ordo_es::NewEvent {
+            event_id: event.event_id,
+            aggregate_type: event.aggregate_type.clone(),
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            occurred_at: event.occurred_at,
+            data: event.data.clone(),
+            metadata: event.metadata.clone(),
+        };
+        events
+            .append(
+                &ordo_es::StreamId::new(stream),
+                ordo_es::ExpectedVersion::Exact(event.version - 1),
+                vec![new],
+            )
+            .await
+            .expect("store a fixture event");
+    }
+}
+
+/// The view of an order stored before the service started, once projected.
+async fn projected(app: &TestApp, id: &str) -> Value {
+    ordo_testkit::eventually(std::time::Duration::from_secs(30), || async {
+        let response = app.get(&format!("/api/v1/orders/order/{id}")).await;
+        if response.status() == StatusCode::OK {
+            Ok(response.json::<Value>().await.expect("json"))
+        } else {
+            Err(response.status())
+        }
+    })
+    .await
+    .unwrap_or_else(|status| panic!("order {id} never projected: {status}"))
+}
+
+const FIXTURE_TRACES: [&str; 4] = ["Lovelace", "Babbage", "Hopper", "Analytical Row"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stored_before_encryption_are_sealed_in_place_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = store_args(dir.path());
+    {
+        let stored = ordo::open_stored_events(&args).await.expect("event store");
+        store_fixture(stored.as_ref(), "orders-v1.json", '1').await;
+        store_fixture(stored.as_ref(), "orders-v2.json", '2').await;
+    }
+    let before = raw_storage(&args, Scope::EventStore).await;
+    assert_eq!(
+        found(&before, &FIXTURE_TRACES),
+        FIXTURE_TRACES.to_vec(),
+        "the fixtures are stored in plain text, as an older ordo stored them"
+    );
+
+    // The first start seals them.
+    let app = TestApp::spawn_with(args.clone()).await;
+    let after = raw_storage(&args, Scope::EventStore).await;
+    assert_eq!(found(&after, &FIXTURE_TRACES), Vec::<&str>::new());
+    assert!(after.contains("Difference Engine"), "items stay in clear");
+    for mark in ['1', '2'] {
+        let id = format!("0193a0c0-0000-7000-8000-0000000000{mark}1");
+        let history = json_of(
+            app.get(&format!("/api/v1/orders/order/{id}/events")).await,
+            StatusCode::OK,
+        )
+        .await;
+        let created = &history["events"][0];
+        assert_eq!(created["schemaVersion"], 3, "{created}");
+        assert_eq!(created["data"]["customerName"], "Ada Lovelace");
+        assert_eq!(created["data"]["customerEmail"], "ada@example.com");
+        assert_eq!(
+            created["data"]["shippingAddress"]["line1"],
+            "12 Analytical Row"
+        );
+        assert_eq!(created["personalDataErased"], json!(false));
+        let v = projected(&app, &id).await;
+        assert_eq!(v["customerName"], "Ada Lovelace", "{v}");
+        assert_eq!(v["totalAmount"].to_string(), "44.98");
+    }
+    // Ada's orders of both fixtures are one customer's: erased together.
+    let erased = json_of(erase(&app, "ada@example.com").await, StatusCode::OK).await;
+    assert_eq!(erased["ordersAffected"], 2, "{erased}");
+    app.shutdown().await;
+
+    // A second start finds nothing left to seal, and the erasure holds.
+    let app = TestApp::spawn_with(args.clone()).await;
+    assert_erased(&projected(&app, "0193a0c0-0000-7000-8000-000000000011").await);
+    app.shutdown().await;
+    let everything = raw_storage(&args, Scope::Everything).await;
+    assert_eq!(
+        found(&everything, &["Lovelace", "Analytical Row"]),
+        Vec::<&str>::new()
+    );
+    drop(dir);
+}
