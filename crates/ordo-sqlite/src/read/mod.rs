@@ -432,13 +432,18 @@ impl ReadStoreLifecycle for SqliteReadStore {
     }
 
     /// The writer zeroes what it deletes and overwrites (`secure_delete`, set at open),
-    /// but FTS5 keeps a removed row's terms in its segments until they are merged, and
-    /// the log keeps old page images until it is checkpointed: both are done here.
+    /// but FTS5 keeps a removed row's terms in its segments until they are merged, a page
+    /// SQLite defragments keeps stale copies of moved cells in its free space, and the
+    /// log keeps old page images until it is checkpointed. So the indexes are merged, the
+    /// file is rebuilt (`VACUUM`: time and a temporary copy in proportion to the read
+    /// models; the projection's commits wait meanwhile, queries do not) and the log
+    /// emptied. Erasures are rare; this is their price on the embedded store.
     async fn purge_deleted(&self) -> Result<(), ReadStoreError> {
         self.write(|conn| {
             for index in schema::SEARCH_INDEXES {
                 conn.execute(&format!("INSERT INTO {index} ({index}) VALUES ('optimize')"), [])?;
             }
+            conn.execute_batch("VACUUM")?;
             let (busy, _, _): (i64, i64, i64) =
                 conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
