@@ -10,9 +10,7 @@ use ordo::{Stores, serve};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -45,6 +43,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The log filter of `RUST_LOG` (default `info`). The PostgreSQL driver logs every
+/// statement's parameters (customers' names and e-mails among them) at debug: it stays at
+/// info unless `RUST_LOG` names it, so that turning on debug logs for ordo does not put
+/// personal data in the log.
+fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+    let spec = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    let spec = if spec.contains("tokio_postgres") {
+        spec.to_string()
+    } else {
+        format!("{spec},tokio_postgres=info")
+    };
+    EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=info"))
 }
 
 async fn serve_with(args: ordo::config::ServeArgs) -> anyhow::Result<()> {

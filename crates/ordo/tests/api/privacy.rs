@@ -89,6 +89,26 @@ async fn an_erased_customer_is_gone_from_every_answer_and_every_store_and_the_ot
     view(&app, &bob.order_id, &bob.token).await;
     view(&app, &ada_first.order_id, &confirmed.token).await;
 
+    // A snapshot, and a create with an idempotency key: both kept beside the events.
+    let snapshot = app
+        .admin(
+            Method::POST,
+            &format!("/api/v1/admin/snapshots/{}", ada_first.order_id),
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(snapshot.status(), StatusCode::CREATED);
+    let keyed = app
+        .request(Method::POST, "/api/v1/orders/order")
+        .header("Idempotency-Key", "ada-keyed-1")
+        .json(&ada_order("Keyed Engine"))
+        .send()
+        .await
+        .expect("request");
+    let keyed = CommandAnswer::from(keyed).await;
+    view(&app, &keyed.order_id, &keyed.token).await;
+
     // Before: the event store holds nobody's personal data in clear.
     let events = raw_storage(&app.args, Scope::EventStore).await;
     assert_eq!(found(&events, &ADA_TRACES), Vec::<&str>::new());
@@ -102,8 +122,12 @@ async fn an_erased_customer_is_gone_from_every_answer_and_every_store_and_the_ot
     let response = erase(&app, "ada.quillfeather@EXAMPLE.org").await;
     let erased = json_of(response, StatusCode::OK).await;
     assert_eq!(erased["customerEmail"], "ada.quillfeather@example.org");
-    assert_eq!(erased["ordersAffected"], 2);
+    assert_eq!(erased["ordersAffected"], 3);
     let erased_at = erased["erasedAt"].as_str().expect("erasedAt").to_owned();
+    // Repeating changes nothing.
+    let again = json_of(erase(&app, ADA_EMAIL).await, StatusCode::OK).await;
+    assert_eq!(again["ordersAffected"], 0);
+    assert_eq!(again["erasedAt"].as_str(), Some(erased_at.as_str()));
 
     // Every answer about Ada's orders: no personal data, items and totals kept.
     for id in [&ada_first.order_id, &ada_second.order_id] {
@@ -172,15 +196,27 @@ async fn an_erased_customer_is_gone_from_every_answer_and_every_store_and_the_ot
     let summary_after = json_of(app.get("/api/v1/orders/summary").await, StatusCode::OK).await;
     assert_eq!(summary_after, summary_before, "the summary does not change");
 
+    // The idempotent replay of the first create answers as first, with nothing personal,
+    // and the order stays erased.
+    let replayed = app
+        .request(Method::POST, "/api/v1/orders/order")
+        .header("Idempotency-Key", "ada-keyed-1")
+        .json(&ada_order("Keyed Engine"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(replayed.status(), StatusCode::CREATED);
+    let replayed_text = replayed.text().await.expect("body");
+    assert!(replayed_text.contains(&keyed.order_id), "{replayed_text}");
+    assert_eq!(found(&replayed_text, &ADA_TRACES), Vec::<&str>::new());
+    assert_erased(&view(&app, &keyed.order_id, &keyed.token).await);
+
     // Bob is untouched.
     let bob_view = view(&app, &bob.order_id, &bob.token).await;
     assert_not_erased(&bob_view, BOB_NAME);
     assert_eq!(bob_view["shippingAddress"]["line1"], "3 Larkspur Close");
 
-    // Repeating changes nothing; unknown and malformed e-mails are refused.
-    let again = json_of(erase(&app, ADA_EMAIL).await, StatusCode::OK).await;
-    assert_eq!(again["ordersAffected"], 0);
-    assert_eq!(again["erasedAt"].as_str(), Some(erased_at.as_str()));
+    // Unknown and malformed e-mails are refused, and so is a caller without the token.
     expect_problem(
         erase(&app, "nobody@example.com").await,
         StatusCode::NOT_FOUND,
@@ -516,5 +552,35 @@ async fn events_stored_before_encryption_are_sealed_in_place_at_start() {
         found(&everything, &["Lovelace", "Analytical Row"]),
         Vec::<&str>::new()
     );
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_of_a_served_process_names_no_customer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = store_args(dir.path());
+    let served =
+        crate::served::Served::start_with(&args, "all", dir.path(), &[("RUST_LOG", "debug")]).await;
+    served.wait_until_ready().await;
+    let created = crate::served::Served::send(
+        served
+            .request(Method::POST, "/api/v1/orders/order")
+            .json(&ada_order("Logged Engine")),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let erased = crate::served::Served::send(served.admin(
+        Method::DELETE,
+        "/api/v1/admin/customers/ada.quillfeather@example.org/personal-data",
+    ))
+    .await;
+    assert_eq!(erased.status(), StatusCode::OK);
+    let log = served.log_text();
+    served.stop().await;
+    assert!(
+        log.contains("personal data erased"),
+        "the erasure is logged: {log}"
+    );
+    assert_eq!(found(&log, &ADA_TRACES), Vec::<&str>::new(), "{log}");
     drop(dir);
 }
