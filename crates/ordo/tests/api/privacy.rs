@@ -584,3 +584,70 @@ async fn the_log_of_a_served_process_names_no_customer() {
     assert_eq!(found(&log, &ADA_TRACES), Vec::<&str>::new(), "{log}");
     drop(dir);
 }
+
+/// An order body's create through a served process, once its read models show it.
+async fn create_on(served: &crate::served::Served, body: &Value) -> CommandAnswer {
+    let response = crate::served::Served::send(
+        served
+            .request(Method::POST, "/api/v1/orders/order")
+            .json(body),
+    )
+    .await;
+    let answer = CommandAnswer::from(response).await;
+    let path = format!("/api/v1/orders/order/{}", answer.order_id);
+    json_of(served.get_after(&path, &answer.token).await, StatusCode::OK).await;
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_through_an_api_process_reaches_what_a_projector_process_projects() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stores = store_args_of(dir.path(), "postgres", "postgres");
+    let projector = crate::served::Served::start(&stores, "projector", dir.path()).await;
+    let api = crate::served::Served::start(&stores, "api", dir.path()).await;
+    projector.wait_until_ready().await;
+    api.wait_until_ready().await;
+    let mut ada = Vec::new();
+    for n in 0..3 {
+        ada.push(create_on(&api, &ada_order(&format!("Engine {n}"))).await);
+    }
+    let bob = create_on(&api, &bob_order()).await;
+
+    let erased = crate::served::Served::send(api.admin(
+        Method::DELETE,
+        "/api/v1/admin/customers/ada.quillfeather@example.org/personal-data",
+    ))
+    .await;
+    let erased = json_of(erased, StatusCode::OK).await;
+    assert_eq!(erased["ordersAffected"], 3, "{erased}");
+    for answer in &ada {
+        let path = format!("/api/v1/orders/order/{}", answer.order_id);
+        assert_erased(&json_of(api.get_after(&path, &answer.token).await, StatusCode::OK).await);
+    }
+    let path = format!("/api/v1/orders/order/{}", bob.order_id);
+    assert_not_erased(
+        &json_of(api.get_after(&path, &bob.token).await, StatusCode::OK).await,
+        BOB_NAME,
+    );
+    // The projector process held Ada's key in its cache: a new order of hers, projected
+    // there, is sealed under a new key and shown in clear; the old ones stay erased.
+    let later = create_on(&api, &ada_order("Later")).await;
+    let path = format!("/api/v1/orders/order/{}", later.order_id);
+    assert_not_erased(
+        &json_of(api.get_after(&path, &later.token).await, StatusCode::OK).await,
+        ADA_NAME,
+    );
+    let path = format!("/api/v1/orders/order/{}", ada[0].order_id);
+    assert_erased(&json_of(api.get(&path).send().await.expect("get"), StatusCode::OK).await);
+    api.stop().await;
+    projector.stop().await;
+    let everything = raw_storage(&stores, Scope::Everything).await;
+    assert_eq!(
+        found(&everything, &["Engine 0", "Engine 1"]).len(),
+        2,
+        "the raw read was of these stores"
+    );
+    let events = raw_storage(&stores, Scope::EventStore).await;
+    assert_eq!(found(&events, &ADA_TRACES), Vec::<&str>::new());
+    drop(dir);
+}
