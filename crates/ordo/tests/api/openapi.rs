@@ -38,6 +38,16 @@ async fn the_api_document_is_served_as_openapi_3_1() {
     ] {
         assert!(paths.contains_key(path), "{path} is not documented");
     }
+    let erasure = &paths["/api/v1/admin/customers/{email}/personal-data"]["delete"];
+    assert_eq!(erasure["operationId"], "erasePersonalData", "{erasure}");
+    for status in ["200", "400", "404", "503"] {
+        assert!(
+            erasure["responses"].get(status).is_some(),
+            "{status}: {erasure}"
+        );
+    }
+    let view = &doc["components"]["schemas"]["OrderView"]["properties"];
+    assert_eq!(view["personalDataErased"]["type"], "boolean", "{view}");
     app.shutdown().await;
 }
 
