@@ -268,11 +268,11 @@ mod tests {
         assert_eq!(again.to_hex().as_str(), key.to_hex().as_str());
         assert_eq!(format!("{key:?}"), "SecretKey(..)");
         assert_eq!(
-            SecretKey::from_hex("abc").unwrap_err(),
+            SecretKey::from_hex("abc").expect_err("too short"),
             CryptoError::KeyFormat
         );
         assert_eq!(
-            SecretKey::from_hex(&"g".repeat(64)).unwrap_err(),
+            SecretKey::from_hex(&"g".repeat(64)).expect_err("not hex"),
             CryptoError::KeyFormat
         );
         assert_eq!(key.fingerprint().len(), 16);
