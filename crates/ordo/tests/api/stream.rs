@@ -563,3 +563,37 @@ async fn shutting_down_ends_open_streams() {
         .expect("the shutdown does not wait for the stream");
     assert_eq!(client.next().await, None);
 }
+
+#[tokio::test]
+async fn a_stream_resumed_after_an_erasure_shows_the_customers_events_erased() {
+    let app = TestApp::spawn().await;
+    let mut live = SseClient::open(&app, None, None).await;
+    app.create_order(&customer(1)).await;
+    let first = live.take(1).await.remove(0);
+    app.create_order(&ada()).await;
+    let ada_event = live.take(1).await.remove(0);
+    assert_eq!(ada_event.data["data"]["customerName"], "Ada Lovelace");
+    assert_eq!(ada_event.data["personalDataErased"], json!(false));
+    let erased = app
+        .admin(
+            Method::DELETE,
+            "/api/v1/admin/customers/ada@example.com/personal-data",
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(erased.status(), StatusCode::OK);
+    // Resumed after the event before Ada's, the stream reads hers from the store again:
+    // erased.
+    let mut resumed = SseClient::open(&app, Some(&first.id), None).await;
+    let again = resumed.take(1).await.remove(0);
+    assert_eq!(again.data["eventId"], ada_event.data["eventId"]);
+    assert_eq!(again.data["data"]["customerName"], Value::Null, "{again:?}");
+    assert_eq!(again.data["data"]["customerEmail"], Value::Null);
+    assert_eq!(again.data["personalDataErased"], json!(true));
+    // A new order of hers gets a new key: in clear.
+    app.create_order(&ada()).await;
+    let next = resumed.take(1).await.remove(0);
+    assert_eq!(next.data["data"]["customerName"], "Ada Lovelace");
+    assert_eq!(next.data["personalDataErased"], json!(false));
+}
