@@ -651,3 +651,66 @@ async fn an_erasure_through_an_api_process_reaches_what_a_projector_process_proj
     assert_eq!(found(&events, &ADA_TRACES), Vec::<&str>::new());
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_master_key_keeps_every_customer_readable_under_the_new_key_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = store_args(dir.path());
+    let app = TestApp::spawn_with(args.clone()).await;
+    let ada = app.create_order(&ada_order("Difference Engine")).await;
+    view(&app, &ada.order_id, &ada.token).await;
+    app.shutdown().await;
+
+    let old = dir.path().join("master.key");
+    assert!(
+        old.exists(),
+        "the first start generated the master key in the data dir"
+    );
+    let new = dir.path().join("new.key");
+    std::fs::write(&new, format!("{}\n", "7e".repeat(32))).expect("new key file");
+    let new_text = new.to_str().expect("utf-8 path");
+    let old_text = old.to_str().expect("utf-8 path");
+    // Without the previous key the rotation refuses, naming the flag.
+    let refused = ordo(&args, &["rotate-master-key", "--master-key-file", new_text]).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--previous-master-key-file"));
+    let rotated = ordo(
+        &args,
+        &[
+            "rotate-master-key",
+            "--master-key-file",
+            new_text,
+            "--previous-master-key-file",
+            old_text,
+        ],
+    )
+    .await;
+    assert!(rotated.status.success(), "{rotated:?}");
+    assert!(
+        String::from_utf8_lossy(&rotated.stderr).contains("rewrapped 3 keys"),
+        "the subject key, the migration's mark and Ada's: {rotated:?}"
+    );
+
+    // The new key alone opens everything; the old one is refused at start.
+    let mut with_new = args.clone();
+    with_new.master_key_file = Some(new.clone());
+    let app = TestApp::spawn_with(with_new).await;
+    let history = json_of(
+        app.get(&format!("/api/v1/orders/order/{}/events", ada.order_id))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(history["events"][0]["data"]["customerName"], ADA_NAME);
+    app.shutdown().await;
+    let stale = ordo(&args, &["events"]).await;
+    assert!(
+        !stale.status.success(),
+        "the old master key opens nothing now"
+    );
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("master key"),
+        "{stale:?}"
+    );
+    drop(dir);
+}
