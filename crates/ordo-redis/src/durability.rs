@@ -92,7 +92,7 @@ pub(crate) fn assess(node: &str, settings: &[(String, String)]) -> Vec<String> {
 }
 
 /// `CONFIG GET` replies with a flat array of name, value (RESP2) or a map (RESP3).
-fn settings(value: &Value) -> Vec<(String, String)> {
+pub(crate) fn settings(value: &Value) -> Vec<(String, String)> {
     match value {
         Value::Array(flat) => flat
             .chunks_exact(2)
@@ -106,10 +106,12 @@ fn settings(value: &Value) -> Vec<(String, String)> {
     }
 }
 
-fn text(value: &Value) -> Option<String> {
+/// A reply's text, whichever of Redis's string types it came as.
+pub(crate) fn text(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
         Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
         _ => None,
     }
 }

@@ -50,6 +50,7 @@ use ordo_es::{
 };
 
 use crate::RedisEventStore;
+use crate::durability::{settings, text};
 use crate::keys;
 use crate::link::Link;
 
@@ -667,7 +668,7 @@ struct Node {
 
 impl Node {
     fn from_settings(address: Option<(String, u16)>, reply: &Value) -> Self {
-        let settings = pairs(reply);
+        let settings = settings(reply);
         let get = |name: &str| {
             settings
                 .iter()
@@ -740,30 +741,6 @@ impl Persistence {
             Files::Rdb => "rdb_last_bgsave_status",
         };
         self.get(name) == "ok"
-    }
-}
-
-/// `CONFIG GET` replies with a flat array of name, value (RESP2) or a map (RESP3).
-fn pairs(value: &Value) -> Vec<(String, String)> {
-    match value {
-        Value::Array(flat) => flat
-            .chunks_exact(2)
-            .filter_map(|pair| Some((text(&pair[0])?, text(&pair[1])?)))
-            .collect(),
-        Value::Map(pairs) => pairs
-            .iter()
-            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        _ => None,
     }
 }
 
