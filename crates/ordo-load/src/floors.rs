@@ -504,11 +504,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn created_events_are_order_created_v2() {
+    fn created_events_are_order_created_of_the_current_version() {
         let mut rng = Rng::new(1);
         let (t, v, data) = created_event(&mut rng);
         assert_eq!(t, "OrderCreated");
-        assert_eq!(v, 2);
+        assert_eq!(v, ordo_domain::OrderEvent::CREATED_VERSION);
         assert!(data.to_value().expect("JSON")["totalAmount"].is_number());
     }
 
