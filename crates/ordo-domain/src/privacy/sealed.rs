@@ -15,13 +15,13 @@
 //! older schema version (stored before encryption, not yet migrated) passes through as
 //! it is stored, for the upcasters.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use ordo_es::{
@@ -87,49 +87,42 @@ impl SealedEventStore {
         event_id: Uuid,
         data: &Payload,
     ) -> Result<Payload, StoreError> {
-        let mut document = data
-            .to_value()
+        let fields = top_fields(data.as_str())
             .map_err(|e| StoreError::Invalid(format!("OrderCreated payload: {e}")))?;
-        let Some(object) = document.as_object_mut() else {
-            return Err(StoreError::Invalid(
-                "OrderCreated payload is not an object".into(),
-            ));
-        };
-        if object.contains_key(SEALED_FIELD) {
+        if fields.contains_key(SEALED_FIELD) {
             return Ok(data.clone());
         }
-        let mut personal = Map::new();
-        for field in PERSONAL_FIELDS {
-            personal.insert(
-                field.to_owned(),
-                object.remove(field).unwrap_or(Value::Null),
-            );
+        let erased = fields.get(ERASED_FIELD).is_some_and(|v| v.get() == "true");
+        let email = fields
+            .get("customerEmail")
+            .and_then(|raw| serde_json::from_str::<Option<String>>(raw.get()).ok())
+            .flatten();
+        let mut out = JsonObject::with_capacity(data.as_str().len() + 160);
+        for (name, value) in &fields {
+            if !PERSONAL_FIELDS.contains(name) && *name != ERASED_FIELD {
+                out.field(name, value.get());
+            }
         }
-        let erased = object
-            .remove(ERASED_FIELD)
-            .is_some_and(|v| v == Value::Bool(true));
-        let email = personal["customerEmail"].as_str().map(str::to_owned);
         let Some(email) = email.filter(|_| !erased) else {
             // Nothing to seal: the erased shape (a migration of an event whose customer
             // was already erased) is stored as it is.
-            for field in PERSONAL_FIELDS {
-                object.insert(field.to_owned(), Value::Null);
-            }
-            object.insert(ERASED_FIELD.to_owned(), Value::Bool(true));
-            return Ok(Payload::from(document));
+            return out.erased().finish();
         };
+        let mut personal = JsonObject::with_capacity(256);
+        for name in PERSONAL_FIELDS {
+            personal.field(name, fields.get(name).map_or("null", |v| v.get()));
+        }
+        let plaintext = zeroize::Zeroizing::new(personal.text());
         let subject = self.ring.subject(&email);
         let (key_id, key) = self.ring.sealing_key(&subject).await.map_err(failure)?;
-        let plaintext = zeroize::Zeroizing::new(
-            serde_json::to_vec(&Value::Object(personal))
-                .map_err(|e| StoreError::Invalid(e.to_string()))?,
+        let sealed =
+            seal(&key, key_id, event_id, plaintext.as_bytes()).map_err(|e| failure(e.into()))?;
+        let reference = format!(
+            "{{\"key\":\"{key_id}\",\"sealed\":\"{}\"}}",
+            BASE64.encode(sealed)
         );
-        let sealed = seal(&key, key_id, event_id, &plaintext).map_err(|e| failure(e.into()))?;
-        object.insert(
-            SEALED_FIELD.to_owned(),
-            serde_json::json!({"key": key_id.to_string(), "sealed": BASE64.encode(sealed)}),
-        );
-        Ok(Payload::from(document))
+        out.field(SEALED_FIELD, &reference);
+        out.finish()
     }
 
     /// Opens every sealed event of `events`, with one key-store call for the keys the
@@ -138,70 +131,128 @@ impl SealedEventStore {
         &self,
         mut events: Vec<RecordedEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut documents: Vec<(usize, Value, Uuid)> = Vec::new();
+        // Each sealed event: where it is, its key, the ciphertext, and the opened
+        // payload but its personal fields (one parse of each payload).
+        let mut sealed: Vec<(usize, Uuid, Vec<u8>, JsonObject)> = Vec::new();
         for (i, event) in events.iter().enumerate() {
             if !is_sealed_type(&event.event_type, event.schema_version) {
                 continue;
             }
-            let document = event
-                .data
-                .to_value()
+            let fields = top_fields(event.data.as_str())
                 .map_err(|e| corrupt(event.event_id, &format!("payload: {e}")))?;
-            let Some(sealed) = document.get(SEALED_FIELD) else {
+            let Some(reference) = fields.get(SEALED_FIELD) else {
                 // Stored already in the erased shape.
                 continue;
             };
-            let key_id = sealed
-                .get("key")
-                .and_then(Value::as_str)
-                .and_then(|k| Uuid::parse_str(k).ok())
-                .ok_or_else(|| corrupt(event.event_id, "personalData.key is not a key id"))?;
-            documents.push((i, document, key_id));
+            let reference: SealedRef<'_> = serde_json::from_str(reference.get())
+                .map_err(|_| corrupt(event.event_id, "personalData is not {key, sealed}"))?;
+            let key_id = Uuid::parse_str(reference.key)
+                .map_err(|_| corrupt(event.event_id, "personalData.key is not a key id"))?;
+            let bytes = BASE64
+                .decode(reference.sealed)
+                .map_err(|_| corrupt(event.event_id, "personalData.sealed is not base64"))?;
+            let mut rest = JsonObject::with_capacity(event.data.as_str().len());
+            for (name, value) in &fields {
+                if *name != SEALED_FIELD {
+                    rest.field(name, value.get());
+                }
+            }
+            sealed.push((i, key_id, bytes, rest));
         }
-        if documents.is_empty() {
+        if sealed.is_empty() {
             return Ok(events);
         }
-        let mut ids: Vec<Uuid> = documents.iter().map(|d| d.2).collect();
+        let mut ids: Vec<Uuid> = sealed.iter().map(|s| s.1).collect();
         ids.sort_unstable();
         ids.dedup();
         let keys = self.ring.opening_keys(&ids).await.map_err(failure)?;
-        for (i, mut document, key_id) in documents {
+        for (i, key_id, bytes, rest) in sealed {
             let event = &mut events[i];
-            let object = document
-                .as_object_mut()
-                .ok_or_else(|| corrupt(event.event_id, "payload is not an object"))?;
-            let sealed = object.remove(SEALED_FIELD).unwrap_or(Value::Null);
-            match keys.get(&key_id) {
-                Some(key) => {
-                    let bytes = sealed
-                        .get("sealed")
-                        .and_then(Value::as_str)
-                        .and_then(|s| BASE64.decode(s).ok())
-                        .ok_or_else(|| {
-                            corrupt(event.event_id, "personalData.sealed is not base64")
-                        })?;
-                    let plain = open(key, key_id, event.event_id, &bytes).map_err(|_| {
-                        corrupt(event.event_id, "personal data does not open with its key")
-                    })?;
-                    let Ok(Value::Object(personal)) = serde_json::from_slice::<Value>(&plain)
-                    else {
-                        return Err(corrupt(
-                            event.event_id,
-                            "opened personal data is not an object",
-                        ));
-                    };
-                    object.extend(personal);
-                }
-                None => {
-                    for field in PERSONAL_FIELDS {
-                        object.insert(field.to_owned(), Value::Null);
-                    }
-                    object.insert(ERASED_FIELD.to_owned(), Value::Bool(true));
-                }
-            }
-            event.data = Payload::from(document);
+            let plain = match keys.get(&key_id) {
+                Some(key) => Some(open(key, key_id, event.event_id, &bytes).map_err(|_| {
+                    corrupt(event.event_id, "personal data does not open with its key")
+                })?),
+                None => None,
+            };
+            event.data = opened_payload(rest, plain.as_deref().map(Vec::as_slice))
+                .map_err(|e| corrupt(event.event_id, &e))?;
         }
         Ok(events)
+    }
+}
+
+/// `personalData` as stored.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedRef<'a> {
+    #[serde(borrow)]
+    key: &'a str,
+    #[serde(borrow)]
+    sealed: &'a str,
+}
+
+/// A payload's top-level fields, their values as raw JSON text: no tree is built, and
+/// the values are copied back as they were. Field names are borrowed, so a name written
+/// with escapes is refused (none of ordo's is).
+fn top_fields(text: &str) -> Result<BTreeMap<&str, &RawValue>, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+/// The opened payload: `rest` (the stored fields but `personalData`) with the fields of
+/// `plain` (the opened personal data), or the erased shape without it.
+fn opened_payload(mut rest: JsonObject, plain: Option<&[u8]>) -> Result<Payload, String> {
+    match plain {
+        Some(plain) => {
+            let text =
+                std::str::from_utf8(plain).map_err(|_| "opened personal data is not text")?;
+            let personal = top_fields(text).map_err(|_| "opened personal data is not an object")?;
+            for name in PERSONAL_FIELDS {
+                rest.field(name, personal.get(name).map_or("null", |v| v.get()));
+            }
+            rest.finish().map_err(|e| e.to_string())
+        }
+        None => rest.erased().finish().map_err(|e| e.to_string()),
+    }
+}
+
+/// A JSON object written field by field from raw values. Names are ordo's own field
+/// names (or borrowed unescaped from a parsed payload), so they need no escaping.
+struct JsonObject(String);
+
+impl JsonObject {
+    fn with_capacity(capacity: usize) -> Self {
+        let mut text = String::with_capacity(capacity);
+        text.push('{');
+        JsonObject(text)
+    }
+
+    fn field(&mut self, name: &str, raw_value: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        self.0.push('"');
+        self.0.push_str(name);
+        self.0.push_str("\":");
+        self.0.push_str(raw_value);
+    }
+
+    /// The personal fields null, and the erased mark.
+    fn erased(mut self) -> Self {
+        for name in PERSONAL_FIELDS {
+            self.field(name, "null");
+        }
+        self.field(ERASED_FIELD, "true");
+        self
+    }
+
+    fn text(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+
+    /// The payload (checked to be one JSON value, as every payload is).
+    fn finish(self) -> Result<Payload, StoreError> {
+        Payload::from_json(self.text()).map_err(|e| StoreError::Invalid(e.to_string()))
     }
 }
 
